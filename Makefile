@@ -1,0 +1,36 @@
+# The two commands: `make run` (the main job) and `make test` (the whole suite).
+# Both create .venv on first use with a Python >= 3.12 found by tools/find_python.sh.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN ?= lowformer/fashion_mnist_quick
+PYTEST_ARGS ?=
+
+.PHONY: run test lint format setup data clean
+.DEFAULT_GOAL := run
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || "$$(bash tools/find_python.sh)" -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,notebooks]"
+	@touch $(STAMP)
+
+data:
+	@bash tools/install_data.sh
+
+run: setup
+	$(PY) -m experiments.run $(RUN)
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

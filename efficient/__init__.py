@@ -1,0 +1,3 @@
+"""efficient: JAX/Flax reimplementations of efficiency papers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Experiment presets registered by name; `python -m experiments.run --list`."""

@@ -1,0 +1,1 @@
+"""Pallas kernels (each op: reference.py, kernel.py, vjp.py, api.py, bench.py)."""

@@ -1,0 +1,26 @@
+"""Test set-up: 8 simulated CPU devices, strict promotion, jaxtyping checks, a `key` fixture."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_configure(config):
+    # Run-time shape checks for every annotated public function in the package under test.
+    from jaxtyping import install_import_hook
+
+    install_import_hook(["efficient", "pallas_kernels"], "typeguard.typechecked")
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
