@@ -1,7 +1,8 @@
 """The one table from logical axis names to mesh axes, and the shardings derived from it.
 
-Every parameter in `efficient` names its dimensions with logical axes (`nn.with_logical_partitioning`)
-drawn from `LOGICAL_AXES` below; nothing else in the code base names a mesh axis for a parameter.
+Every parameter in `efficient` names its dimensions with logical axes
+(`nn.with_logical_partitioning`) drawn from `LOGICAL_AXES` below; nothing else in the code base
+names a mesh axis for a parameter.
 """
 
 from __future__ import annotations

@@ -1,0 +1,31 @@
+"""The one training loop: state, steps, checkpoints, metrics. Knows no model."""
+
+from efficient.train.checkpoint import Checkpointer
+from efficient.train.config import OptimizerConfig, TrainConfig
+from efficient.train.loop import NonFiniteLossError, TrainResult, evaluate, init_state, train
+from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics
+from efficient.train.optimizer import learning_rate_schedule, make_optimizer
+from efficient.train.state import TrainState
+from efficient.train.steps import make_eval_step, make_train_step
+from efficient.train.task import Task, classification_loss
+
+__all__ = [
+    "Checkpointer",
+    "MetricsWriter",
+    "NonFiniteLossError",
+    "OptimizerConfig",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "classification_loss",
+    "evaluate",
+    "init_state",
+    "learning_rate_schedule",
+    "make_eval_step",
+    "make_optimizer",
+    "make_train_step",
+    "plot_metrics",
+    "read_metrics",
+    "train",
+]

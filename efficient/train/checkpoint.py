@@ -1,0 +1,66 @@
+"""Orbax checkpoints of the train state and the data iterator (async, atomic, keep last N)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """Saves/restores {'state': TrainState, 'data': iterator state} under `workdir/checkpoints`.
+
+    Orbax writes each step into a temporary directory and renames it when complete, so a
+    killed run never leaves a half-written checkpoint that `latest_step` would pick up.
+    The data iterator state is captured (as JSON) at the moment `save` is called, so the
+    asynchronous write cannot race with the iterator moving on.
+    """
+
+    def __init__(self, workdir: pathlib.Path, *, keep: int, async_save: bool = True):
+        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "data")
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, data_state: dict | None) -> None:
+        data_json = json.loads(json.dumps(data_state if data_state is not None else {}))
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_json)
+            ),
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        """Restore `step` into arrays with the shardings of `abstract_state` (ShapeDtypeStructs)."""
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+            ),
+        )
+        return restored.state, restored.data
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_like(tree, shardings):
+    """ShapeDtypeStructs with shardings: the restore target of a sharded state."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )

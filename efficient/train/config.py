@@ -1,0 +1,74 @@
+"""Configuration of the training loop and its optimizer (frozen, keyword-only dataclasses)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from efficient.sharding import MeshConfig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimizerConfig:
+    """An Optax optimizer with a warm-up + decay learning-rate schedule.
+
+    Attributes:
+      name: "adamw" (decoupled weight decay), "sgd" (Nesterov momentum) or "lion".
+      learning_rate: peak learning rate, reached after `warmup_steps`.
+      schedule: decay after warm-up: "cosine" (to `end_lr_factor * learning_rate` at the last
+        step), "linear", or "constant".
+      weight_decay: applied to parameters with two or more dimensions only (kernels, embeddings),
+        never to biases or norm scales, as in most vision and LM recipes.
+      grad_clip_norm: clip the global gradient norm to this value; None disables clipping.
+    """
+
+    name: Literal["adamw", "sgd", "lion"] = "adamw"
+    learning_rate: float = 1e-3
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    end_lr_factor: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    grad_clip_norm: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How long to train, what to log and keep, and what to do when things go wrong.
+
+    Attributes:
+      steps: total optimizer steps (a resumed run continues up to this count).
+      log_every: steps between metric records (train metrics are averaged over the interval).
+      eval_every: steps between evaluations; 0 evaluates only at the end.
+      checkpoint_every: steps between checkpoints; the last step is always saved.
+      keep_checkpoints: how many recent checkpoints Orbax keeps.
+      on_nonfinite: "stop" ends the run naming the first step whose loss or gradients were not
+        finite; "skip" drops such updates and counts them. In both modes the bad update is never
+        applied, so saved checkpoints stay finite.
+      seed: seeds parameter init and the per-step dropout keys (data has its own seed).
+      stop_after: end this session at this step (with a checkpoint) although the run, its
+        schedule included, is `steps` long; `--resume` continues it. For time-sliced jobs.
+    """
+
+    steps: int = 1000
+    log_every: int = 50
+    eval_every: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    async_checkpointing: bool = True
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    seed: int = 0
+    progress: bool = True
+    stop_after: int | None = None
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+
+    def __post_init__(self):
+        for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: must be >= 1.")
+        if self.eval_every < 0:
+            raise ValueError(f"TrainConfig.eval_every={self.eval_every}: must be >= 0.")

@@ -1,0 +1,103 @@
+"""Metric records: metrics.jsonl (one object per record), TensorBoard events, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from collections.abc import Mapping
+
+
+class MetricsWriter:
+    """Appends records to `workdir/metrics.jsonl` and TensorBoard events in `workdir/tb/`.
+
+    Each record is `{"step": int, "split": "train"|"eval", **metrics}`. On resume, records past
+    the restored step are dropped first, so the file never holds steps from a lost future.
+    """
+
+    def __init__(self, workdir: pathlib.Path, *, resume_step: int | None = None, tensorboard=True):
+        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        elif resume_step is None:
+            self.path.write_text("")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tb"), flush_secs=30)
+
+    def write(self, step: int, split: str, metrics: Mapping[str, float]) -> dict:
+        record = {"step": int(step), "split": split}
+        record.update({k: _jsonable(v) for k, v in metrics.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for name, value in metrics.items():
+                if isinstance(value, int | float) and math.isfinite(value):
+                    self._tb.add_scalar(f"{split}/{name}", value, step)
+        return record
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+
+
+def _jsonable(value):
+    value = float(value) if not isinstance(value, int | str | bool) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep them visible as strings
+    return value
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict]:
+    """Records of a metrics.jsonl file (a truncated last line, from a kill, is ignored)."""
+    records = []
+    for line in pathlib.Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def plot_metrics(path: str | pathlib.Path, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
+    """One PNG per metric name, train and eval curves against step. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(path)
+    names = sorted(
+        {k for r in records for k, v in r.items() if k not in ("step", "split")}
+        & {k for r in records for k, v in r.items() if isinstance(v, int | float)}
+    )
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for split, style in (("train", "-"), ("eval", "o-")):
+            points = [
+                (r["step"], r[name])
+                for r in records
+                if r.get("split") == split and isinstance(r.get(name), int | float)
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, label=split, markersize=4)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title(name)
+        fig.tight_layout()
+        file = out_dir / f"{name}.png"
+        fig.savefig(file)
+        plt.close(fig)
+        written.append(file)
+    return written

@@ -1,0 +1,57 @@
+"""Build an Optax optimizer and its schedule from an `OptimizerConfig`."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from efficient.train.config import OptimizerConfig
+
+
+def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
+    """Linear warm-up to `learning_rate`, then the configured decay until `total_steps`."""
+    peak, warmup = config.learning_rate, config.warmup_steps
+    decay_steps = max(total_steps - warmup, 1)
+    end = peak * config.end_lr_factor
+    if config.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=config.end_lr_factor)
+    elif config.schedule == "linear":
+        decay = optax.linear_schedule(peak, end, decay_steps)
+    elif config.schedule == "constant":
+        decay = optax.constant_schedule(peak)
+    else:
+        raise ValueError(
+            f"OptimizerConfig.schedule={config.schedule!r}: use 'cosine', 'linear' or 'constant'."
+        )
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def _decay_mask(params):
+    # Kernels and embeddings decay; biases and norm scales (ndim <= 1) do not.
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """The optimizer named by `config`, with gradient clipping and the schedule applied."""
+    lr = learning_rate_schedule(config, total_steps)
+    if config.name == "adamw":
+        tx = optax.adamw(
+            lr, b1=config.b1, b2=config.b2, eps=config.eps,
+            weight_decay=config.weight_decay, mask=_decay_mask,
+        )  # fmt: skip
+    elif config.name == "lion":
+        tx = optax.lion(
+            lr, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=_decay_mask
+        )
+    elif config.name == "sgd":
+        tx = optax.chain(
+            optax.add_decayed_weights(config.weight_decay, mask=_decay_mask),
+            optax.sgd(lr, momentum=config.momentum, nesterov=True),
+        )
+    else:
+        raise ValueError(f"OptimizerConfig.name={config.name!r}: use 'adamw', 'sgd' or 'lion'.")
+    if config.grad_clip_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+    return tx

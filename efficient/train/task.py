@@ -1,0 +1,65 @@
+"""What a paper hands the trainer: a model, how to feed it a batch, and a loss with metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Batch = Mapping[str, jax.Array]
+# (model outputs, batch) -> (scalar loss, {name: scalar metric}); metrics are means over the
+# batch's real examples (those with mask 1), so the trainer can weight them by the mask sum.
+LossFn = Callable[[Any, Batch], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def _image_inputs(batch: Batch) -> tuple:
+    return (batch["image"],)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Task:
+    """A model plus a loss: everything paper-specific the training loop needs.
+
+    Attributes:
+      model: a Flax Linen module called as `model(*inputs(batch), train=bool)`. Collections
+        other than 'params' (e.g. 'batch_stats') are model state, updated in training steps.
+      loss_fn: maps (model outputs, batch) to (loss, metrics).
+      inputs: picks the model's positional arguments out of a batch.
+    """
+
+    model: nn.Module
+    loss_fn: LossFn
+    inputs: Callable[[Batch], tuple] = _image_inputs
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def classification_loss(label_smoothing: float = 0.0) -> LossFn:
+    """Softmax cross-entropy (optionally label-smoothed) with top-1 accuracy.
+
+    The batch must hold `label` int [B] and may hold `mask` float [B] (0 marks padding).
+    The loss and metrics are computed in float32 whatever the logits' dtype.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1).")
+
+    def loss_fn(logits, batch):
+        logits = logits.astype(jnp.float32)
+        labels = batch["label"]
+        mask = batch.get("mask")
+        mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+        num_classes = logits.shape[-1]
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+        ce = optax.softmax_cross_entropy(logits, targets)  # [B]
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)  # [B]
+        loss = _masked_mean(ce, mask)
+        return loss, {"loss": loss, "accuracy": _masked_mean(correct, mask)}
+
+    return loss_fn

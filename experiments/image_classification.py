@@ -1,0 +1,93 @@
+"""Wiring shared by image-classification experiments: config -> data -> model -> train."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax.numpy as jnp
+
+from efficient.data import ImageDataConfig, dataset_info, eval_dataset, train_dataset
+from efficient.train import Task, TrainConfig, classification_loss, train
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ImageClassification:
+    """An image classifier trained with softmax cross-entropy.
+
+    Attributes:
+      model: the model's config; `build_model` maps its type to the module.
+      data: the image pipeline (source, batch sizes, augmentation, seed).
+      train: the training loop (steps, optimizer, mesh, logging, checkpoints).
+      label_smoothing: as in the DeiT/LowFormer recipes.
+    """
+
+    model: Any
+    data: ImageDataConfig = dataclasses.field(default_factory=ImageDataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    label_smoothing: float = 0.1
+
+
+def build_model(model_config):
+    """The Linen module for a model config (LowFormerConfig, ViTConfig)."""
+    from efficient.models.lowformer import LowFormer, LowFormerConfig
+    from efficient.models.vit import ViT, ViTConfig
+
+    if isinstance(model_config, LowFormerConfig):
+        return LowFormer(model_config)
+    if isinstance(model_config, ViTConfig):
+        return ViT(model_config)
+    raise TypeError(f"no image model for config type {type(model_config).__name__}.")
+
+
+def check_compatible(config: ImageClassification) -> None:
+    """Model input channels and classes must match the data; say which knob to turn if not."""
+    info = dataset_info(config.data)
+    channels, classes = info["image_shape"][-1], info["num_classes"]
+    if config.model.in_channels != channels:
+        raise ValueError(
+            f"model.in_channels={config.model.in_channels} but data.source="
+            f"{config.data.source!r} has {channels} channel(s)."
+        )
+    if config.model.num_classes != classes:
+        raise ValueError(
+            f"model.num_classes={config.model.num_classes} but data.source="
+            f"{config.data.source!r} has {classes} classes."
+        )
+
+
+def run(config: ImageClassification, workdir: pathlib.Path, resume: bool = False) -> dict:
+    """Train and evaluate; returns the summary (also in workdir/summary.json)."""
+    task = Task(
+        model=build_model(config.model), loss_fn=classification_loss(config.label_smoothing)
+    )
+    result = train(
+        task,
+        config.train,
+        train_data=train_dataset(config.data),
+        eval_data=lambda: eval_dataset(config.data),
+        workdir=workdir,
+        resume=resume,
+        run_config=to_json(config),
+    )
+    return result.summary
+
+
+def to_json(config) -> dict:
+    """A dataclass tree as JSON-able values (dtypes by name)."""
+
+    def convert(value):
+        if dataclasses.is_dataclass(value):
+            fields = {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {"__type__": type(value).__name__, **fields}
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        if isinstance(value, type) or hasattr(value, "dtype"):
+            return jnp.dtype(value).name
+        return value
+
+    return convert(config)
+
+
+__all__ = ["ImageClassification", "build_model", "check_compatible", "run", "to_json"]

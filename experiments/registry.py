@@ -1,0 +1,50 @@
+"""Experiment presets registered by name (`<paper>/<preset>`): a typed config + a run function."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+# Modules whose import registers presets; a new paper adds its module here.
+PAPER_MODULES = ("experiments.lowformer", "experiments.vit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named experiment: a frozen config dataclass and the function that runs it.
+
+    `run(config, workdir, resume)` trains/evaluates and returns a summary dict; `check(config)`
+    raises `ValueError` for an inconsistent config before anything runs.
+    """
+
+    name: str
+    description: str
+    config: Any
+    run: Callable[..., dict]
+    check: Callable[[Any], None] | None = None
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register(
+    name: str,
+    description: str,
+    config: Any,
+    run: Callable[..., dict],
+    check: Callable[[Any], None] | None = None,
+) -> None:
+    if name in _PRESETS:
+        raise ValueError(f"preset {name!r} is registered twice.")
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"preset {name!r}: config must be a dataclass instance, got {config!r}.")
+    _PRESETS[name] = Preset(name, description, config, run, check)
+
+
+def presets() -> dict[str, Preset]:
+    """All registered presets, by name (imports every paper module once)."""
+    for module in PAPER_MODULES:
+        importlib.import_module(module)
+    return dict(sorted(_PRESETS.items()))

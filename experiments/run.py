@@ -1,0 +1,179 @@
+"""`python -m experiments.run NAME [--workdir DIR] [--resume] [--section.field VALUE ...]`.
+
+`--list` prints every preset with a one-line description. Any field of the preset's config can be
+overridden with its dotted path (e.g. `--train.steps 200 --data.batch_size 64`). Unknown names
+and bad overrides print one line with the close matches and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import difflib
+import io
+import json
+import pathlib
+import re
+import sys
+from typing import Any
+
+from experiments.registry import Preset, presets
+
+RUNS_DIR = pathlib.Path("runs")
+
+
+class UsageError(Exception):
+    """A user mistake on the command line: printed as one line, exit status 2."""
+
+
+def field_paths(config: Any, prefix: str = "") -> list[str]:
+    """Every overridable dotted field path of a config dataclass tree."""
+    paths = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            paths += field_paths(value, f"{prefix}{f.name}.")
+        else:
+            paths.append(f"{prefix}{f.name}")
+    return paths
+
+
+def _close(word: str, choices: list[str]) -> str:
+    matches = difflib.get_close_matches(word, choices, n=4, cutoff=0.5)
+    return f"; close matches: {', '.join(matches)}" if matches else ""
+
+
+def find_preset(name: str) -> Preset:
+    table = presets()
+    if name not in table:
+        raise UsageError(
+            f"unknown experiment {name!r}{_close(name, list(table))} "
+            "(see python -m experiments.run --list)"
+        )
+    return table[name]
+
+
+def apply_overrides(config: Any, args: list[str]) -> Any:
+    """Parse `--a.b VALUE` overrides into a new config (tyro does the typed parsing)."""
+    import tyro
+
+    valid = field_paths(config)
+    for arg in args:
+        if arg.startswith("--"):
+            path = arg[2:].split("=", 1)[0].replace("-", "_")
+            if path not in valid:
+                raise UsageError(f"unknown override --{path}{_close(path, valid)}")
+        elif not args or args.index(arg) == 0:
+            raise UsageError(f"unexpected argument {arg!r}; overrides look like --train.steps 100")
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+            return tyro.cli(
+                type(config), default=config, args=args, config=(tyro.conf.FlagConversionOff,)
+            )
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            print(err.getvalue())
+            raise
+        raise UsageError(f"bad override: {_one_line(err.getvalue())}") from None
+    except (ValueError, TypeError) as e:  # a config's own validation (__post_init__)
+        raise UsageError(f"bad override: {e}") from None
+
+
+def _one_line(text: str) -> str:
+    lines = [re.sub(r"[│╭╮╰╯─]+", " ", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and "helptext" not in line.lower()]
+    for i, line in enumerate(lines):
+        if line.lower().startswith(("error", "unrecognized", "invalid", "perhaps")):
+            return " ".join(lines[i : i + 3])
+    return " ".join(lines[:3])
+
+
+def resolve_workdir(name: str, workdir: str | None, resume: bool) -> pathlib.Path:
+    if workdir is not None:
+        return pathlib.Path(workdir)
+    base = RUNS_DIR / name
+    if resume:
+        runs = sorted(p for p in base.glob("*") if (p / "checkpoints").is_dir())
+        if not runs:
+            raise UsageError(f"--resume: no earlier run with checkpoints under {base}/")
+        return runs[-1]
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return base / stamp
+
+
+def print_list() -> None:
+    table = presets()
+    width = max(len(n) for n in table)
+    for name, preset in table.items():
+        print(f"{name:<{width}}  {preset.description}")
+
+
+def _print_summary(summary: dict, workdir: pathlib.Path) -> None:
+    print(f"\n== {summary['status']} at step {summary.get('step')} / {summary['steps']} ==")
+    for key in ("final_train", "final_eval", "best_eval"):
+        if summary.get(key):
+            values = ", ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in summary[key].items()
+            )
+            print(f"{key:<12} {values}")
+    print(f"params       {summary['num_params']:,}")
+    print(f"wall time    {summary['wall_time_s']:.1f} s on {summary.get('device_kind', '?')}")
+    print(f"run dir      {workdir}  (metrics.jsonl, summary.json, plots/*.png, tb/)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.run",
+        description="Run a registered experiment preset.",
+        epilog="Override any config field: --train.steps 100 --data.batch_size 64 ...",
+    )
+    parser.add_argument("name", nargs="?", help="preset name, e.g. lowformer/fashion_mnist")
+    parser.add_argument("--list", action="store_true", help="list the presets and exit")
+    parser.add_argument("--workdir", help="run directory (default runs/NAME/<utc time>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the config and exit")
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        if args.list:
+            print_list()
+            return 0
+        if args.name is None:
+            raise UsageError("name an experiment (python -m experiments.run --list shows them)")
+        preset = find_preset(args.name)
+        config = apply_overrides(preset.config, overrides)
+        if args.print_config:
+            from experiments.image_classification import to_json
+
+            print(json.dumps(to_json(config), indent=2))
+            return 0
+        if preset.check is not None:
+            try:
+                preset.check(config)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        workdir = resolve_workdir(args.name, args.workdir, args.resume)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from efficient.train import NonFiniteLossError
+
+    print(f"{preset.name}: {preset.description}\nrun dir: {workdir}")
+    try:
+        summary = preset.run(config, workdir, resume=args.resume)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:  # a missing data package: the message says how to install it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _print_summary(summary, workdir)
+    return 0 if summary["status"] == "completed" else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The training loop: exact resume, signals, non-finite handling, sharding, outputs on disk."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from efficient.sharding import MeshConfig
+from efficient.train import NonFiniteLossError, OptimizerConfig, TrainConfig, read_metrics, train
+from tests.efficient.train._toy import toy_eval_data, toy_task, toy_train_data
+
+
+def _config(steps, **kw):
+    base = dict(
+        steps=steps, log_every=1, checkpoint_every=5, eval_every=0, progress=False,
+        async_checkpointing=True,
+        optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=2, weight_decay=0.01,
+                                  grad_clip_norm=1.0),
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _losses(workdir):
+    return {r["step"]: r["loss"] for r in read_metrics(workdir / "metrics.jsonl")
+            if r["split"] == "train"}  # fmt: skip
+
+
+def _run(workdir, steps, resume=False, data=None, devices=None, **kw):
+    return train(
+        toy_task(), _config(steps, **kw), train_data=data or toy_train_data(),
+        eval_data=toy_eval_data, workdir=workdir, resume=resume, devices=devices,
+    )  # fmt: skip
+
+
+def test_resume_is_exact(tmp_path):
+    full = _run(tmp_path / "full", 12)
+    # The same 12-step run, stopped after 7 steps (checkpoints at 5 and 7), then resumed.
+    paused = _run(tmp_path / "split", 12, checkpoint_every=5, stop_after=7)
+    assert paused.summary["status"] == "paused" and paused.summary["step"] == 7
+    resumed = _run(tmp_path / "split", 12, resume=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == list(range(1, 13))
+    np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=0, atol=0)
+    for x, y in zip(
+        jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    stats = lambda s: jax.tree.leaves(s.model_state)  # noqa: E731
+    for x, y in zip(stats(full.state), stats(resumed.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_outputs_on_disk(tmp_path):
+    result = _run(tmp_path, 6, log_every=2, eval_every=3)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    eval_steps = [r["step"] for r in records if r["split"] == "eval"]
+    assert train_steps == [2, 4, 6] and eval_steps == [3, 6]
+    assert all({"loss", "accuracy", "learning_rate"} <= set(r) for r in records
+               if r["split"] == "train")  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["step"] == 6
+    assert summary["final_eval"]["accuracy"] == pytest.approx(
+        result.summary["final_eval"]["accuracy"]
+    )
+    assert (tmp_path / "plots" / "loss.png").stat().st_size > 1000
+    assert any(p.name.startswith("events") for p in (tmp_path / "tb").iterdir())
+    assert (tmp_path / "checkpoints" / "6").is_dir()
+
+
+def test_eval_is_weighted_by_mask(tmp_path):
+    # Padding rows (mask 0) with garbage labels must not change the eval metrics.
+    from efficient.sharding import batch_sharding, make_mesh
+    from efficient.train import evaluate, make_eval_step
+
+    result = _run(tmp_path, 2)
+    mesh = make_mesh(MeshConfig())
+    step = jax.jit(make_eval_step(toy_task()))
+    clean = toy_eval_data()
+    padded = [dict(b) for b in clean]
+    last = padded[-1]
+    padded[-1] = {
+        "x": np.concatenate([last["x"], np.zeros((8, last["x"].shape[1]), np.float32)]),
+        "label": np.concatenate([last["label"], np.full(8, 3, np.int32)]),
+        "mask": np.concatenate([last["mask"], np.zeros(8, np.float32)]),
+    }
+    with mesh:
+        a = evaluate(step, result.state, clean, batch_sharding(mesh))
+        b = evaluate(step, result.state, padded, batch_sharding(mesh))
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_nonfinite_stops_naming_the_step(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="step 4"):
+        _run(tmp_path, 8, data=toy_train_data(poison_at=3), log_every=2)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+
+
+def test_nonfinite_skip_drops_the_update(tmp_path):
+    result = _run(tmp_path, 6, data=toy_train_data(poison_at=2), on_nonfinite="skip")
+    assert result.summary["skipped_updates"] == 1
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(result.state.params))
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert records[2].get("skipped_updates") == 1 and np.isfinite(records[-1]["loss"])
+
+
+class _SignalAt:
+    """Wraps a Grain iterator; sends SIGTERM to this process when batch `at` is taken."""
+
+    def __init__(self, dataset, at):
+        self.it, self.at, self.count = iter(dataset), at, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.count += 1
+        if self.count == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next(self.it)
+
+    def get_state(self):
+        return self.it.get_state()
+
+    def set_state(self, state):
+        self.it.set_state(state)
+
+
+def test_sigterm_saves_and_resume_matches(tmp_path):
+    _run(tmp_path / "full", 10)
+    # The example batch peeked at init is batch 1; batch 5 is taken by step 4.
+    result = _run(
+        tmp_path / "cut", 10, data=_SignalAt(toy_train_data(), at=5), checkpoint_every=100
+    )
+    assert result.summary["status"] == "interrupted"
+    cut_step = result.summary["step"]
+    assert 0 < cut_step < 10 and (tmp_path / "cut" / "checkpoints" / str(cut_step)).is_dir()
+    _run(tmp_path / "cut", 10, resume=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert sorted(b) == list(range(1, 11))
+    np.testing.assert_array_equal([a[s] for s in sorted(a)], [b[s] for s in sorted(a)])
+
+
+@pytest.mark.parametrize("mesh", [MeshConfig(data=8), MeshConfig(data=2, fsdp=4),
+                                  MeshConfig(data=2, fsdp=2, tensor=2)])  # fmt: skip
+def test_sharded_training_equals_single_device(tmp_path, mesh):
+    assert jax.device_count() == 8
+    # SGD, not Adam: Adam divides by sqrt(v), which turns the last-bit differences of a
+    # reordered cross-device reduction into O(lr) differences for near-zero gradients.
+    sgd = OptimizerConfig(name="sgd", learning_rate=0.1, weight_decay=1e-3)
+    one = _run(tmp_path / "one", 3, data=toy_train_data(batch_size=16), optimizer=sgd,
+               mesh=MeshConfig(data=1), devices=jax.devices()[:1])  # fmt: skip
+    many = _run(tmp_path / "many", 3, data=toy_train_data(batch_size=16), optimizer=sgd,
+                mesh=mesh)  # fmt: skip
+    for x, y in zip(jax.tree.leaves(one.state.params), jax.tree.leaves(many.state.params),
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(list(_losses(tmp_path / "one").values()),
+                               list(_losses(tmp_path / "many").values()), rtol=1e-5)  # fmt: skip
+    kernel = many.state.params["Dense_0"]["kernel"]  # [16, 32], logical ('embed', 'mlp')
+    shard = kernel.addressable_shards[0].data.shape
+    assert shard == (16 // mesh.fsdp, 32 // mesh.tensor)
