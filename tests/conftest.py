@@ -18,7 +18,7 @@ def pytest_configure(config):
     # Run-time shape checks for every annotated public function in the package under test.
     from jaxtyping import install_import_hook
 
-    install_import_hook(["efficient", "pallas_kernels"], "typeguard.typechecked")
+    install_import_hook(["efficient", "pallas_kernels"], "beartype.beartype")
 
 
 @pytest.fixture

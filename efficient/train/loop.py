@@ -83,7 +83,7 @@ def init_state(
     rng_data = jax.random.key_data(jax.random.key(seed))
     boxed = jax.eval_shape(init_fn, rng_data)
     shardings = logical_to_sharding(boxed, mesh)
-    with mesh:
+    with jax.set_mesh(mesh):
         state = jax.jit(lambda r: nn.unbox(init_fn(r)), out_shardings=shardings)(rng_data)
     return state, shardings
 
@@ -256,7 +256,7 @@ def train(
         disable=not config.progress or jax.process_index() != 0, desc=workdir.name,
     )  # fmt: skip
     try:
-        with stop.installed(), mesh:
+        with stop.installed(), jax.set_mesh(mesh):
             step = start
             while step < config.steps:
                 state = train_step(state, _device_batch(next(train_iter), data_sharding))

@@ -27,15 +27,17 @@ class TrainState:
       first_nonfinite_step: the first such step, or -1.
     """
 
-    step: jax.Array
+    # Leaves are typed Any: a pytree's leaves are Arrays, tracers, ShapeDtypeStructs (eval_shape,
+    # restore targets) or shardings at different times, and the test-time type checker sees all.
+    step: Any  # int32 []
     params: Any
     model_state: Any
     opt_state: Any
-    rng: jax.Array
-    metric_sums: dict[str, jax.Array]
-    metric_count: jax.Array
-    nonfinite_count: jax.Array
-    first_nonfinite_step: jax.Array
+    rng: Any  # uint32 [2] (threefry key data)
+    metric_sums: Any  # {name: float32 []}
+    metric_count: Any  # float32 []
+    nonfinite_count: Any  # int32 []
+    first_nonfinite_step: Any  # int32 []
 
     def step_key(self, step: jax.Array | None = None) -> jax.Array:
         """The PRNG key for `step` (default: the current step)."""

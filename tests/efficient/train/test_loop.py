@@ -88,7 +88,7 @@ def test_eval_is_weighted_by_mask(tmp_path):
         "label": np.concatenate([last["label"], np.full(8, 3, np.int32)]),
         "mask": np.concatenate([last["mask"], np.zeros(8, np.float32)]),
     }
-    with mesh:
+    with jax.set_mesh(mesh):
         a = evaluate(step, result.state, clean, batch_sharding(mesh))
         b = evaluate(step, result.state, padded, batch_sharding(mesh))
     assert a == pytest.approx(b, rel=1e-6)
