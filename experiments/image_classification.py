@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
@@ -29,16 +30,23 @@ class ImageClassification:
     label_smoothing: float = 0.1
 
 
-def build_model(model_config):
-    """The Linen module for a model config (LowFormerConfig, ViTConfig)."""
-    from efficient.models.lowformer import LowFormer, LowFormerConfig
-    from efficient.models.vit import ViT, ViTConfig
+_MODELS: dict[type, Callable[[Any], Any]] = {}
 
-    if isinstance(model_config, LowFormerConfig):
-        return LowFormer(model_config)
-    if isinstance(model_config, ViTConfig):
-        return ViT(model_config)
-    raise TypeError(f"no image model for config type {type(model_config).__name__}.")
+
+def register_model(config_type: type, module: Callable[[Any], Any]) -> None:
+    """Map a model config type to its Linen module class (each paper's experiment module does)."""
+    _MODELS[config_type] = module
+
+
+def build_model(model_config):
+    """The Linen module for a model config registered with `register_model`."""
+    try:
+        return _MODELS[type(model_config)](model_config)
+    except KeyError:
+        raise TypeError(
+            f"no image model registered for {type(model_config).__name__}; "
+            f"known: {', '.join(t.__name__ for t in _MODELS)}."
+        ) from None
 
 
 def check_compatible(config: ImageClassification) -> None:
@@ -90,4 +98,11 @@ def to_json(config) -> dict:
     return convert(config)
 
 
-__all__ = ["ImageClassification", "build_model", "check_compatible", "run", "to_json"]
+__all__ = [
+    "ImageClassification",
+    "build_model",
+    "check_compatible",
+    "register_model",
+    "run",
+    "to_json",
+]

@@ -15,7 +15,6 @@ import difflib
 import io
 import json
 import pathlib
-import re
 import sys
 from typing import Any
 
@@ -83,12 +82,16 @@ def apply_overrides(config: Any, args: list[str]) -> Any:
 
 
 def _one_line(text: str) -> str:
-    lines = [re.sub(r"[│╭╮╰╯─]+", " ", line).strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and "helptext" not in line.lower()]
-    for i, line in enumerate(lines):
-        if line.lower().startswith(("error", "unrecognized", "invalid", "perhaps")):
-            return " ".join(lines[i : i + 3])
-    return " ".join(lines[:3])
+    """The message of tyro's first error panel, joined into one line."""
+    body = []
+    for raw in text.splitlines()[1:]:  # the first line is the panel's title bar
+        line = raw.strip().strip("│").strip()
+        if not line or set(line) <= set("─-╰╯"):
+            if body:
+                break
+            continue
+        body.append(line)
+    return " ".join(body) or "could not parse the overrides"
 
 
 def resolve_workdir(name: str, workdir: str | None, resume: bool) -> pathlib.Path:
@@ -168,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except FileNotFoundError as e:  # a missing data package: the message says how to install it
+    except (FileNotFoundError, FileExistsError) as e:  # missing data package / used workdir
         print(f"error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary, workdir)
-    return 0 if summary["status"] == "completed" else 130
+    return 130 if summary["status"] == "interrupted" else 0
 
 
 if __name__ == "__main__":

@@ -60,14 +60,15 @@ def init_state(
     def init_fn(rng_data):
         rng = jax.random.wrap_key_data(rng_data)
         params_key, dropout_key = jax.random.split(rng)
-        inputs = jax.tree.map(lambda x: x[:1], task.inputs(example_batch))
+        example = jax.tree.map(lambda x: jnp.asarray(x[:1]), example_batch)
+        inputs = task.inputs(example)
         variables = task.model.init(
             {"params": params_key, "dropout": dropout_key}, *inputs, train=False
         )
         params = variables["params"]
         model_state = {k: v for k, v in variables.items() if k != "params"}
         outputs = task.model.apply(nn.unbox(variables), *inputs, train=False)
-        _, metrics = task.loss_fn(outputs, jax.tree.map(lambda x: x[:1], example_batch))
+        _, metrics = task.loss_fn(outputs, example)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -213,6 +214,12 @@ def train(
     checkpointer = Checkpointer(
         workdir, keep=config.keep_checkpoints, async_save=config.async_checkpointing
     )
+    if not resume and checkpointer.latest_step() is not None:
+        checkpointer.close()
+        raise FileExistsError(
+            f"{workdir} already holds checkpoints (latest step {checkpointer.latest_step()}); "
+            "pass resume=True (--resume) to continue it, or choose another workdir."
+        )
     start = 0
     if resume and (latest := checkpointer.latest_step()) is not None:
         state, data_state = checkpointer.restore(latest, abstract_like(state, shardings))

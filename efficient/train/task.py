@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-Batch = Mapping[str, jax.Array]
+# Per-process numpy arrays on the host, jax Arrays (or tracers) on the device.
+Batch = Mapping[str, Any]
 # (model outputs, batch) -> (scalar loss, {name: scalar metric}); metrics are means over the
 # batch's real examples (those with mask 1), so the trainer can weight them by the mask sum.
 LossFn = Callable[[Any, Batch], tuple[jax.Array, dict[str, jax.Array]]]

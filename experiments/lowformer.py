@@ -1,0 +1,88 @@
+"""LowFormer presets: smoke (synthetic), Fashion-MNIST (real data, CPU), and the quick main job.
+
+LowFormer: Hardware Efficient Design for Convolutional Transformer Backbones (arXiv:2409.03460).
+The ImageNet recipe (AdamW, wd 0.1 off norms/biases, cosine with warm-up, grad clip 2.0, label
+smoothing 0.1; reference/architectures.md §B) is kept; epochs, batch size and learning rate are
+scaled to a 2-core CPU and 28x28 grey images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from efficient.data import ImageDataConfig
+from efficient.models.lowformer import LowFormer, LowFormerConfig
+from efficient.train import OptimizerConfig, TrainConfig
+from experiments.image_classification import (
+    ImageClassification,
+    check_compatible,
+    register_model,
+    run,
+)
+from experiments.registry import register
+
+register_model(LowFormerConfig, LowFormer)
+
+_STEPS_PER_EPOCH = 60_000 // 128  # Fashion-MNIST train split at batch 128 (remainder dropped)
+
+
+def fashion_mnist(epochs: int = 10) -> ImageClassification:
+    """LowFormer-B0 adapted to 28x28 grey Fashion-MNIST (see LowFormerConfig.fashion_mnist)."""
+    steps = epochs * _STEPS_PER_EPOCH
+    return ImageClassification(
+        model=LowFormerConfig.fashion_mnist(),
+        data=ImageDataConfig(source="fashion_mnist", batch_size=128, eval_batch_size=500),
+        train=TrainConfig(
+            steps=steps,
+            log_every=50,
+            eval_every=_STEPS_PER_EPOCH,
+            checkpoint_every=_STEPS_PER_EPOCH,
+            optimizer=OptimizerConfig(
+                name="adamw",
+                learning_rate=2e-3,
+                warmup_steps=_STEPS_PER_EPOCH // 2,
+                schedule="cosine",
+                weight_decay=0.05,
+                grad_clip_norm=2.0,
+            ),
+        ),
+        label_smoothing=0.1,
+    )
+
+
+def smoke() -> ImageClassification:
+    return ImageClassification(
+        # The synthetic source draws one-channel 32x32 images.
+        model=dataclasses.replace(LowFormerConfig.smoke(), in_channels=1),
+        data=ImageDataConfig(
+            source="synthetic", batch_size=32, eval_batch_size=64, synthetic_train_size=512,
+            synthetic_eval_size=128, image_size=32,
+        ),
+        train=TrainConfig(
+            steps=30, log_every=5, eval_every=15, checkpoint_every=15,
+            optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=5, weight_decay=0.05),
+        ),
+    )  # fmt: skip
+
+
+register(
+    "lowformer/smoke",
+    "LowFormer (tiny) on synthetic images: 30 steps, seconds on CPU (CI runs it).",
+    smoke(),
+    run,
+    check_compatible,
+)
+register(
+    "lowformer/fashion_mnist",
+    "LowFormer-B0 adapted to Fashion-MNIST 28x28: 10 epochs, >= 92% test accuracy on 2 CPU cores.",
+    fashion_mnist(epochs=10),
+    run,
+    check_compatible,
+)
+register(
+    "lowformer/fashion_mnist_quick",
+    "The main job (make run): the Fashion-MNIST preset cut to 2 epochs, a few minutes on CPU.",
+    fashion_mnist(epochs=2),
+    run,
+    check_compatible,
+)
