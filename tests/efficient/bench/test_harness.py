@@ -1,0 +1,265 @@
+"""Tests of the timing harness: XLA FLOP counts, timing statistics, JSON, lower-only, tables."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from efficient.bench import (
+    BenchResult,
+    MemoryStats,
+    append_jsonl,
+    benchmark,
+    cost_stats,
+    environment,
+    git_commit,
+    materialize,
+    memory_stats,
+    read_jsonl,
+    render_table,
+    synthetic_variables,
+)
+from efficient.bench.report import format_value, inverted_pairs, spearman
+
+
+def _matmul(a, b):
+    return a @ b
+
+
+def _struct(*shape, dtype=jnp.float32):
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def test_matmul_flops_and_bytes_are_exact():
+    m, k, n = 64, 48, 32
+    r = benchmark(_matmul, _struct(m, k), _struct(k, n), name="mm", lower_only=True)
+    assert r.flops == 2 * m * n * k
+    assert r.bytes_accessed == 4 * (m * k + k * n + m * n)
+    assert r.arithmetic_intensity == pytest.approx(2 * m * n * k / (4 * (m * k + k * n + m * n)))
+    assert r.memory.argument_bytes == 4 * (m * k + k * n)
+    assert r.memory.output_bytes == 4 * m * n
+
+
+def test_timing_statistics_and_derived_figures():
+    a, b = jnp.ones((96, 64)), _struct(64, 80)
+    r = benchmark(_matmul, a, b, name="mm", batch=96, warmup=2, repeats=7)
+    assert r.repeats == 7 and r.warmup == 2 and not r.lower_only
+    assert all(t > 0 for t in r.times_ms)
+    assert r.min_ms <= r.median_ms <= r.max_ms
+    assert r.median_ms <= r.p90_ms <= r.max_ms
+    assert r.median_ms == pytest.approx(float(np.median(r.times_ms)))
+    assert r.std_ms == pytest.approx(float(np.std(r.times_ms)))
+    assert r.items_per_s == pytest.approx(96 / (r.median_ms / 1e3))
+    assert r.gflops_per_s == pytest.approx(2 * 96 * 64 * 80 / (r.median_ms / 1e3) / 1e9)
+    assert r.flops_per_item == pytest.approx(2 * 64 * 80)
+
+
+def test_benchmarked_function_sees_materialized_arguments():
+    seen = []
+
+    def f(x, scale):
+        seen.append(scale)  # traced once: a Python side effect at trace time only
+        return x * scale
+
+    r = benchmark(f, jnp.arange(4.0), 3.0, name="static", static_argnums=1, repeats=2, warmup=0)
+    assert seen == [3.0] and r.repeats == 2
+
+
+def test_invalid_counts_raise():
+    with pytest.raises(ValueError, match="warmup"):
+        benchmark(_matmul, _struct(2, 2), _struct(2, 2), name="x", warmup=-1)
+    with pytest.raises(ValueError, match="repeats"):
+        benchmark(_matmul, _struct(2, 2), _struct(2, 2), name="x", repeats=0)
+
+
+def test_lower_only_does_not_allocate():
+    # Two 100k x 100k f32 operands would take 80 GB (and the output 40 GB more).
+    before = len(jax.live_arrays())
+    big = _struct(100_000, 100_000)
+    r = benchmark(_matmul, big, big, name="huge", batch=100_000, lower_only=True)
+    assert len(jax.live_arrays()) == before
+    assert r.lower_only and r.times_ms == () and r.median_ms is None and r.items_per_s is None
+    # XLA accumulates the count in floating point: 2e15 only to ~1e-8 relative.
+    assert r.flops == pytest.approx(2 * 100_000**3, rel=1e-6)
+    assert r.memory.argument_bytes == 2 * 4 * 100_000**2
+    assert r.memory.output_bytes == 4 * 100_000**2
+
+
+def test_json_round_trip(tmp_path):
+    r = benchmark(
+        _matmul, _struct(8, 8), _struct(8, 8), name="mm", batch=8, repeats=3, extra={"model": "x"}
+    )
+    d = json.loads(r.to_json())
+    assert d["median_ms"] == pytest.approx(r.median_ms)
+    assert d["items_per_s"] == pytest.approx(r.items_per_s)
+    assert d["env"]["device_kind"] == jax.devices()[0].device_kind
+    assert BenchResult.from_dict(d) == r
+    path = tmp_path / "sub" / "results.jsonl"
+    append_jsonl([r], path)
+    append_jsonl([r, r], path)
+    assert len(path.read_text().splitlines()) == 3
+    assert read_jsonl(path) == [r, r, r]
+
+
+def test_materialize_fills_structs_and_keeps_arrays():
+    tree = {
+        "f": _struct(3, 4),
+        "i": _struct(5, dtype=jnp.int32),
+        "k": jax.ShapeDtypeStruct((), jax.random.key(0).dtype),
+        "a": np.arange(3, dtype=np.float32),
+    }
+    out = materialize(tree)
+    assert out["f"].shape == (3, 4) and out["f"].dtype == jnp.float32
+    assert float(jnp.std(out["f"])) > 0
+    assert out["i"].dtype == jnp.int32 and not out["i"].any()
+    assert jnp.issubdtype(out["k"].dtype, jax.dtypes.prng_key)
+    assert isinstance(out["a"], jax.Array) and np.array_equal(out["a"], tree["a"])
+
+
+class _FakeCompiled:
+    def __init__(self, cost, memory):
+        self._cost, self._memory = cost, memory
+
+    def cost_analysis(self):
+        if isinstance(self._cost, Exception):
+            raise self._cost
+        return self._cost
+
+    def memory_analysis(self):
+        if isinstance(self._memory, Exception):
+            raise self._memory
+        return self._memory
+
+
+class _PartialMemory:
+    argument_size_in_bytes = 10
+    temp_size_in_bytes = 7
+
+
+@pytest.mark.parametrize(
+    ("cost", "expected"),
+    [
+        ({"flops": 6.0, "bytes accessed": 4.0}, (6.0, 4.0)),
+        ([{"flops": 2.0, "bytes accessed": 1.0}, {"flops": 3.0}], (5.0, 1.0)),  # old jax: a list
+        (None, (None, None)),
+        ({"flops": -1.0}, (None, None)),  # XLA's "unknown"
+        (NotImplementedError("no cost model"), (None, None)),
+    ],
+)
+def test_cost_stats_is_robust(cost, expected):
+    assert cost_stats(_FakeCompiled(cost, None)) == expected
+
+
+@pytest.mark.parametrize(
+    ("memory", "expected"),
+    [
+        (None, MemoryStats()),
+        (RuntimeError("unsupported"), MemoryStats()),
+        (_PartialMemory(), MemoryStats(argument_bytes=10, temp_bytes=7)),
+        ([_PartialMemory()], MemoryStats(argument_bytes=10, temp_bytes=7)),
+        ({"output_size_in_bytes": 3}, MemoryStats(output_bytes=3)),
+    ],
+)
+def test_memory_stats_is_robust(memory, expected):
+    stats = memory_stats(_FakeCompiled(None, memory))
+    assert stats == expected
+    assert stats.total_bytes is None  # some part is missing
+
+
+def test_environment_has_versions_and_no_hostname():
+    import socket
+
+    env = environment()
+    assert env.platform == jax.devices()[0].platform and env.device_count == jax.device_count()
+    assert env.jax_version == jax.__version__
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", env.timestamp_utc)
+    assert env.git_commit is None or re.fullmatch(r"[0-9a-f]{4,40}(\+dirty)?", env.git_commit)
+    host = socket.gethostname()
+    assert len(host) < 4 or host not in json.dumps(BenchResult(name="x", env=env).to_dict())
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_commit_clean_dirty_and_absent(tmp_path):
+    assert git_commit(str(tmp_path)) is None  # not a repository
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "m")
+    git_commit.cache_clear()
+    clean = git_commit(str(tmp_path))
+    assert re.fullmatch(r"[0-9a-f]{4,40}", clean)
+    (tmp_path / "untracked.txt").write_text("u")  # untracked files do not make it dirty
+    git_commit.cache_clear()
+    assert git_commit(str(tmp_path)) == clean
+    (tmp_path / "f.txt").write_text("b")
+    git_commit.cache_clear()
+    assert git_commit(str(tmp_path)) == clean + "+dirty"
+    git_commit.cache_clear()
+
+
+def test_spearman_matches_the_no_ties_formula():
+    rng = np.random.default_rng(0)
+    x, y = rng.permutation(9).astype(float), rng.permutation(9).astype(float)
+    d2 = float(np.sum((x - y) ** 2))  # permutations of 0..8 are their own ranks
+    assert spearman(x * 10 + 3, np.exp(y)) == pytest.approx(1 - 6 * d2 / (9 * (81 - 1)))
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    # Ties take their average rank: ranks (1.5, 1.5, 3) vs (1, 2, 3).
+    tied = np.corrcoef([1.5, 1.5, 3], [1, 2, 3])[0, 1]
+    assert spearman([5, 5, 9], [1, 2, 3]) == pytest.approx(tied)
+    assert np.isnan(spearman([1, 1], [2, 3]))
+    with pytest.raises(ValueError, match="same length"):
+        spearman([1, 2], [1])
+
+
+def test_inverted_pairs():
+    labels = ["small", "mid", "big"]
+    macs = [1.0, 2.0, 3.0]
+    assert inverted_pairs(labels, macs, [30.0, 20.0, 10.0]) == []  # MACs predict speed
+    assert inverted_pairs(labels, macs, [10.0, 30.0, 20.0]) == [("mid", "small"), ("big", "small")]
+
+
+def test_tables_show_every_cell():
+    rows = [["a", 1234567, 0.012345, None], ["bb", 12.0, float("nan"), True]]
+    for use_rich in (False, True):
+        text = render_table(["name", "n", "x", "y"], rows, title="T", use_rich=use_rich)
+        for cell in ("T", "name", "1,234,567", "0.0123", "12", "-", "True"):
+            assert cell in text, (use_rich, cell)
+    assert format_value(3.14159) == "3.14" and format_value(1500.4) == "1,500"
+
+
+def test_synthetic_variables_fan_in_scaling():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dense(256)(x)
+            return nn.LayerNorm()(x)
+
+    x = jnp.zeros((1, 512))
+    shapes = jax.eval_shape(lambda k: Net().init(k, x), jax.random.key(0))
+    v = synthetic_variables(shapes)["params"]
+    kernel = np.asarray(v["Dense_0"]["kernel"])
+    assert kernel.shape == (512, 256) and kernel.dtype == np.float32
+    assert kernel.std() == pytest.approx(1 / np.sqrt(512), rel=0.02)
+    assert not np.asarray(v["Dense_0"]["bias"]).any()
+    assert (np.asarray(v["LayerNorm_0"]["scale"]) == 1).all()
+    assert not np.asarray(v["LayerNorm_0"]["bias"]).any()
+
+
+def test_narrow_tables_never_cut_names():
+    name = "lowformer/deit_small/throughput"
+    text = render_table(["name", "median ms", "items/s"], [[name, 1.5, 2000.0]], width=50)
+    assert name in text
+    wide = render_table(["name", "median ms", "items/s"], [[name, 1.5, 2000.0]], width=1000)
+    assert max(len(line) for line in wide.splitlines()) < 80  # natural width, not padded
