@@ -1,0 +1,1 @@
+"""One sub-package per architecture: config.py, model.py, README.md."""

@@ -1,0 +1,34 @@
+"""Layers shared by two or more models."""
+
+from efficient.nn.attention import MultiHeadAttention, dot_product_attention
+from efficient.nn.conv import (
+    TRUNC_NORMAL,
+    ConvBN,
+    conv_general_dilated,
+    conv_transpose_2d,
+    lax_convolutions,
+)
+from efficient.nn.drop_path import DropPath
+from efficient.nn.mbconv import FusedMBConv, MBConv
+from efficient.nn.mlp import Mlp, gelu_exact
+from efficient.nn.norms import BatchNorm, GroupNorm, LayerNorm
+from efficient.nn.patch_embed import PatchEmbed
+
+__all__ = [
+    "TRUNC_NORMAL",
+    "BatchNorm",
+    "ConvBN",
+    "DropPath",
+    "FusedMBConv",
+    "GroupNorm",
+    "LayerNorm",
+    "MBConv",
+    "MultiHeadAttention",
+    "Mlp",
+    "PatchEmbed",
+    "conv_general_dilated",
+    "conv_transpose_2d",
+    "dot_product_attention",
+    "gelu_exact",
+    "lax_convolutions",
+]
