@@ -10,7 +10,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from efficient.data import ImageDataConfig, dataset_info, eval_dataset, train_dataset
-from efficient.train import Task, TrainConfig, classification_loss, train
+from efficient.train import OptimizerConfig, Task, TrainConfig, classification_loss, train
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,6 +65,21 @@ def check_compatible(config: ImageClassification) -> None:
         )
 
 
+def smoke(model_config) -> ImageClassification:
+    """The smoke recipe every image model shares: 30 steps on 32x32x1 synthetic images."""
+    return ImageClassification(
+        model=model_config,
+        data=ImageDataConfig(
+            source="synthetic", batch_size=32, eval_batch_size=64, synthetic_train_size=512,
+            synthetic_eval_size=128, image_size=32,
+        ),
+        train=TrainConfig(
+            steps=30, log_every=5, eval_every=15, checkpoint_every=15,
+            optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=5, weight_decay=0.05),
+        ),
+    )  # fmt: skip
+
+
 def run(config: ImageClassification, workdir: pathlib.Path, resume: bool = False) -> dict:
     """Train and evaluate; returns the summary (also in workdir/summary.json)."""
     task = Task(
@@ -104,5 +119,6 @@ __all__ = [
     "check_compatible",
     "register_model",
     "run",
+    "smoke",
     "to_json",
 ]

@@ -128,6 +128,17 @@ def _print_summary(summary: dict, workdir: pathlib.Path) -> None:
     print(f"run dir      {workdir}  (metrics.jsonl, summary.json, plots/*.png, tb/)")
 
 
+def _initialize_distributed() -> None:
+    import os
+
+    import jax
+
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
+        # CPU processes exchange collectives over gloo (TCP); the default has none across hosts.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.run",
@@ -139,7 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="run directory (default runs/NAME/<utc time>)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--print-config", action="store_true", help="print the config and exit")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-process: TPU pods, SLURM, or the "
+        "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables)",
+    )
     args, overrides = parser.parse_known_args(argv)
+    if args.distributed:
+        _initialize_distributed()
     try:
         if args.list:
             print_list()

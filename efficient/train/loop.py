@@ -250,8 +250,13 @@ def train(
         writer.write(step, "eval", metrics)
         return metrics
 
+    saved_step = start
+
     def save(step: int) -> None:
-        checkpointer.save(step, state, train_iter.get_state() if stateful else None)
+        nonlocal saved_step
+        if step != saved_step:  # e.g. a checkpoint step that is also the stop_after step
+            checkpointer.save(step, state, train_iter.get_state() if stateful else None)
+            saved_step = step
 
     status, last_train, last_eval, best_eval = "completed", {}, None, None
     examples = jax.tree.leaves(example)[0].shape[0] * jax.process_count()

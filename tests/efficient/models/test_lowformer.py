@@ -118,7 +118,7 @@ def test_fashion_mnist_preset_shapes_and_cost():
     features = jax.eval_shape(
         lambda v: model.apply(v, x, train=False, method=LowFormer.features), variables
     )
-    assert [f.shape[1] for f in features] == [14, 7, 4, 2, 2]
+    assert [f.shape[1] for f in features] == [28, 14, 7, 4, 2]
     # lax_convolutions: XLA counts the CPU im2col route as extra FLOPs; count the architecture's.
     with lax_convolutions():
         lowered = jax.jit(lambda v: model.apply(v, x, train=False)).lower(variables)
