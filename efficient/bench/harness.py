@@ -323,7 +323,7 @@ def cost_stats(compiled: Any) -> tuple[float | None, float | None]:
     """
     try:
         cost = _as_dict(compiled.cost_analysis())
-    except Exception:  # some backends raise NotImplementedError or XlaRuntimeError
+    except (NotImplementedError, RuntimeError):  # XlaRuntimeError is a RuntimeError
         cost = {}
 
     def get(key: str) -> float | None:
@@ -354,7 +354,7 @@ def memory_stats(compiled: Any) -> MemoryStats:
     """
     try:
         mem = compiled.memory_analysis()
-    except Exception:  # unsupported on some backends and versions
+    except (NotImplementedError, RuntimeError):  # unsupported on some backends and versions
         mem = None
     if isinstance(mem, Sequence) and not isinstance(mem, str | bytes):
         mem = mem[0] if mem else None

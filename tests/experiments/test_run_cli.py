@@ -64,7 +64,6 @@ def test_smoke_presets_run(name, tmp_path, capsys):
     assert run_cli.main([name, "--workdir", str(tmp_path), "--train.progress", "False"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == summary["steps"]
-    first, last = summary["final_train"]["loss"], None
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [r["loss"] for r in records if r["split"] == "train"]
     first, last = train[0], train[-1]
