@@ -1,6 +1,12 @@
 """Layers shared by two or more models."""
 
-from efficient.nn.attention import MultiHeadAttention, dot_product_attention
+from efficient.nn.attention import (
+    MultiHeadAttention,
+    attention_mask,
+    dot_product_attention,
+    rope,
+)
+from efficient.nn.causal_conv import CausalConv1d
 from efficient.nn.conv import (
     TRUNC_NORMAL,
     ConvBN,
@@ -10,25 +16,30 @@ from efficient.nn.conv import (
 )
 from efficient.nn.drop_path import DropPath
 from efficient.nn.mbconv import FusedMBConv, MBConv
-from efficient.nn.mlp import Mlp, gelu_exact
-from efficient.nn.norms import BatchNorm, GroupNorm, LayerNorm
+from efficient.nn.mlp import GatedMlp, Mlp, gelu_exact
+from efficient.nn.norms import BatchNorm, GroupNorm, LayerNorm, RMSNorm
 from efficient.nn.patch_embed import PatchEmbed
 
 __all__ = [
     "TRUNC_NORMAL",
     "BatchNorm",
+    "CausalConv1d",
     "ConvBN",
     "DropPath",
     "FusedMBConv",
+    "GatedMlp",
     "GroupNorm",
     "LayerNorm",
     "MBConv",
     "MultiHeadAttention",
     "Mlp",
     "PatchEmbed",
+    "RMSNorm",
+    "attention_mask",
     "conv_general_dilated",
     "conv_transpose_2d",
     "dot_product_attention",
     "gelu_exact",
     "lax_convolutions",
+    "rope",
 ]

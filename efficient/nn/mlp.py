@@ -62,3 +62,49 @@ class Mlp(nn.Module):
             name="fc2",
             **common,
         )(x)
+
+
+class GatedMlp(nn.Module):
+    """down(activation(gate(x)) * up(x)): SwiGLU with the default SiLU (Llama, Qwen2, LaCT).
+
+    GLU Variants Improve Transformer (arXiv:2002.05202 §2). Three bias-free Dense layers named
+    'gate', 'up', 'down' as in the Llama/Qwen2 checkpoints.
+
+    Attributes:
+      mlp_dim: hidden width F.
+      features: output width; None keeps the input width D.
+      use_bias: biases on the three Dense layers (off in Llama/Qwen2).
+      activation: applied to the gate (SiLU: SwiGLU; GELU: GeGLU).
+      kernel_init: initializer of the (unboxed) kernels.
+      out_kernel_init: of the 'down' kernel; None uses `kernel_init`.
+      dtype: compute dtype.
+      param_dtype: parameter storage dtype.
+    """
+
+    mlp_dim: int
+    features: int | None = None
+    use_bias: bool = False
+    activation: Callable[[Array], Array] = jax.nn.silu
+    kernel_init: initializers.Initializer = TRUNC_NORMAL
+    out_kernel_init: initializers.Initializer | None = None
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Float[Array, "*B D"]) -> Float[Array, "*B _F"]:
+        features = x.shape[-1] if self.features is None else self.features
+        common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+
+        def dense(name, width, init, axes):
+            return nn.Dense(
+                width,
+                kernel_init=nn.with_logical_partitioning(init, axes),
+                bias_init=nn.with_logical_partitioning(initializers.zeros, axes[1:]),
+                name=name,
+                **common,
+            )
+
+        gate = dense("gate", self.mlp_dim, self.kernel_init, ("embed", "mlp"))(x)  # [*B, F]
+        up = dense("up", self.mlp_dim, self.kernel_init, ("embed", "mlp"))(x)  # [*B, F]
+        down_init = self.out_kernel_init or self.kernel_init
+        return dense("down", features, down_init, ("mlp", "embed"))(self.activation(gate) * up)

@@ -143,3 +143,30 @@ class BatchNorm(_Affine):
                 ra_var.value = m * ra_var.value + (1.0 - m) * unbiased
         y = (x32 - mean.astype(x32.dtype)) * lax.rsqrt(var.astype(x32.dtype) + self.epsilon)
         return self._affine(y, x)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * scale over the last axis, in float32 (Llama, Qwen2, Mamba-2).
+
+    Root Mean Square Layer Normalization (arXiv:1910.07467 §4). No mean subtraction, no bias.
+
+    Attributes:
+      epsilon: added to the mean square (Qwen2: 1e-6; Llama 2: 1e-5).
+      use_scale: learn a per-channel scale (initialised to ones).
+      dtype: output dtype; None keeps the input's.
+      param_dtype: parameter storage dtype.
+    """
+
+    epsilon: float = 1e-6
+    use_scale: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Float[Array, "*B C"]) -> Float[Array, "*B C"]:
+        x32 = _upcast(x)
+        y = x32 * lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        if self.use_scale:
+            scale = self.param("scale", _ONES, (x.shape[-1],), self.param_dtype)
+            y = y * _upcast(scale).reshape((1,) * (x.ndim - 1) + (x.shape[-1],))
+        return y.astype(self.dtype or x.dtype)
