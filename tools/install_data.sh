@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian data packages the experiments read (see DESIGN.md, Data). Idempotent.
 set -euo pipefail
-pkgs=(dataset-fashion-mnist)
+pkgs=(dataset-fashion-mnist bible-kjv python3-doc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,10 +6,16 @@ from typing import Literal
 import grain
 import jax
 import numpy as np
-from absl import flags
 from jaxtyping import Bool, Float32, Int, UInt8
 
 from efficient.data import fashion_mnist, synthetic
+from efficient.data._grain import (
+    _check_shard,
+    _derived_seed,
+    _shard_slice,
+    _to_iter,
+    _train_index_batches,
+)
 
 Batch = dict[str, np.ndarray]
 
@@ -17,10 +23,6 @@ PAD = 2  # pixels of zero padding before the random crop
 # Independent streams derived from `ImageDataConfig.seed`, so that no two uses share a seed.
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
-# In-process reading: arrays are in memory and the work is vectorised numpy per batch, so one
-# thread that prepares a few batches ahead of the trainer is enough (grain's defaults, 16 threads
-# and 500 elements, are meant for remote files and would hold 500 batches).
-_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -190,45 +192,6 @@ def _eval_dataset(
     return _to_iter(ds, config.worker_count)
 
 
-def _train_index_batches(num_examples: int, batch_size: int, seed: int) -> grain.MapDataset:
-    """Infinite MapDataset of int64 [batch_size] example indices: step -> batch.
-
-    grain's `shuffle` reads the epoch from an index past its length and permutes each epoch with
-    seed `seed + epoch`; `batch` and `repeat` pass such indices through, so the order is
-    shuffle -> batch (per epoch, dropping the remainder) -> repeat. (`repeat` before `shuffle`
-    would permute one infinite epoch instead.)
-    """
-    ds = grain.MapDataset.range(num_examples).shuffle(seed=seed)
-    return ds.batch(batch_size, drop_remainder=True).repeat()
-
-
-def _derived_seed(seed: int, stream: int) -> int:
-    # grain's shuffle uses seed + epoch, so raw consecutive seeds would replay each other's epochs
-    # (seed 1, epoch 0 == seed 0, epoch 1): hash (seed, stream) to an unrelated 32-bit seed.
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-
-
-def _check_shard(batch_size: int, name: str, process_index: int, process_count: int) -> None:
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index}: expected in [0, {process_count}).")
-    if batch_size % process_count:
-        raise ValueError(
-            f"{name}={batch_size}: the global batch must be divisible by the process count "
-            f"({process_count})."
-        )
-
-
-def _to_iter(ds: grain.MapDataset, worker_count: int) -> grain.IterDataset:
-    it = ds.to_iter_dataset(_READ_OPTIONS)
-    if worker_count:
-        # grain 0.2.18 + jaxlib >= 0.11 read an absl flag in `mp_prefetch` and fail unless flags
-        # were parsed (google/grain#1355, fixed after 0.2.18); parsing here keeps their defaults.
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-    return it
-
-
 def _source_arrays(config: ImageDataConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
     if config.source == "fashion_mnist":
         return fashion_mnist.load_fashion_mnist(split)
@@ -239,12 +202,6 @@ def _source_arrays(config: ImageDataConfig, split: str) -> tuple[np.ndarray, np.
         num_classes=config.num_classes,
         seed=config.seed,
     )
-
-
-def _shard_slice(size: int, process_index: int, process_count: int) -> slice:
-    """Rows `[i * b, (i + 1) * b)` of a global batch of `size`, `b = size // process_count`."""
-    b = size // process_count
-    return slice(process_index * b, (process_index + 1) * b)
 
 
 def _crop_flip(
