@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 # Modules whose import registers presets; a new paper adds its module here.
-PAPER_MODULES = ("experiments.lowformer", "experiments.vit")
+PAPER_MODULES = ("experiments.lowformer", "experiments.transformer", "experiments.vit")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics
 from efficient.train.optimizer import learning_rate_schedule, make_optimizer
 from efficient.train.state import TrainState
 from efficient.train.steps import make_eval_step, make_train_step
-from efficient.train.task import Task, classification_loss
+from efficient.train.task import Task, classification_loss, next_token_loss, token_inputs
 
 __all__ = [
     "Checkpointer",
@@ -25,7 +25,9 @@ __all__ = [
     "make_eval_step",
     "make_optimizer",
     "make_train_step",
+    "next_token_loss",
     "plot_metrics",
     "read_metrics",
+    "token_inputs",
     "train",
 ]

@@ -305,7 +305,7 @@ def train(
                 if (config.eval_every and step % config.eval_every == 0) or final:
                     last_eval = run_eval(step)
                     if last_eval is not None:
-                        best_eval = _better(best_eval, last_eval, step)
+                        best_eval = _better(best_eval, last_eval, step, task.best_metric)
                         bar.write(f"step {step}: eval " + _fmt(last_eval))
                 if step % config.checkpoint_every == 0 or final:
                     save(step)
@@ -346,9 +346,12 @@ def train(
     return TrainResult(state=state, summary=summary, workdir=workdir)
 
 
-def _better(best, current, step):
-    # Higher accuracy wins when reported, else lower loss.
-    key, sign = ("accuracy", 1) if "accuracy" in current else ("loss", -1)
+def _better(best, current, step, metric=None):
+    # Default: higher accuracy wins when reported, else lower loss.
+    if metric is not None:
+        key, sign = metric[0], 1 if metric[1] == "max" else -1
+    else:
+        key, sign = ("accuracy", 1) if "accuracy" in current else ("loss", -1)
     if key not in current:
         return best
     if best is None or sign * current[key] > sign * best[key]:

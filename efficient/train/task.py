@@ -31,11 +31,18 @@ class Task:
         other than 'params' (e.g. 'batch_stats') are model state, updated in training steps.
       loss_fn: maps (model outputs, batch) to (loss, metrics).
       inputs: picks the model's positional arguments out of a batch.
+      best_metric: the eval metric that picks `best_eval` in the summary, as (name, "max" or
+        "min"); None: accuracy (max) when reported, else loss (min).
     """
 
     model: nn.Module
     loss_fn: LossFn
     inputs: Callable[[Batch], tuple] = _image_inputs
+    best_metric: tuple[str, str] | None = None
+
+    def __post_init__(self):
+        if self.best_metric is not None and self.best_metric[1] not in ("max", "min"):
+            raise ValueError(f"best_metric={self.best_metric}: the mode must be 'max' or 'min'.")
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -60,6 +67,32 @@ def classification_loss(label_smoothing: float = 0.0) -> LossFn:
         targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
         ce = optax.softmax_cross_entropy(logits, targets)  # [B]
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)  # [B]
+        loss = _masked_mean(ce, mask)
+        return loss, {"loss": loss, "accuracy": _masked_mean(correct, mask)}
+
+    return loss_fn
+
+
+def token_inputs(batch: Batch) -> tuple:
+    """The model input of a language-model batch: `inputs` int [B, T]."""
+    return (batch["inputs"],)
+
+
+def next_token_loss() -> LossFn:
+    """Mean next-token cross-entropy (nats per token) over real tokens, with top-1 accuracy.
+
+    The batch holds `targets` int [B, T] and may hold `mask` float [B, T] (0 marks padding); the
+    loss runs in float32 whatever the logits' dtype. For byte-level models nats/token is
+    nats/byte; bits per byte is loss / ln 2.
+    """
+
+    def loss_fn(logits, batch):
+        logits = logits.astype(jnp.float32)
+        targets = batch["targets"]
+        mask = batch.get("mask")
+        mask = jnp.ones(targets.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, T]
+        correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)  # [B, T]
         loss = _masked_mean(ce, mask)
         return loss, {"loss": loss, "accuracy": _masked_mean(correct, mask)}
 
