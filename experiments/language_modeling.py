@@ -23,7 +23,15 @@ from efficient.data import (
     text_train_dataset,
 )
 from efficient.models.transformer import generate
-from efficient.train import OptimizerConfig, Task, TrainConfig, next_token_loss, token_inputs, train
+from efficient.train import (
+    OptimizerConfig,
+    Task,
+    TrainConfig,
+    TrainResult,
+    next_token_loss,
+    token_inputs,
+    train,
+)
 from experiments.image_classification import to_json
 
 
@@ -119,6 +127,16 @@ def smoke(model_config) -> LanguageModeling:
 
 def run(config: LanguageModeling, workdir: pathlib.Path, resume: bool = False) -> dict:
     """Train, evaluate and sample; returns the summary (also in workdir/summary.json)."""
+    return train_and_sample(config, workdir, resume)[0].summary
+
+
+def train_and_sample(
+    config: LanguageModeling, workdir: pathlib.Path, resume: bool = False
+) -> tuple[TrainResult, nn.Module]:
+    """`run`, returning the training result (final state included) and the model as well.
+
+    Samples go to `workdir/samples.txt` and the summary's "samples" when the run completed.
+    """
     model = build_model(config.model)
     task = Task(
         model=model, loss_fn=next_token_loss(), inputs=token_inputs, best_metric=("loss", "min")
@@ -135,9 +153,9 @@ def run(config: LanguageModeling, workdir: pathlib.Path, resume: bool = False) -
         resume=resume,
         run_config=to_json(config),
     )
-    summary = dict(result.summary)
+    summary = result.summary
     summary["data"] = {k: v for k, v in info.items() if k != "train_windows"}
-    if config.sample.max_new_tokens and result.summary.get("status") == "completed":
+    if config.sample.max_new_tokens and summary.get("status") == "completed":
         samples = sample_text(model, result.state.params, config.sample)
         pairs = list(zip(config.sample.prompts, samples, strict=True))
         (workdir / "samples.txt").write_text("".join(f"--- prompt {p!r}\n{s}\n" for p, s in pairs))
@@ -145,8 +163,8 @@ def run(config: LanguageModeling, workdir: pathlib.Path, resume: bool = False) -
             print(f"--- sample (prompt {prompt!r}, temperature {config.sample.temperature}):")
             print(text)
         summary["samples"] = samples
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return result, model
 
 
 def sample_text(model: nn.Module, params, config: SampleConfig) -> list[str]:
@@ -177,4 +195,5 @@ __all__ = [
     "run",
     "sample_text",
     "smoke",
+    "train_and_sample",
 ]
