@@ -2,11 +2,12 @@
 
 # A new paper adds a module here (a `SPEC = BenchSpec(...)`) and one line to BENCHES. Specs import
 # model code inside `run`, so `--list` never imports a model.
-from experiments.benches import lowformer
+from experiments.benches import lowformer, transformer
 from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
 
 __all__ = ["BENCHES", "BenchArgs", "BenchSpec", "resolve_models"]
 
 BENCHES: dict[str, BenchSpec] = {
     "lowformer": lowformer.SPEC,
+    "transformer": transformer.SPEC,
 }

@@ -16,6 +16,7 @@ from efficient.bench import BenchResult, environment, synthetic_variables
 from experiments import bench
 from experiments.benches import BENCHES, BenchArgs, resolve_models
 from experiments.benches import lowformer as lowformer_bench
+from experiments.benches import transformer as transformer_bench
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -38,6 +39,10 @@ def _has(module: str) -> bool:
         return False
 
 
+needs_transformer = pytest.mark.skipif(
+    not _has("efficient.models.transformer"),
+    reason="efficient.models.transformer is not written yet",
+)
 needs_lowformer = pytest.mark.skipif(
     not _has("efficient.models.lowformer"), reason="efficient.models.lowformer is not written yet"
 )
@@ -161,8 +166,66 @@ def test_lowformer_bench_end_to_end(tmp_path, capsys):
     assert lowered[2].extra["params_m"] == pytest.approx((5_717_416 - 180 * 192) / 1e6)
 
 
+@needs_transformer
+def test_transformer_bench_quick_mode(tmp_path, capsys):
+    out = tmp_path / "transformer.jsonl"
+    argv = ["transformer", "--models", "smoke,qwen2_7b", "--repeats", "2", "--warmup", "1"]
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    rows = {r.name: r for r in map(BenchResult.from_dict, map(json.loads, out.open()))}
+    assert list(rows) == [
+        "transformer/smoke/train",
+        "transformer/smoke/prefill_b1",
+        "transformer/smoke/decode_b1",
+        "transformer/smoke/prefill_b8",
+        "transformer/smoke/decode_b8",
+        "transformer/qwen2_7b/train",
+        "transformer/qwen2_7b/forward",
+    ]
+    train = rows["transformer/smoke/train"]
+    assert train.batch == 8 * 128 and train.repeats == 2 and not train.lower_only
+    assert train.items_per_s == pytest.approx(8 * 128 / (train.median_ms / 1e3))
+    # XLA counts at least the 6 FLOPs per non-embedding parameter and token of forward + backward
+    # (0.8 leaves room for XLA's conventions), and 6NT leaves out the head matmul (+22% at
+    # D 64, V 256), attention (12·L·H·K·T/6N = +44% at T 128) and the elementwise work, which
+    # together stay well under 3x. The PaLM-style estimate, which counts head and attention,
+    # leaves only the elementwise work (norms, softmax, SwiGLU, loss, AdamW): a few percent.
+    est = train.extra["estimates"]
+    assert 0.8 < train.flops / est["6NT"] < 3
+    assert 1.0 < train.flops / est["model"] < 1.3
+    decode = rows["transformer/smoke/decode_b8"]
+    assert decode.batch == 8 * 16 and decode.extra["new_tokens"] == 16
+    assert rows["transformer/smoke/prefill_b1"].batch == 16  # prompt tokens
+    # Qwen2-7B is lowered on shapes only: no weights, no compile, no run.
+    for step in ("train", "forward"):
+        r = rows[f"transformer/qwen2_7b/{step}"]
+        assert r.lower_only and r.times_ms == () and r.compile_s == 0.0
+        assert r.extra["params"] == 7_615_616_512 and r.extra["dtype"] == "bfloat16"
+        assert (r.extra["batch_size"], r.extra["seq_len"]) == (1, 4096)
+    forward = rows["transformer/qwen2_7b/forward"]
+    # 2·N·T with every parameter; attention (4·L·H·K·T per token) adds ~6% at T 4096.
+    two_nt = 2 * 7_615_616_512 * 4096
+    assert 0.9 < forward.flops / two_nt < 1.3
+    assert rows["transformer/qwen2_7b/train"].flops / forward.flops == pytest.approx(3, rel=0.05)
+    text = capsys.readouterr().out
+    assert "XLA/6NT" in text and "Qwen2-7B forward" in text and "new tokens/s" in text
+
+
+def test_transformer_flop_estimates_follow_the_formulas():
+    from efficient.models.transformer import TransformerConfig
+
+    c = TransformerConfig.smoke()  # L 2, H 4, K 16, D 64, V 256
+    n = c.num_non_embedding_params()
+    train = transformer_bench.flop_estimates(c, 2, 128, train=True)
+    assert train["6NT"] == 6 * n * 256
+    assert train["6NT_all"] == 6 * c.num_params() * 256
+    assert train["model"] == (6 * (n + 64 * 256) + 12 * 2 * 4 * 16 * 128) * 256
+    forward = transformer_bench.flop_estimates(c, 2, 128, train=False)
+    assert all(forward[k] * 3 == train[k] for k in train)
+
+
 def test_registry_specs_are_complete():
     for name, spec in BENCHES.items():
         assert spec.description and "\n" not in spec.description, name
         assert callable(spec.run)
     assert set(lowformer_bench.MODELS) == set(BENCHES["lowformer"].models)
+    assert set(transformer_bench.MODELS) == set(BENCHES["transformer"].models)
