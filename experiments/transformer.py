@@ -30,7 +30,7 @@ def kjv_model() -> TransformerConfig:
     )  # fmt: skip
 
 
-def kjv(steps: int = 800) -> LanguageModeling:
+def kjv(steps: int = 700) -> LanguageModeling:
     """Byte-level KJV: T = 256, batch 32, AdamW 2e-3 cosine, validation on 7 held-out books."""
     return LanguageModeling(
         model=kjv_model(),
