@@ -140,7 +140,9 @@ def _run(name: str, spec: BenchSpec, options: BenchArgs) -> int:
 def _progress_line(r: BenchResult) -> str:
     flops = "-" if r.flops is None else f"{r.flops / 1e9:,.2f} GFLOP"
     if r.lower_only:
-        done = f"compiled in {r.compile_s:.1f} s" if r.compile_s else f"lowered in {r.lower_s:.1f} s"
+        done = (
+            f"compiled in {r.compile_s:.1f} s" if r.compile_s else f"lowered in {r.lower_s:.1f} s"
+        )
         return f"{r.name}: {done}, {flops} per call (not run)"
     rate = "" if r.items_per_s is None else f", {r.items_per_s:,.1f} items/s"
     return f"{r.name}: median {r.median_ms:,.2f} ms over {r.repeats} calls{rate}, {flops} per call"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
 
 from efficient.data import ImageDataConfig, dataset_info, eval_dataset, train_dataset
 from efficient.train import OptimizerConfig, Task, TrainConfig, classification_loss, train
+from experiments.registry import ModelRegistry
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,23 +30,9 @@ class ImageClassification:
     label_smoothing: float = 0.1
 
 
-_MODELS: dict[type, Callable[[Any], Any]] = {}
-
-
-def register_model(config_type: type, module: Callable[[Any], Any]) -> None:
-    """Map a model config type to its Linen module class (each paper's experiment module does)."""
-    _MODELS[config_type] = module
-
-
-def build_model(model_config):
-    """The Linen module for a model config registered with `register_model`."""
-    try:
-        return _MODELS[type(model_config)](model_config)
-    except KeyError:
-        raise TypeError(
-            f"no image model registered for {type(model_config).__name__}; "
-            f"known: {', '.join(t.__name__ for t in _MODELS)}."
-        ) from None
+_MODELS = ModelRegistry("image")
+register_model = _MODELS.register
+build_model = _MODELS.build
 
 
 def check_compatible(config: ImageClassification) -> None:

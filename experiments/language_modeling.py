@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -33,6 +32,7 @@ from efficient.train import (
     train,
 )
 from experiments.image_classification import to_json
+from experiments.registry import ModelRegistry
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,23 +81,9 @@ class LanguageModeling:
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
 
 
-_MODELS: dict[type, Callable[[Any], Any]] = {}
-
-
-def register_model(config_type: type, module: Callable[[Any], Any]) -> None:
-    """Map a model config type to its Linen module class (each paper's experiment module does)."""
-    _MODELS[config_type] = module
-
-
-def build_model(model_config):
-    """The Linen module for a model config registered with `register_model`."""
-    try:
-        return _MODELS[type(model_config)](model_config)
-    except KeyError:
-        raise TypeError(
-            f"no language model registered for {type(model_config).__name__}; "
-            f"known: {', '.join(t.__name__ for t in _MODELS)}."
-        ) from None
+_MODELS = ModelRegistry("language")
+register_model = _MODELS.register
+build_model = _MODELS.build
 
 
 def check_compatible(config: LanguageModeling) -> None:

@@ -8,7 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 # Modules whose import registers presets; a new paper adds its module here.
-PAPER_MODULES = ("experiments.lowformer", "experiments.transformer", "experiments.vit")
+PAPER_MODULES = (
+    "experiments.lowformer",
+    "experiments.transformer",
+    "experiments.vit",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +45,32 @@ def register(
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"preset {name!r}: config must be a dataclass instance, got {config!r}.")
     _PRESETS[name] = Preset(name, description, config, run, check)
+
+
+class ModelRegistry:
+    """Model config type -> Linen module class, for one family of tasks (image, language, ...).
+
+    Each paper's experiment module registers its config type once; the task's `run` builds the
+    module from whatever config a preset (or a CLI override) holds.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._modules: dict[type, Callable[[Any], Any]] = {}
+
+    def register(self, config_type: type, module: Callable[[Any], Any]) -> None:
+        """Map a model config type to its Linen module class."""
+        self._modules[config_type] = module
+
+    def build(self, model_config):
+        """The Linen module for a registered model config."""
+        try:
+            return self._modules[type(model_config)](model_config)
+        except KeyError:
+            raise TypeError(
+                f"no {self.kind} model registered for {type(model_config).__name__}; "
+                f"known: {', '.join(t.__name__ for t in self._modules)}."
+            ) from None
 
 
 def presets() -> dict[str, Preset]:
