@@ -1,0 +1,98 @@
+"""`group_rational`: the public group-rational activation (validation and dispatch).
+
+Kolmogorov-Arnold Transformer (KAT, arXiv 2409.10594), §4 (GR-KAN); FlashKAT (arXiv 2505.13813).
+"""
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from pallas_kernels.rational import kernel, reference, vjp
+
+__all__ = ["Implementation", "check_arguments", "group_rational", "resolve_implementation"]
+
+Implementation = Literal["auto", "pallas", "interpret", "xla"]
+
+_X_DTYPES = (jnp.float32, jnp.bfloat16)
+
+
+def resolve_implementation(implementation: str) -> str:
+    """ "auto" -> "pallas" on GPU/TPU, else "xla"; other values unchanged."""
+    if implementation == "auto":
+        return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
+    return implementation
+
+
+def check_arguments(x, numerator, denominator, implementation: str = "auto") -> None:
+    """Raise a ValueError naming the first unsupported argument and what is supported."""
+    if implementation not in ("auto", "pallas", "interpret", "xla"):
+        raise ValueError(
+            f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
+        )
+    if x.ndim < 1:
+        raise ValueError(f"x.shape={x.shape}: x must have a channel axis [..., D]")
+    if x.dtype not in _X_DTYPES:
+        raise ValueError(f"x.dtype={x.dtype}: supported are float32 and bfloat16")
+    if denominator.ndim != 2 or denominator.shape[1] != reference.NUM_DENOMINATOR:
+        raise ValueError(
+            f"denominator.shape={denominator.shape}: must be [G, {reference.NUM_DENOMINATOR}] "
+            "(b_1..b_4 per group)"
+        )
+    groups = denominator.shape[0]
+    if groups < 1:
+        raise ValueError(f"denominator.shape={denominator.shape}: needs at least one group")
+    if numerator.ndim != 2 or numerator.shape not in (
+        (1, reference.NUM_NUMERATOR),
+        (groups, reference.NUM_NUMERATOR),
+    ):
+        raise ValueError(
+            f"numerator.shape={numerator.shape}: must be [1, {reference.NUM_NUMERATOR}] (shared) "
+            f"or [G={groups}, {reference.NUM_NUMERATOR}] (a_0..a_5 per group)"
+        )
+    for name, coefficients in (("numerator", numerator), ("denominator", denominator)):
+        if coefficients.dtype != jnp.float32:
+            raise ValueError(f"{name}.dtype={coefficients.dtype}: coefficients must be float32")
+    width = x.shape[-1]
+    if width < 1 or width % groups:
+        raise ValueError(
+            f"x.shape[-1]={width}: D must be a positive multiple of the number of groups "
+            f"G={groups} (denominator.shape[0])"
+        )
+
+
+def group_rational(
+    x: Float[Array, "*batch D"],
+    numerator: Float[Array, "Gn 6"],
+    denominator: Float[Array, "G 4"],
+    *,
+    implementation: Implementation = "auto",
+    block_sizes: kernel.BlockSizes | None = None,
+) -> Float[Array, "*batch D"]:
+    """Group-rational activation F(x) = P(x) / Q(x), differentiable in x and the coefficients.
+
+    P(x) = sum_{i=0..5} a_i x^i, Q(x) = 1 + sum_{j=1..4} |b_j| |x|^j (the form of KAT's CUDA
+    and Triton kernels), channel c of the last axis in group c // (D / G). Computed in float32.
+    The coefficient gradients are reduced in a fixed order (no atomics): bitwise reproducible.
+
+    Args:
+        x: Input [..., D], float32 or bfloat16.
+        numerator: a_0..a_5, float32: [1, 6] shared by all groups (KAT) or [G, 6] per group.
+        denominator: b_1..b_4 per group, float32 [G, 4]; G divides D.
+        implementation: "xla" (jnp, fused by XLA; the CPU default), "pallas" (compiled kernels),
+            "interpret" (the kernels in interpret mode), or "auto": pallas on GPU/TPU, else xla.
+        block_sizes: Kernel tiling (pallas/interpret only); default `BlockSizes()`.
+
+    Returns:
+        F(x) [..., D] in x's dtype.
+
+    Raises:
+        ValueError: An unsupported shape, dtype or implementation, naming what is supported.
+    """
+    check_arguments(x, numerator, denominator, implementation)
+    config = vjp.RationalConfig(
+        implementation=resolve_implementation(implementation),  # type: ignore[arg-type]
+        block_sizes=block_sizes or kernel.BlockSizes(),
+    )
+    return vjp.group_rational_op(config, x, numerator, denominator)

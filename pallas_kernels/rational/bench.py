@@ -1,0 +1,281 @@
+"""Benchmark of group_rational: XLA path (and Pallas, PyTorch on GPU) vs jax.nn.gelu, as JSON.
+
+KAT (arXiv 2409.10594) MLP shapes: B=128, T=197, D in {192, 384, 768} (the MLP input) and 4x that
+(the hidden width), G=8; FlashKAT (arXiv 2505.13813) §5 for the GPU comparison.
+
+    python -m pallas_kernels.rational.bench [--quick] [--section auto|cpu|gpu] [--dims 768 ...]
+                                            [--dtypes float32 bfloat16] [--out PATH]
+
+Self-contained (pallas_kernels imports nothing of efficient): its own timing helper (jit, compile
+excluded, warm-ups, block_until_ready, median) and provenance (device, CPU model, commit).
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pallas_kernels.rational import api, init_coefficients
+
+__all__ = ["Case", "environment", "main", "time_fn"]
+
+KAT_DIMS = (192, 384, 768, 768, 1536, 3072)  # KAT-T/S/B input widths, then 4x (hidden)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Case:
+    """One tensor [batch, tokens, width] with `groups` groups."""
+
+    batch: int = 128
+    tokens: int = 197
+    width: int = 768
+    groups: int = 8
+    dtype: str = "float32"
+
+    @property
+    def elements(self) -> int:
+        return self.batch * self.tokens * self.width
+
+
+def environment() -> dict:
+    """Device, versions, commit and time of the measurement (no hostname)."""
+    cpu = None
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    root = pathlib.Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "pallas_kernels/rational"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        commit = (commit + ("+dirty" if dirty else "")) or None
+    except OSError:
+        commit = None
+    device = jax.devices()[0]
+    return {
+        "device_kind": device.device_kind,
+        "platform": device.platform,
+        "cpu_model": cpu,
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "jax_version": jax.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": commit,
+        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
+    """Compile `jax.jit(fn)` once, warm up, and time the median of `repeats` calls in ms."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    for _ in range(warmup):
+        jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times)}
+
+
+def _inputs(case: Case):
+    rng = np.random.default_rng(0)
+    shape = (case.batch, case.tokens, case.width)
+    x = jnp.asarray(rng.standard_normal(shape, np.float32), case.dtype)
+    dy = jnp.asarray(rng.standard_normal(shape, np.float32), case.dtype)
+    numerator, denominator = init_coefficients("swish", case.groups)
+    return x, dy, numerator, denominator
+
+
+def _functions(implementation: str):
+    """(forward, forward+backward) with the signature (x, dy, numerator, denominator)."""
+    if implementation == "gelu":
+
+        def fwd(x, dy, num, den):
+            return jax.nn.gelu(x)
+
+        def fwd_bwd(x, dy, num, den):
+            y, vjp = jax.vjp(jax.nn.gelu, x)
+            return y, vjp(dy)
+
+        return fwd, fwd_bwd
+    if implementation == "copy":  # x + 1: one read and one write, the bandwidth yardstick
+        return (lambda x, dy, num, den: x + 1), None
+
+    def op(x, num, den):
+        return api.group_rational(x, num, den, implementation=implementation)
+
+    def fwd(x, dy, num, den):
+        return op(x, num, den)
+
+    def fwd_bwd(x, dy, num, den):
+        y, vjp = jax.vjp(op, x, num, den)
+        return y, vjp(dy)
+
+    return fwd, fwd_bwd
+
+
+def _torch_time(case: Case, mode: str, warmup: int, repeats: int) -> dict | None:
+    """The same kernel-form rational in PyTorch with autograd on the same GPU, if available."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    dtype = getattr(torch, case.dtype)
+    shape = (case.batch, case.tokens, case.width)
+    x = torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True)
+    dy = torch.randn(shape, device="cuda", dtype=dtype)
+    num = torch.randn(1, 6, device="cuda", requires_grad=True)
+    den = torch.randn(case.groups, 4, device="cuda", requires_grad=True)
+    k = case.width // case.groups
+
+    def run():
+        xg = x.float().view(-1, case.groups, k)
+        a = num.expand(case.groups, 6)[None, :, :, None]  # [1, G, 6, 1]
+        p = a[:, :, 5]
+        for i in range(4, -1, -1):
+            p = p * xg + a[:, :, i]
+        ax = xg.abs()
+        b = den.abs()[None, :, :, None]
+        q = b[:, :, 3]
+        for j in range(2, -1, -1):
+            q = q * ax + b[:, :, j]
+        y = (p / (q * ax + 1.0)).view(shape).to(dtype)
+        if mode == "fwd_bwd":
+            torch.autograd.grad(y, (x, num, den), dy)
+        return y
+
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times)}
+
+
+def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: int) -> dict:
+    """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record."""
+    record = dataclasses.asdict(case) | {"implementation": implementation, "mode": mode}
+    item = jnp.dtype(case.dtype).itemsize
+    # Bytes the op must move: fwd reads x, writes y; bwd also reads x, dy and writes dx.
+    io = (2 if mode == "fwd" else 5) * case.elements * item
+    if implementation == "torch":
+        timing = _torch_time(case, mode, warmup, repeats)
+        if timing is None:
+            return record | {"skipped": "torch with CUDA is not importable"}
+    else:
+        fwd, fwd_bwd = _functions(implementation)
+        fn = fwd if mode == "fwd" else fwd_bwd
+        if fn is None:
+            return record | {"skipped": "forward only"}
+        timing = time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats)
+    return record | timing | {"gb_per_s": io / timing["median_ms"] / 1e6}
+
+
+def _print(r: dict) -> None:
+    head = f"D={r['width']:5} {r['dtype']:8} {r['implementation']:9} {r['mode']:7}"
+    if "skipped" in r:
+        print(f"{head} skipped: {r['skipped']}", flush=True)
+        return
+    print(f"{head} {r['median_ms']:9.3f} ms {r['gb_per_s']:7.1f} GB/s", flush=True)
+
+
+def _ratios(results: list[dict], baseline: str) -> list[dict]:
+    """Per case and mode: time of each implementation / time of the baseline."""
+    table: dict[tuple, dict[str, float]] = {}
+    for r in results:
+        if "median_ms" in r:
+            key = (r["batch"], r["tokens"], r["width"], r["dtype"], r["mode"])
+            table.setdefault(key, {})[r["implementation"]] = r["median_ms"]
+    out = []
+    for (batch, tokens, width, dtype, mode), times in table.items():
+        if baseline not in times:
+            continue
+        for impl, ms in times.items():
+            if impl != baseline:
+                ratio = ms / times[baseline]
+                out.append(
+                    {
+                        "shape": [batch, tokens, width],
+                        "dtype": dtype,
+                        "mode": mode,
+                        "implementation": impl,
+                        f"time_over_{baseline}": ratio,
+                    }
+                )
+                print(f"D={width:5} {dtype:8} {mode:7} {impl:9} / {baseline}: {ratio:5.2f}x")
+    return out
+
+
+def main(argv=None) -> None:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="B=8, two widths, f32, 3 repeats")
+    parser.add_argument("--section", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--dims", type=int, nargs="*", default=None, help="widths D to run")
+    parser.add_argument("--dtypes", nargs="*", default=None, choices=("float32", "bfloat16"))
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("bench_results/rational.json")
+    )
+    args = parser.parse_args(argv)
+    section = args.section
+    if section == "auto":
+        section = "gpu" if jax.default_backend() in ("gpu", "tpu") else "cpu"
+    dims = args.dims or ((192, 768) if args.quick else tuple(sorted(set(KAT_DIMS))))
+    dtypes = args.dtypes or (("float32",) if args.quick else ("float32", "bfloat16"))
+    batch = 8 if args.quick else 128
+    repeats = args.repeats or (3 if args.quick else 20)
+    warmup = 1 if args.quick else 3
+    if section == "cpu":
+        implementations = ("gelu", "xla")
+    else:
+        implementations = ("copy", "gelu", "xla", "pallas", "torch")
+    env = environment()
+    print(json.dumps(env))
+    results = []
+    for width in dims:
+        for dtype in dtypes:
+            case = Case(batch=batch, width=width, dtype=dtype)
+            for mode in ("fwd", "fwd_bwd"):
+                for implementation in implementations:
+                    record = {"section": section} | run_case(
+                        case, implementation, mode, warmup, repeats
+                    )
+                    results.append(record)
+                    _print(record)
+    ratios = _ratios(results, "gelu")
+    if section == "gpu":
+        ratios += _ratios(results, "xla")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"env": env, "results": results, "ratios": ratios}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Pallas kernels of the group-rational activation: elementwise forward, atomics-free backward.
+
+FlashKAT: Understanding and Addressing Performance Bottlenecks in the Kolmogorov-Arnold Transformer
+(arXiv 2505.13813), §4; KAT (arXiv 2409.10594), §4.
+
+Both kernels tile x viewed as [R, D] (R = all leading axes) into blocks of [block_rows, bd]
+(bd = the largest power of two dividing D, at most block_d), with the coefficients expanded to one
+column per channel ([8, D] numerator rows, [4, D] |denominator| rows), so a tile never needs to
+know where a group starts.
+
+Backward: each program writes dx for its tile and the ten coefficient sums of its tile, per column,
+to its own slot of a [num_row_tiles, 8 + 4, D] float32 output; the wrapper then reduces over the
+tiles and over each group's columns. No program writes another's slot (no atomics), so the result
+is bitwise reproducible. The in-tile sum is an adjacent-pair tree over leaves of `leaf_rows`
+rows, and the sum over tiles continues that tree (zero-padded to a power of two), so the whole
+row reduction is one fixed binary tree over leaves: identical bits for every power-of-two
+block_rows (same leaf_rows and block_d). FlashKAT instead sums a tile in registers and issues one
+atomic add per coefficient per program (fewer atomics than KAT's one per element, but still an
+order that varies run to run).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from pallas_kernels.rational import reference
+
+__all__ = ["BlockSizes", "column_coefficients", "pairwise_sum", "rational_bwd", "rational_fwd"]
+
+_A_ROWS = 8  # a_0..a_5 padded to a power of two (Triton) and a sublane multiple (TPU)
+_B_ROWS = reference.NUM_DENOMINATOR
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BlockSizes:
+    """Kernel tiling (all powers of two).
+
+    Attributes:
+        block_rows: Rows of x per program (a multiple of leaf_rows); capped at R rounded up.
+        block_d: Most columns per program; the largest power of two dividing D up to this is used
+            (on TPU, the full D unless that is a multiple of 128).
+        leaf_rows: Rows summed directly (a leaf of the summation tree). Changing it changes the
+            summation order of the coefficient gradients; changing block_rows does not.
+        num_warps: Triton warps per program (GPU only).
+        num_stages: Triton pipelining stages (GPU only).
+    """
+
+    block_rows: int = 256
+    block_d: int = 256
+    leaf_rows: int = 8
+    num_warps: int = 4
+    num_stages: int = 1
+
+    def __post_init__(self):
+        for name in ("block_rows", "block_d", "leaf_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not _is_pow2(value):
+                raise ValueError(f"BlockSizes.{name}={value!r}: must be a power of two")
+        if self.block_rows < self.leaf_rows:
+            raise ValueError(
+                f"BlockSizes.block_rows={self.block_rows}: must be >= leaf_rows={self.leaf_rows}"
+            )
+
+
+def _tiles(rows: int, width: int, block_sizes: BlockSizes) -> tuple[int, int]:
+    """(block_rows, bd) used for an [rows, width] input."""
+    block_rows = max(block_sizes.leaf_rows, min(block_sizes.block_rows, _next_pow2(rows)))
+    bd = min(width & -width, block_sizes.block_d)  # largest power of two dividing D
+    if jax.default_backend() == "tpu" and bd % 128:
+        bd = width  # TPU blocks: last dim a multiple of 128 or the full dim
+    return block_rows, bd
+
+
+def _compiler_params(block_sizes: BlockSizes, interpret: bool):
+    if interpret:
+        return None
+    backend = jax.default_backend()
+    if backend == "gpu":
+        from jax.experimental.pallas import triton as pltriton
+
+        return pltriton.CompilerParams(
+            num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages
+        )
+    if backend == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+
+        return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel"))
+    return None
+
+
+def column_coefficients(numerator: jax.Array, denominator: jax.Array, width: int):
+    """Coefficients expanded to one column per channel.
+
+    Args:
+        numerator: [1 or G, 6] float32.
+        denominator: [G, 4] float32.
+        width: D, a multiple of G.
+
+    Returns:
+        a [8, D] (rows 0..5: a_0..a_5 of each channel's group, rows 6, 7 zero) and
+        |b| [4, D] (|b_1|..|b_4| of each channel's group).
+    """
+    groups = denominator.shape[0]
+    num = jnp.broadcast_to(numerator, (groups, reference.NUM_NUMERATOR))
+    a = jnp.repeat(num.T, width // groups, axis=1)  # [6, D]
+    a = jnp.pad(a, ((0, _A_ROWS - reference.NUM_NUMERATOR), (0, 0)))  # [8, D]
+    b = jnp.repeat(jnp.abs(denominator).T, width // groups, axis=1)  # [4, D]
+    return a, b
+
+
+def _coefficient_rows(a_ref, b_ref):
+    a = [a_ref[i : i + 1, :] for i in range(reference.NUM_NUMERATOR)]  # each [1, bd]
+    b = [b_ref[j : j + 1, :] for j in range(_B_ROWS)]  # each [1, bd]
+    return a, b
+
+
+def _fwd_kernel(x_ref, a_ref, b_ref, o_ref):
+    a, b = _coefficient_rows(a_ref, b_ref)
+    p, q = reference.rational_terms(x_ref[...].astype(jnp.float32), a, b)
+    o_ref[...] = (p / q).astype(o_ref.dtype)
+
+
+def rational_fwd(
+    x: jax.Array,
+    numerator: jax.Array,
+    denominator: jax.Array,
+    *,
+    block_sizes: BlockSizes,
+    interpret: bool,
+) -> jax.Array:
+    """F(x) as one pallas_call.
+
+    Args:
+        x: [..., D] float32 or bfloat16.
+        numerator: [1 or G, 6] float32.
+        denominator: [G, 4] float32.
+        block_sizes: Tiling.
+        interpret: Run with `interpret=True` (CPU).
+
+    Returns:
+        F(x) [..., D] in x's dtype.
+    """
+    width = x.shape[-1]
+    x2 = x.reshape(-1, width)  # [R, D]
+    rows = x2.shape[0]
+    block_rows, bd = _tiles(rows, width, block_sizes)
+    a, b = column_coefficients(numerator, denominator, width)
+    tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
+    y = pl.pallas_call(
+        _fwd_kernel,
+        out_shape=jax.ShapeDtypeStruct(x2.shape, x.dtype),
+        grid=(pl.cdiv(rows, block_rows), width // bd),
+        in_specs=[
+            tile,
+            pl.BlockSpec((_A_ROWS, bd), lambda i, j: (0, j)),
+            pl.BlockSpec((_B_ROWS, bd), lambda i, j: (0, j)),
+        ],
+        out_specs=tile,
+        compiler_params=_compiler_params(block_sizes, interpret),
+        interpret=interpret,
+        name="group_rational_fwd",
+    )(x2, a, b)
+    return y.reshape(x.shape)
+
+
+def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, leaf_rows):
+    a, b = _coefficient_rows(a_ref, b_ref)
+    block_rows = x_ref.shape[0]
+    first_row = pl.program_id(0) * block_rows
+    masked = rows % block_rows != 0
+
+    def leaf(k):
+        rows_k = pl.ds(k * leaf_rows, leaf_rows)
+        x = x_ref[rows_k, :].astype(jnp.float32)  # [leaf_rows, bd]
+        g = g_ref[rows_k, :].astype(jnp.float32)
+        if masked:  # rows past R in the last tile hold padding (NaN in interpret mode)
+            row = first_row + k * leaf_rows + lax.broadcasted_iota(jnp.int32, x.shape, 0)
+            valid = row < rows
+            x = jnp.where(valid, x, 0.0)
+            g = jnp.where(valid, g, 0.0)
+        p, q = reference.rational_terms(x, a, b)
+        dp = 5.0 * a[5]
+        for i in range(4, 0, -1):
+            dp = dp * x + i * a[i]
+        ax = jnp.abs(x)
+        dq = 4.0 * b[3]
+        for j in range(2, -1, -1):
+            dq = dq * ax + (j + 1) * b[j]
+        dq = jnp.where(x < 0, -dq, dq)  # d|x|/dx = 1 at x = 0, as the CUDA/Triton kernels
+        gq = g / q
+        w = -gq * p / q  # -g P / Q^2
+        dx_ref[rows_k, :] = (gq * dp + w * dq).astype(dx_ref.dtype)
+        sums, t = [], gq
+        for _ in range(reference.NUM_NUMERATOR):
+            sums.append(jnp.sum(t, axis=0, keepdims=True))  # [1, bd]: sum_rows g x^i / Q
+            t = t * x
+        t = w
+        for _ in range(_B_ROWS):
+            t = t * ax
+            sums.append(jnp.sum(t, axis=0, keepdims=True))  # sum_rows -g P |x|^j / Q^2
+        return sums
+
+    def tree(lo: int, hi: int):
+        if hi - lo == 1:
+            return leaf(lo)
+        mid = (lo + hi) // 2
+        return [u + v for u, v in zip(tree(lo, mid), tree(mid, hi), strict=True)]
+
+    sums = tree(0, block_rows // leaf_rows)
+    for i in range(reference.NUM_NUMERATOR):
+        pa_ref[0, i : i + 1, :] = sums[i]
+    pa_ref[0, reference.NUM_NUMERATOR :, :] = jnp.zeros(
+        (_A_ROWS - reference.NUM_NUMERATOR, sums[0].shape[1]), jnp.float32
+    )
+    for j in range(_B_ROWS):
+        pb_ref[0, j : j + 1, :] = sums[reference.NUM_NUMERATOR + j]
+
+
+def pairwise_sum(parts: jax.Array) -> jax.Array:
+    """Sum over axis 0 by a fixed adjacent-pair tree (zero-padded to a power of two).
+
+    Written as explicit adds so that no backend's reduction emitter picks the order.
+    """
+    n = parts.shape[0]
+    parts = jnp.pad(parts, ((0, _next_pow2(n) - n),) + ((0, 0),) * (parts.ndim - 1))
+    while parts.shape[0] > 1:
+        parts = parts[0::2] + parts[1::2]
+    return parts[0]
+
+
+def rational_bwd(
+    x: jax.Array,
+    dy: jax.Array,
+    numerator: jax.Array,
+    denominator: jax.Array,
+    *,
+    block_sizes: BlockSizes,
+    interpret: bool,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """dx and the per-group coefficient sums, as one pallas_call plus a fixed-order reduction.
+
+    Args:
+        x: [..., D] float32 or bfloat16.
+        dy: Output cotangent, x's shape.
+        numerator: [1 or G, 6] float32.
+        denominator: [G, 4] float32.
+        block_sizes: Tiling.
+        interpret: Run with `interpret=True` (CPU).
+
+    Returns:
+        dx (x's shape and dtype); per group, sum g x^i / Q [G, 6] and sum -g P |x|^j / Q^2
+        [G, 4] in float32 (the caller applies sign(b_j) and sums a shared numerator over G).
+    """
+    width = x.shape[-1]
+    groups = denominator.shape[0]
+    x2 = x.reshape(-1, width)  # [R, D]
+    g2 = dy.reshape(-1, width).astype(x.dtype)  # [R, D]
+    rows = x2.shape[0]
+    block_rows, bd = _tiles(rows, width, block_sizes)
+    num_tiles = pl.cdiv(rows, block_rows)
+    a, b = column_coefficients(numerator, denominator, width)
+    tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
+
+    def kernel(*refs):
+        _bwd_kernel(*refs, rows=rows, leaf_rows=block_sizes.leaf_rows)
+
+    dx, pa, pb = pl.pallas_call(
+        kernel,
+        out_shape=[
+            jax.ShapeDtypeStruct(x2.shape, x.dtype),
+            jax.ShapeDtypeStruct((num_tiles, _A_ROWS, width), jnp.float32),
+            jax.ShapeDtypeStruct((num_tiles, _B_ROWS, width), jnp.float32),
+        ],
+        grid=(num_tiles, width // bd),
+        in_specs=[
+            tile,
+            tile,
+            pl.BlockSpec((_A_ROWS, bd), lambda i, j: (0, j)),
+            pl.BlockSpec((_B_ROWS, bd), lambda i, j: (0, j)),
+        ],
+        out_specs=[
+            tile,
+            pl.BlockSpec((1, _A_ROWS, bd), lambda i, j: (i, 0, j)),
+            pl.BlockSpec((1, _B_ROWS, bd), lambda i, j: (i, 0, j)),
+        ],
+        compiler_params=_compiler_params(block_sizes, interpret),
+        interpret=interpret,
+        name="group_rational_bwd",
+    )(x2, g2, a, b)
+    col_a = pairwise_sum(pa)[: reference.NUM_NUMERATOR]  # [6, D]
+    col_b = pairwise_sum(pb)  # [4, D]
+    sum_a = col_a.reshape(-1, groups, width // groups).sum(axis=-1).T  # [G, 6]
+    sum_b = col_b.reshape(-1, groups, width // groups).sum(axis=-1).T  # [G, 4]
+    return dx.reshape(x.shape), sum_a, sum_b

@@ -1,0 +1,117 @@
+"""Custom VJP of the group-rational activation with hand-written derivatives.
+
+KAT (arXiv 2409.10594), §4; derivatives as in the released kernels' comments
+(rational_kat_cu: kat_rational/rational_triton.py, backward kernel).
+
+With P = sum_i a_i x^i, Q = 1 + sum_j |b_j| |x|^j, g the output cotangent:
+    dF/dx   = P'/Q - Q' P/Q^2,   P' = sum_i i a_i x^(i-1),  Q' = sign(x) sum_j j |b_j| |x|^(j-1)
+    dL/da_i = sum g x^i / Q,     dL/db_j = sign(b_j) sum -g P |x|^j / Q^2
+over all elements of b's group (and over all groups for a shared numerator). sign(0) = +1 for both
+x and b, as the CUDA/Triton kernels and jax's d|x|/dx at 0: at the identity preset (b = 0) the
+denominator still receives a gradient. Residuals are the inputs only; P and Q are recomputed.
+"""
+
+import dataclasses
+import functools
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.rational import kernel, reference
+
+__all__ = ["RationalConfig", "group_rational_op"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RationalConfig:
+    """Static arguments (hashable: the custom VJP's non-differentiable input).
+
+    Attributes:
+        implementation: "xla" (jnp, fused by XLA), "pallas" or "interpret" (the Pallas kernels,
+            compiled or interpreted).
+        block_sizes: Kernel tiling (pallas/interpret only).
+    """
+
+    implementation: Literal["xla", "pallas", "interpret"] = "xla"
+    block_sizes: kernel.BlockSizes = kernel.BlockSizes()
+
+
+def _sign(v):
+    return jnp.where(v < 0, -1.0, 1.0).astype(v.dtype)
+
+
+def _xla_backward(x, dy, numerator, denominator):
+    """dx, per-group sum g x^i / Q [G, 6] and sum -g P |x|^j / Q^2 [G, 4] in jnp."""
+    groups = denominator.shape[0]
+    width = x.shape[-1]
+    xg = x.astype(jnp.float32).reshape(-1, groups, width // groups)  # [R, G, K]
+    g = dy.astype(jnp.float32).reshape(xg.shape)  # [R, G, K]
+    num = jnp.broadcast_to(numerator, (groups, reference.NUM_NUMERATOR))
+    a = [num[None, :, i, None] for i in range(reference.NUM_NUMERATOR)]  # each [1, G, 1]
+    den = jnp.abs(denominator)
+    b = [den[None, :, j, None] for j in range(reference.NUM_DENOMINATOR)]  # each [1, G, 1]
+    p, q = reference.rational_terms(xg, a, b)
+    dp = 5.0 * a[5]
+    for i in range(4, 0, -1):
+        dp = dp * xg + i * a[i]
+    ax = jnp.abs(xg)
+    dq = 4.0 * b[3]
+    for j in range(2, -1, -1):
+        dq = dq * ax + (j + 1) * b[j]
+    dq = dq * _sign(xg)
+    gq = g / q
+    w = -gq * p / q  # -g P / Q^2
+    dx = (gq * dp + w * dq).reshape(x.shape).astype(x.dtype)
+    sums, t = [], gq
+    for _ in range(reference.NUM_NUMERATOR):
+        sums.append(t.sum(axis=(0, 2)))  # [G]
+        t = t * xg
+    t = w
+    for _ in range(reference.NUM_DENOMINATOR):
+        t = t * ax
+        sums.append(t.sum(axis=(0, 2)))  # [G]
+    sums = jnp.stack(sums, axis=1)  # [G, 10]
+    return dx, sums[:, : reference.NUM_NUMERATOR], sums[:, reference.NUM_NUMERATOR :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def group_rational_op(config, x, numerator, denominator):
+    """The activation of `api.group_rational` for validated arguments."""
+    return _forward(config, x, numerator, denominator)[0]
+
+
+def _forward(config, x, numerator, denominator):
+    if config.implementation == "xla":
+        y = reference.group_rational_reference(x, numerator, denominator)
+    else:
+        y = kernel.rational_fwd(
+            x,
+            numerator,
+            denominator,
+            block_sizes=config.block_sizes,
+            interpret=config.implementation == "interpret",
+        )
+    return y, (x, numerator, denominator)
+
+
+def _backward(config, residuals, dy):
+    x, numerator, denominator = residuals
+    dy = jnp.asarray(dy)  # jax.test_util.check_grads passes numpy cotangents
+    if config.implementation == "xla":
+        dx, sum_a, sum_b = _xla_backward(x, dy, numerator, denominator)
+    else:
+        dx, sum_a, sum_b = kernel.rational_bwd(
+            x,
+            dy,
+            numerator,
+            denominator,
+            block_sizes=config.block_sizes,
+            interpret=config.implementation == "interpret",
+        )
+    if numerator.shape[0] == 1:
+        sum_a = sum_a.sum(axis=0, keepdims=True)  # shared numerator: [1, 6]
+    return dx, sum_a, sum_b * _sign(denominator)
+
+
+group_rational_op.defvjp(_forward, _backward)

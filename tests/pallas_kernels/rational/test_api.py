@@ -1,0 +1,68 @@
+"""group_rational's validation and dispatch."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import jaxtyping
+import numpy as np
+import pytest
+
+from pallas_kernels.rational import api, group_rational
+from tests.pallas_kernels.rational.common import inputs
+
+# Shape mismatches against the annotations ("Gn 6", "G 4") meet jaxtyping's run-time check first
+# in the test run (tests/conftest.py's import hook); api.check_arguments is tested directly too.
+BAD = (ValueError, jaxtyping.TypeCheckError)
+
+
+def _args(shape=(4, 16), groups=4):
+    x, _, num, den = inputs(0, shape, groups)
+    return x, num, den
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"x": jnp.zeros((4, 10))}, r"x.shape\[-1\]=10: D must be a positive multiple of .* G=4"),
+        ({"x": jnp.zeros((4, 16), jnp.float16)}, "x.dtype=float16: supported are float32 and"),
+        ({"numerator": jnp.zeros((1, 5))}, r"numerator.shape=\(1, 5\): must be \[1, 6\]"),
+        ({"numerator": jnp.zeros((3, 6))}, r"numerator.shape=\(3, 6\).*\[G=4, 6\]"),
+        ({"denominator": jnp.zeros((4, 3))}, r"denominator.shape=\(4, 3\): must be \[G, 4\]"),
+        ({"denominator": jnp.zeros((4,))}, r"denominator.shape=\(4,\)"),
+        ({"numerator": jnp.zeros((1, 6), jnp.bfloat16)}, "numerator.dtype=bfloat16: .*float32"),
+        ({"implementation": "cuda"}, "implementation='cuda': one of"),
+    ],
+)
+def test_bad_arguments(change, match):
+    x, num, den = _args()
+    kwargs = {"x": x, "numerator": num, "denominator": den, "implementation": "auto"} | change
+    with pytest.raises(ValueError, match=match):
+        api.check_arguments(**kwargs)
+    with pytest.raises(BAD):
+        group_rational(
+            kwargs["x"],
+            kwargs["numerator"],
+            kwargs["denominator"],
+            implementation=kwargs["implementation"],
+        )
+
+
+def test_auto_is_xla_on_cpu():
+    assert jax.default_backend() == "cpu"
+    assert api.resolve_implementation("auto") == "xla"
+    x, num, den = _args()
+    auto = jax.jit(group_rational)(x, num, den)
+    xla = jax.jit(functools.partial(group_rational, implementation="xla"))(x, num, den)
+    np.testing.assert_array_equal(np.asarray(auto), np.asarray(xla))
+
+
+def test_works_on_sharded_input():
+    """Elementwise over a batch sharded across the 8 simulated devices; equals one device."""
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    x, num, den = _args((16, 3, 16))
+    sharded = jax.device_put(x, jax.NamedSharding(mesh, jax.P("data")))
+    got = jax.jit(group_rational)(sharded, num, den)
+    # Per-device shapes compile to other fusions: XLA:CPU may round differently (1 ulp).
+    want = jax.jit(group_rational)(x, num, den)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)

@@ -1,0 +1,98 @@
+"""Interpret-mode Pallas kernels: forward parity, and deterministic coefficient gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels.rational import BlockSizes, group_rational, group_rational_reference
+from pallas_kernels.rational import kernel as rational_kernel
+from tests.pallas_kernels.rational.common import f64, inputs
+
+
+def _vjp(block_sizes, x, dy, num, den, implementation="interpret"):
+    def fn(x, num, den):
+        return group_rational(x, num, den, implementation=implementation, block_sizes=block_sizes)
+
+    return jax.jit(lambda x, dy, num, den: jax.vjp(fn, x, num, den)[1](dy))(x, dy, num, den)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(
+    ("shape", "blocks"),
+    [
+        ((2, 20, 24), BlockSizes(block_rows=16, block_d=8)),  # partial last row tile
+        ((64, 16), BlockSizes(block_rows=32, block_d=16)),
+        ((5, 12), BlockSizes()),  # block_rows capped at R; bd = 4 (largest 2^k dividing 12)
+    ],
+)
+def test_forward_matches_reference(shape, blocks, dtype):
+    x, _, num, den = inputs(0, shape, 4, dtype=dtype)
+    got = jax.jit(
+        lambda x, n, d: group_rational(x, n, d, implementation="interpret", block_sizes=blocks)
+    )(x, num, den)
+    want = group_rational_reference(x, num, den)
+    assert got.dtype == dtype and got.shape == shape
+    # Same f32 formula; compilers may contract differently (FMA): 1e-6 x scale before rounding.
+    # bf16: both round an f32 value that differs by ~1e-6 relative: at most one bf16 ulp apart.
+    tol = 1e-6 if dtype == jnp.float32 else 2.0**-7
+    np.testing.assert_allclose(f64(got), f64(want), rtol=tol, atol=1e-6 * np.max(np.abs(want)))
+
+
+def test_coefficient_gradients_bitwise_across_runs():
+    x, dy, num, den = inputs(1, (3, 40, 32), 4, shared=False)
+    blocks = BlockSizes(block_rows=16, block_d=16)
+    first = _vjp(blocks, x, dy, num, den)
+    jax.clear_caches()  # recompile: the same program must give the same bits
+    for _ in range(2):
+        again = _vjp(blocks, x, dy, num, den)
+        for u, v in zip(first, again, strict=True):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_coefficient_gradients_across_row_blocks(shared):
+    """block_rows 8..64 sum in the same order, but are equal only to ~1 ulp in interpret mode.
+
+    The row reduction is one adjacent-pair tree over 8-row leaves for every power-of-two
+    block_rows (test_reduction_tree_independent_of_tiling checks that bitwise). The per-element
+    terms are not bitwise equal across tilings on XLA:CPU: the interpret-mode scan body of each
+    tiling is a different fusion, and XLA/LLVM rounds the first or last leaf of a tile differently
+    (dx itself differs by 1 ulp on 1/(block_rows/8) of the elements; measured). So this compares
+    to 1e-6 relative; bitwise identity across tilings is a claim only for backends that compile
+    every leaf identically (unverified on GPU/TPU hardware).
+    """
+    x, dy, num, den = inputs(2, (120, 32), 4, shared=shared)
+    results = [_vjp(BlockSizes(block_rows=r, block_d=16), x, dy, num, den) for r in (8, 16, 32, 64)]
+    for other in results[1:]:
+        for u, v in zip(results[0], other, strict=True):
+            np.testing.assert_allclose(f64(u), f64(v), rtol=1e-6, atol=1e-6 * np.abs(f64(v)).max())
+
+
+def test_reduction_tree_independent_of_tiling():
+    """In-tile adjacent tree over m leaves, then pairwise_sum over tiles == one global tree."""
+    rng = np.random.default_rng(5)
+    leaves = jnp.asarray(rng.standard_normal((23, 3, 16)) * 10.0 ** rng.uniform(-4, 4), jnp.float32)
+    whole = np.asarray(rational_kernel.pairwise_sum(leaves))
+    for m in (1, 2, 4, 8, 16, 32):
+        padded = jnp.pad(leaves, ((0, -leaves.shape[0] % m), (0, 0), (0, 0)))
+        tiles = padded.reshape(-1, m, 3, 16)  # [tiles, m, 3, 16]
+        tile_sums = jnp.stack([rational_kernel.pairwise_sum(t) for t in tiles])
+        np.testing.assert_array_equal(np.asarray(rational_kernel.pairwise_sum(tile_sums)), whole)
+    sequential = np.asarray(leaves).cumsum(axis=0, dtype=np.float32)[-1]
+    assert np.any(sequential != whole)  # a different order does change the bits here
+
+
+def test_pairwise_sum_is_adjacent_tree():
+    parts = jnp.asarray([1.0, 2.0**-24, 2.0**-24, 2.0**-24, 2.0**-24], jnp.float32)
+    # ((1 + e) + (e + e)) + (e + 0): 1 + e rounds to 1, 2e and e survive in the other branches.
+    tree = float(rational_kernel.pairwise_sum(parts))
+    assert tree == float(np.float32(1.0) + np.float32(2.0**-23) + np.float32(2.0**-24))
+    assert tree != 1.0  # a left-to-right sum would lose every e
+
+
+def test_block_sizes_validation():
+    with pytest.raises(ValueError, match="block_rows=24: must be a power of two"):
+        BlockSizes(block_rows=24)
+    with pytest.raises(ValueError, match="block_rows=4: must be >= leaf_rows=8"):
+        BlockSizes(block_rows=4)
