@@ -1,0 +1,178 @@
+"""`fft_conv`: the public FFT convolution (validation and dispatch).
+
+FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
+(arXiv 2311.05908), §3.
+"""
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from pallas_kernels.fft_conv import kernel, monarch, reference, vjp
+
+__all__ = [
+    "MAX_FFT_SIZE",
+    "MAX_PALLAS_FFT_SIZE",
+    "MAX_PALLAS_FFT_SIZE_GPU",
+    "MIN_FFT_SIZE",
+    "Implementation",
+    "fft_conv",
+    "resolve_implementation",
+]
+
+Implementation = Literal["auto", "pallas", "interpret", "xla"]
+
+MIN_FFT_SIZE = 256
+MAX_FFT_SIZE = 2**20  # order 4 with radix <= 32; the decomposition itself extends further
+MAX_PALLAS_FFT_SIZE = 2**15  # order <= 3: one row of N f32 planes per head must fit on chip
+# On GPU the kernels lower through Triton for orders 2 and 3 (test_lowering.py); kept separate
+# because nothing has run on a GPU yet and a first session may need to lower it.
+MAX_PALLAS_FFT_SIZE_GPU = 2**15
+_U_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+# FFT sizes at which `implementation="xla"` runs jnp.fft instead of the Monarch matmuls, because it
+# was faster on that backend (bench.py; figures in README.md). CPU: jnp.fft (ducc) won at every N
+# from 256 to 16K by 4-7x on 2 EPYC cores, so the CPU "xla" path is jnp.fft; the Monarch XLA path
+# stays the default on GPU/TPU until measured there.
+_JNP_FFT_SIZES: dict[str, frozenset[int]] = {
+    "cpu": frozenset(2**e for e in range(8, 21)),
+}
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _check_int(name: str, value, low: int, high: int, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name}={value!r}: must be {what}")
+
+
+def _max_pallas_size() -> int:
+    return MAX_PALLAS_FFT_SIZE_GPU if jax.default_backend() == "gpu" else MAX_PALLAS_FFT_SIZE
+
+
+def resolve_implementation(implementation: str, fft_size: int) -> str:
+    """Map "auto" to "pallas" on GPU/TPU (if N allows) or "xla"; "xla" to "xla" or "jnp_fft"."""
+    if implementation == "auto":
+        on_accelerator = jax.default_backend() in ("gpu", "tpu")
+        use_pallas = on_accelerator and fft_size <= _max_pallas_size()
+        implementation = "pallas" if use_pallas else "xla"
+    if implementation == "xla" and fft_size in _JNP_FFT_SIZES.get(jax.default_backend(), ()):
+        return "jnp_fft"
+    return implementation
+
+
+def fft_conv(
+    u: Float[Array, "B H L"],
+    k: Float[Array, "H Lk"],
+    *,
+    fft_size: int | None = None,
+    pregate: Float[Array, "B H L"] | None = None,
+    postgate: Float[Array, "B H L"] | None = None,
+    partial_taps: int | None = None,
+    kept_frequencies: int | None = None,
+    implementation: Implementation = "auto",
+    block_sizes: kernel.BlockSizes | None = None,
+) -> Float[Array, "B H L"]:
+    """Gated long convolution `postgate * irfft(rfft(u * pregate, N) * rfft(k, N))[..., :L]`.
+
+    The DFTs run as Monarch matmuls on real/imaginary planes (see README.md). The default N makes
+    the convolution causal, `y[t] = sum_j k[j] (pregate * u)[t - j]`; `fft_size=L` makes it
+    circular. u is zero-padded to N implicitly (zero blocks are skipped, not multiplied).
+
+    Args:
+        u: Input, float32, bfloat16 or float16 (computed in float32).
+        k: One filter per head, float32, Lk <= N.
+        fft_size: N, a power of two in [256, 2**20] with N >= L and N >= Lk; default: the
+            smallest power of two >= max(L + Lk - 1, 256) (causal).
+        pregate: Multiplies u before the convolution; u's shape and dtype.
+        postgate: Multiplies the output; u's shape and dtype.
+        partial_taps: Partial convolution: only taps k[:, :partial_taps] are used (in [1, Lk]);
+            the default N is then computed from partial_taps instead of Lk.
+        kept_frequencies: Frequency-sparse convolution: the filter spectrum keeps only the P
+            frequencies f < P/2 and f >= N - P/2 (the lowest |f|), y = Re(IDFT(...)); P is a
+            multiple of 2 N / N_last in [2 N / N_last, N], N_last the last Monarch radix
+            (`monarch.monarch_factors(N)[-1]`), because whole blocks of the last level are skipped.
+        implementation: "xla" (jnp Monarch, or jnp.fft at sizes where that is faster on the
+            backend: every size on CPU), "pallas" (the compiled kernels, N <= 32768),
+            "interpret" (the kernels in interpret mode, N <= 32768), or "auto": pallas on GPU/TPU
+            where N allows, else xla.
+        block_sizes: Kernel tiling (pallas/interpret only).
+
+    Returns:
+        y [B, H, L] in u's dtype.
+
+    Raises:
+        ValueError: An unsupported shape, dtype, size or option, naming what is supported.
+    """
+    if u.ndim != 3 or k.ndim != 2 or k.shape[0] != u.shape[1]:
+        raise ValueError(f"u {u.shape} and k {k.shape}: expected u [B, H, L] and k [H, Lk]")
+    if u.dtype not in _U_DTYPES:
+        raise ValueError(f"u.dtype={u.dtype}: supported are float32, bfloat16, float16")
+    if k.dtype != jnp.float32:
+        raise ValueError(f"k.dtype={k.dtype}: k must be float32")
+    for name, gate in (("pregate", pregate), ("postgate", postgate)):
+        if gate is not None and (gate.shape != u.shape or gate.dtype != u.dtype):
+            raise ValueError(
+                f"{name} {gate.shape} {gate.dtype}: must have u's shape {u.shape} and dtype "
+                f"{u.dtype}"
+            )
+    length, filter_len = u.shape[-1], k.shape[-1]
+    if partial_taps is not None:
+        _check_int("partial_taps", partial_taps, 1, filter_len, f"an int in [1, Lk={filter_len}]")
+        k = k[:, :partial_taps]
+        filter_len = partial_taps
+    if fft_size is None:
+        fft_size = 1 << (max(length + filter_len - 1, MIN_FFT_SIZE) - 1).bit_length()
+        if fft_size > MAX_FFT_SIZE:
+            raise ValueError(
+                f"L + Lk - 1 = {length + filter_len - 1}: the causal FFT size {fft_size} exceeds "
+                f"the supported maximum {MAX_FFT_SIZE}"
+            )
+    what = (
+        f"a power of two in [{MIN_FFT_SIZE}, {MAX_FFT_SIZE}], >= L={length} and >= Lk={filter_len}"
+    )
+    _check_int("fft_size", fft_size, max(MIN_FFT_SIZE, length, filter_len), MAX_FFT_SIZE, what)
+    if not _is_pow2(fft_size):
+        raise ValueError(f"fft_size={fft_size}: must be {what}")
+    if kept_frequencies is not None:
+        step = 2 * fft_size // monarch.monarch_factors(fft_size)[-1]
+        _check_int(
+            "kept_frequencies", kept_frequencies, step, fft_size, f"in [{step}, N={fft_size}]"
+        )
+        if kept_frequencies % step:
+            raise ValueError(
+                f"kept_frequencies={kept_frequencies}: must be a multiple of {step} "
+                f"(2 N / last Monarch radix) at fft_size={fft_size}"
+            )
+    if implementation not in ("auto", "pallas", "interpret", "xla"):
+        raise ValueError(
+            f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
+        )
+    max_size = _max_pallas_size() if implementation == "pallas" else MAX_PALLAS_FFT_SIZE
+    if implementation in ("pallas", "interpret") and fft_size > max_size:
+        raise ValueError(
+            f"fft_size={fft_size}: implementation={implementation!r} supports N <= {max_size} "
+            f"on {jax.default_backend()}; use implementation='xla'"
+        )
+    implementation = resolve_implementation(implementation, fft_size)
+    if implementation == "jnp_fft":
+        return reference.fft_conv_reference(
+            u,
+            k,
+            fft_size=fft_size,
+            pregate=pregate,
+            postgate=postgate,
+            kept_frequencies=kept_frequencies,
+        )
+    config = vjp.ConvConfig(
+        fft_size=fft_size,
+        seq_len=length,
+        filter_len=filter_len,
+        kept_frequencies=kept_frequencies,
+        implementation=implementation,  # type: ignore[arg-type]
+        block_sizes=block_sizes or kernel.BlockSizes(),
+    )
+    return vjp.monarch_conv(config, u, k, pregate, postgate)

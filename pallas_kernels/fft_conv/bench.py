@@ -1,0 +1,341 @@
+"""Benchmark of fft_conv: Monarch (XLA, Pallas) vs jnp.fft (and torch.fft on GPU), as JSON.
+
+FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
+(arXiv 2311.05908), Table 1, and the repository's benchmarks/benchmark_flashfftconv.py (its
+baseline is torch.fft in fp32).
+
+    python -m pallas_kernels.fft_conv.bench [--quick] [--section cpu|gpu|sparse|all] [--out PATH]
+
+Self-contained on purpose: `pallas_kernels` imports nothing of `efficient` (DESIGN.md), so this
+file carries its own small timing helper (jit, compile excluded, warm-ups, block_until_ready,
+median) and provenance (device, CPU model, jax version, git commit) instead of efficient.bench.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pallas_kernels.fft_conv import api, reference, vjp
+
+__all__ = ["Case", "environment", "main", "time_fn"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Case:
+    """One timed configuration (L = N/2 causal unless `circular`: L = N, as the paper's bench)."""
+
+    fft_size: int
+    batch: int
+    heads: int
+    dtype: str = "float32"
+    gated: bool = False
+    circular: bool = False
+    kept_frequencies: int | None = None
+    partial_taps: int | None = None
+
+    @property
+    def length(self) -> int:
+        return self.fft_size if self.circular else self.fft_size // 2
+
+
+def environment() -> dict:
+    """Device, versions, commit and time of the measurement (no hostname)."""
+    cpu = None
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    root = pathlib.Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True
+        ).returncode
+        commit = (commit + ("+dirty" if dirty else "")) or None
+    except OSError:
+        commit = None
+    device = jax.devices()[0]
+    return {
+        "device_kind": device.device_kind,
+        "platform": device.platform,
+        "cpu_model": cpu,
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "jax_version": jax.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": commit,
+        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
+    """Compile `jax.jit(fn)` once, read XLA's cost/memory analysis, warm up, time the median."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    cost = compiled.cost_analysis() or {}
+    if isinstance(cost, list):  # older jax returns one dict per computation
+        cost = cost[0] if cost else {}
+    try:
+        temp_bytes = compiled.memory_analysis().temp_size_in_bytes
+    except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
+        temp_bytes = None
+    for _ in range(warmup):
+        jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append((time.perf_counter() - start) * 1e3)
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "flops": cost.get("flops"),
+        "bytes_accessed": cost.get("bytes accessed"),
+        "temp_bytes": temp_bytes,
+    }
+
+
+def _inputs(case: Case):
+    rng = np.random.default_rng(0)
+    dtype = jnp.dtype(case.dtype)
+    shape = (case.batch, case.heads, case.length)
+    u = jnp.asarray(rng.standard_normal(shape) * 0.02, dtype)
+    k = jnp.asarray(rng.standard_normal((case.heads, case.length)) * 0.02, jnp.float32)
+    gates = [jnp.asarray(rng.standard_normal(shape), dtype) for _ in range(2)]
+    return u, k, *(gates if case.gated else (None, None))
+
+
+def _conv(case: Case, implementation: str):
+    """y = f(u, k, pregate, postgate) for one implementation of the case."""
+    n = case.fft_size
+    if implementation == "jnp_fft":
+        ref = functools.partial(
+            reference.fft_conv_reference,
+            fft_size=n,
+            partial_taps=case.partial_taps,
+            kept_frequencies=case.kept_frequencies,
+        )
+        return lambda u, k, pregate, postgate: ref(u, k, pregate=pregate, postgate=postgate)
+    config = vjp.ConvConfig(
+        fft_size=n,
+        seq_len=case.length,
+        filter_len=case.partial_taps or case.length,
+        kept_frequencies=case.kept_frequencies,
+        implementation="xla" if implementation == "monarch_xla" else "pallas",
+    )
+
+    def conv(u, k, pregate, postgate):
+        if case.partial_taps is not None:
+            k = k[:, : case.partial_taps]
+        return vjp.monarch_conv(config, u, k, pregate, postgate)
+
+    return conv
+
+
+def _fwd_bwd(conv):
+    def loss(u, k, pregate, postgate):
+        y = conv(u, k, pregate, postgate)
+        return jnp.sum(y.astype(jnp.float32) * u.astype(jnp.float32))
+
+    return jax.grad(loss, argnums=(0, 1))
+
+
+def _torch_time(case: Case, repeats: int, warmup: int) -> dict | None:
+    """FlashFFTConv's PyTorch baseline (fp32 complex FFT) on the same GPU, if torch has CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    n, length = case.fft_size, case.length
+    dtype = getattr(torch, case.dtype)
+    u = torch.randn(case.batch, case.heads, length, device="cuda", dtype=dtype) * 0.02
+    k = torch.randn(case.heads, length, device="cuda", dtype=torch.float32) * 0.02
+    pre = torch.randn_like(u) if case.gated else None
+    post = torch.randn_like(u) if case.gated else None
+
+    def run():
+        x = u.float() * pre.float() if pre is not None else u.float()
+        y = torch.fft.ifft(torch.fft.fft(x, n=n) * torch.fft.fft(k, n=n), n=n).real[..., :length]
+        if post is not None:
+            y = y * post.float()
+        return y.to(dtype)
+
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times)}
+
+
+def _io_bytes(case: Case) -> int:
+    """Bytes the op must move at least: u, gates, y in u's dtype, k in f32."""
+    tensors = 4 if case.gated else 2
+    item = jnp.dtype(case.dtype).itemsize
+    return tensors * case.batch * case.heads * case.length * item + case.heads * case.length * 4
+
+
+def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: int) -> dict:
+    """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record."""
+    record = dataclasses.asdict(case) | {
+        "length": case.length,
+        "implementation": implementation,
+        "mode": mode,
+    }
+    if implementation == "torch_fft":
+        if mode != "fwd":
+            return record | {"skipped": "torch baseline is forward only here"}
+        timing = _torch_time(case, repeats, warmup)
+        if timing is None:
+            return record | {"skipped": "torch with CUDA is not importable"}
+        return record | timing
+    if implementation == "pallas" and case.fft_size > api._max_pallas_size():
+        return record | {"skipped": f"the kernel supports N <= {api._max_pallas_size()} here"}
+    conv = _conv(case, implementation)
+    fn = conv if mode == "fwd" else _fwd_bwd(conv)
+    record |= time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats)
+    record["gb_per_s"] = _io_bytes(case) / record["median_ms"] / 1e6
+    return record
+
+
+def _sections(quick: bool) -> dict[str, list[tuple[Case, tuple[str, ...], tuple[str, ...]]]]:
+    cpu_sizes = (256, 1024, 4096) if quick else (256, 512, 1024, 2048, 4096, 8192, 16384)
+    cpu = [
+        (
+            Case(fft_size=n, batch=2, heads=64 if n > 1024 or quick else 128),
+            ("monarch_xla", "jnp_fft"),
+            ("fwd", "fwd_bwd"),
+        )
+        for n in cpu_sizes
+    ]
+    sparse_n = 4096
+    sparse = [
+        (
+            Case(fft_size=sparse_n, batch=2, heads=64, kept_frequencies=p, partial_taps=t),
+            ("monarch_xla",),
+            ("fwd",),
+        )
+        for p, t in ((None, None), (2048, None), (1024, None), (512, None), (None, 256))
+    ]
+    gpu_sizes = (256, 1024, 4096) if quick else (256, 512, 1024, 2048, 4096, 8192, 16384)
+    gpu = [
+        (
+            Case(fft_size=n, batch=64, heads=768, dtype="bfloat16", gated=g, circular=True),
+            ("pallas", "monarch_xla", "jnp_fft", "torch_fft"),
+            ("fwd", "fwd_bwd"),
+        )
+        for n in gpu_sizes
+        for g in (False, True)
+    ]
+    return {"cpu": cpu, "sparse": sparse, "gpu": gpu}
+
+
+def main(argv=None) -> None:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument(
+        "--section",
+        choices=("auto", "cpu", "sparse", "gpu", "all"),
+        default="auto",
+        help="auto: gpu on a GPU, else cpu + sparse",
+    )
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("bench_results/fft_conv.json")
+    )
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args(argv)
+    sections = _sections(args.quick)
+    if args.section == "auto":
+        names = ["gpu"] if jax.default_backend() == "gpu" else ["cpu", "sparse"]
+    elif args.section == "all":
+        names = list(sections)
+    else:
+        names = [args.section]
+    repeats = args.repeats or (5 if args.quick else 20)
+    warmup = 1 if args.quick else 3
+    env = environment()
+    print(json.dumps(env))
+    results = []
+    for name in names:
+        for case, implementations, modes in sections[name]:
+            for mode in modes:
+                for implementation in implementations:
+                    try:
+                        record = run_case(case, implementation, mode, warmup, repeats)
+                    except Exception as e:  # one failure must not end a GPU session
+                        record = dataclasses.asdict(case) | {
+                            "implementation": implementation,
+                            "mode": mode,
+                            "skipped": f"{type(e).__name__}: {str(e)[:300]}",
+                        }
+                    record = {"section": name} | record
+                    results.append(record)
+                    _print(record)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
+    _print_ratios(results)
+    print(f"wrote {args.out}")
+
+
+def _print(r: dict) -> None:
+    if "skipped" in r:
+        print(
+            f"{r['section']:6} N={r['fft_size']:6} {r['implementation']:12} {r['mode']:7} skipped"
+        )
+        return
+    flops = r.get("flops")
+    extra = f"  flops={flops:.3g}" if flops else ""
+    sparse = ""
+    if r["kept_frequencies"] or r["partial_taps"]:
+        sparse = f" P={r['kept_frequencies']} taps={r['partial_taps']}"
+    print(
+        f"{r['section']:6} N={r['fft_size']:6} B={r['batch']} H={r['heads']} "
+        f"{'gated' if r['gated'] else 'plain':5} {r['implementation']:12} {r['mode']:7}{sparse} "
+        f"{r['median_ms']:9.3f} ms (min {r['min_ms']:.3f}){extra}",
+        flush=True,
+    )
+
+
+def _print_ratios(results: list[dict]) -> None:
+    """jnp.fft time / other time per N and mode, from medians and minima (> 1: jnp.fft slower)."""
+    by_key = {}
+    for r in results:
+        if "median_ms" in r and r["section"] in ("cpu", "gpu"):
+            key = (r["section"], r["fft_size"], r["gated"], r["mode"])
+            by_key.setdefault(key, {})[r["implementation"]] = (r["median_ms"], r["min_ms"])
+    for (section, n, gated, mode), t in sorted(by_key.items()):
+        if "jnp_fft" not in t:
+            continue
+        (ref_med, ref_min) = t["jnp_fft"]
+        parts = [
+            f"{impl} {ref_med / med:5.2f}x (min {ref_min / low:5.2f}x)"
+            for impl, (med, low) in t.items()
+            if impl != "jnp_fft"
+        ]
+        print(f"{section} N={n:6} {'gated' if gated else 'plain'} {mode:7} jnp.fft / impl: {parts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Pallas kernel: the fused gated FFT convolution (Monarch matmuls, real/imaginary planes).
+
+FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
+(arXiv 2311.05908), §3.2.
+
+Forward: one program handles one batch row and `block_h` heads; per head it loads the input row in
+digit layout, applies the pregate, runs the forward Monarch transform, multiplies by the filter
+spectrum (already in the permuted layout, so no bit reversal), runs the inverse transform and the
+postgate, and writes the row: u, the gates and y each cross memory once. The DFT matrices and
+twiddles are kernel inputs (constants of the plan), and the math is `monarch.forward` /
+`inverse_real`, the same code the XLA path runs, so the kernel has a jnp twin by construction.
+
+Backward: one program handles `block_h` heads for the whole batch (vjp.py has the formulas):
+it recomputes DFT(x) and z, writes du, dpregate, dpostgate, and accumulates the filter-spectrum
+cotangent sum_B DFT(dz) conj(DFT(x)) on chip, so no [B, H, N] spectrum ever reaches memory and
+no two programs write the same block (no atomics).
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from pallas_kernels.fft_conv import monarch
+
+__all__ = ["BlockSizes", "spectral_conv", "spectral_conv_bwd"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BlockSizes:
+    """Kernel tiling.
+
+    Attributes:
+        block_h: Heads per program (the largest power of two dividing H and <= this is used).
+        num_warps: Triton warps per program (GPU only).
+        num_stages: Triton pipelining stages (GPU only).
+    """
+
+    block_h: int = 16
+    num_warps: int = 4
+    num_stages: int = 1
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _compiler_params(block_sizes: BlockSizes, interpret: bool, semantics=("parallel", "parallel")):
+    if interpret:
+        return None
+    backend = jax.default_backend()
+    if backend == "gpu":
+        from jax.experimental.pallas import triton as pltriton
+
+        return pltriton.CompilerParams(
+            num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages
+        )
+    if backend == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+
+        return pltpu.CompilerParams(dimension_semantics=semantics)
+    return None
+
+
+def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h):
+    refs = list(refs)
+    u_ref = refs.pop(0)
+    pre_ref = refs.pop(0) if has_pre else None
+    post_ref = refs.pop(0) if has_post else None
+    sr_ref, si_ref = refs.pop(0), refs.pop(0)
+    mats = jax.tree.unflatten(treedef, [r[...] for r in refs[:num_mats]])
+    o_ref = refs[num_mats]
+
+    def body(h, carry):
+        x = u_ref[0, h].astype(jnp.float32)  # [rows_in, N_1, ...]
+        if pre_ref is not None:
+            x = x * pre_ref[0, h].astype(jnp.float32)
+        x_f = monarch.forward(x, mats, two_d=True)  # [N_0, N_1, ..., kept]
+        z = monarch.inverse_real(monarch.cmul(x_f, (sr_ref[h], si_ref[h])), mats, two_d=True)
+        if post_ref is not None:
+            z = z * post_ref[0, h].astype(jnp.float32)  # [rows_out, N_1, ...]
+        o_ref[0, h] = z.astype(o_ref.dtype)
+        return carry
+
+    lax.fori_loop(0, block_h, body, 0)
+
+
+def spectral_conv(
+    u: jax.Array,
+    spectrum: monarch.Planes,
+    pregate: jax.Array | None,
+    postgate: jax.Array | None,
+    *,
+    plan: monarch.MonarchPlan,
+    length: int,
+    block_sizes: BlockSizes,
+    interpret: bool,
+    out_dtype: jnp.dtype,
+) -> jax.Array:
+    """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[..., :length] as one pallas_call.
+
+    Args:
+        u: [B, H, L].
+        spectrum: Planes [H, *plan.spectrum_shape] in the permuted layout.
+        pregate: [B, H, L] or None.
+        postgate: [B, H, L] or None.
+        plan: The transform plan (rows are rounded up to powers of two here, for Triton).
+        length: L.
+        block_sizes: Tiling.
+        interpret: Run with `interpret=True` (CPU).
+        out_dtype: dtype of the result.
+
+    Returns:
+        [B, H, length] in out_dtype.
+    """
+    batch, heads, _ = u.shape
+    plan = dataclasses.replace(
+        plan, rows_in=_next_pow2(plan.rows_in), rows_out=_next_pow2(plan.rows_out)
+    )
+    block_h = math.gcd(heads, _next_pow2(block_sizes.block_h + 1) // 2)
+    order = len(plan.factors)
+    zeros = (0,) * order
+    flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
+
+    def row_spec(shape):
+        return pl.BlockSpec((1, block_h, *shape), lambda b, h: (b, h, *zeros))
+
+    data = [monarch.to_digits(u, plan)]  # [B, H, rows_in, N_1, ...]
+    specs = [row_spec(plan.in_shape)]
+    for gate in (pregate, postgate):
+        if gate is not None:
+            data.append(monarch.to_digits(gate, plan))
+            specs.append(row_spec(plan.in_shape))
+    spectrum_spec = pl.BlockSpec((block_h, *plan.spectrum_shape), lambda b, h: (h, *zeros))
+    data += list(spectrum)
+    specs += [spectrum_spec, spectrum_spec]
+    data += flat
+    specs += [pl.BlockSpec(a.shape, lambda b, h, n=a.ndim: (0,) * n) for a in flat]
+    kernel = lambda *refs: _kernel(  # noqa: E731
+        *refs,
+        treedef=treedef,
+        num_mats=len(flat),
+        has_pre=pregate is not None,
+        has_post=postgate is not None,
+        block_h=block_h,
+    )
+    y = pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct((batch, heads, *plan.out_shape), out_dtype),
+        grid=(batch, heads // block_h),
+        in_specs=specs,
+        out_specs=row_spec(plan.out_shape),
+        compiler_params=_compiler_params(block_sizes, interpret),
+        interpret=interpret,
+        name="fft_conv_fwd",
+    )(*data)
+    return monarch.from_digits(y, plan, length)
+
+
+def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, batch, block_h):
+    refs = list(refs)
+    u_ref, dy_ref = refs.pop(0), refs.pop(0)
+    pre_ref = refs.pop(0) if has_pre else None
+    post_ref = refs.pop(0) if has_post else None
+    sr_ref, si_ref = refs.pop(0), refs.pop(0)
+    mats = jax.tree.unflatten(treedef, [r[...] for r in refs[:num_mats]])
+    refs = refs[num_mats:]
+    du_ref = refs.pop(0)
+    dpre_ref = refs.pop(0) if has_pre else None
+    dpost_ref = refs.pop(0) if has_post else None
+    dsr_ref, dsi_ref = refs
+
+    def head(h, carry):
+        s = (sr_ref[h], si_ref[h])
+
+        def row(b, acc):
+            u = u_ref[b, h].astype(jnp.float32)  # [rows, N_1, ...]
+            x = u if pre_ref is None else u * pre_ref[b, h].astype(jnp.float32)
+            g = dy_ref[b, h].astype(jnp.float32)
+            x_f = monarch.forward(x, mats, two_d=True)  # [N_0, ..., kept]
+            if post_ref is not None:
+                z = monarch.inverse_real(monarch.cmul(x_f, s), mats, two_d=True)
+                dpost_ref[b, h] = (g * z).astype(dpost_ref.dtype)
+                g = g * post_ref[b, h].astype(jnp.float32)
+            g_f = monarch.forward(g, mats, two_d=True)
+            dx = monarch.inverse_real(monarch.cmul(g_f, s, conj_b=True), mats, two_d=True)
+            if pre_ref is not None:
+                dpre_ref[b, h] = (dx * u).astype(dpre_ref.dtype)
+                dx = dx * pre_ref[b, h].astype(jnp.float32)
+            du_ref[b, h] = dx.astype(du_ref.dtype)
+            ds = monarch.cmul(g_f, x_f, conj_b=True)
+            return acc[0] + ds[0], acc[1] + ds[1]
+
+        zero = jnp.zeros(sr_ref.shape[1:], jnp.float32)
+        dsr, dsi = lax.fori_loop(0, batch, row, (zero, zero))
+        dsr_ref[h] = dsr
+        dsi_ref[h] = dsi
+        return carry
+
+    lax.fori_loop(0, block_h, head, 0)
+
+
+def spectral_conv_bwd(
+    u: jax.Array,
+    dy: jax.Array,
+    spectrum: monarch.Planes,
+    pregate: jax.Array | None,
+    postgate: jax.Array | None,
+    *,
+    plan: monarch.MonarchPlan,
+    length: int,
+    block_sizes: BlockSizes,
+    interpret: bool,
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None, monarch.Planes]:
+    """Cotangents of `spectral_conv` with respect to u, the gates and the spectrum planes.
+
+    Args:
+        u: [B, H, L].
+        dy: [B, H, L], the output cotangent.
+        spectrum: Planes [H, *plan.spectrum_shape].
+        pregate: [B, H, L] or None.
+        postgate: [B, H, L] or None.
+        plan: The transform plan (input and output rows equal).
+        length: L.
+        block_sizes: Tiling.
+        interpret: Run with `interpret=True` (CPU).
+
+    Returns:
+        du (u.dtype), dpregate, dpostgate (gate dtypes, or None) [B, H, L], and the spectrum
+        cotangent planes [H, *plan.spectrum_shape] in f32.
+    """
+    batch, heads, _ = u.shape
+    rows = _next_pow2(max(plan.rows_in, plan.rows_out))
+    plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
+    block_h = math.gcd(heads, _next_pow2(block_sizes.block_h + 1) // 2)
+    order = len(plan.factors)
+    zeros = (0,) * order
+    flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
+    row_spec = pl.BlockSpec((batch, block_h, *plan.in_shape), lambda h: (0, h, *zeros))
+    spectrum_spec = pl.BlockSpec((block_h, *plan.spectrum_shape), lambda h: (h, *zeros))
+    gates = [g for g in (pregate, postgate) if g is not None]
+    data = [monarch.to_digits(a, plan) for a in (u, dy, *gates)]
+    data += [*spectrum, *flat]
+    specs = [row_spec] * (2 + len(gates)) + [spectrum_spec] * 2
+    specs += [pl.BlockSpec(a.shape, lambda h, n=a.ndim: (0,) * n) for a in flat]
+    row_shape = (batch, heads, *plan.in_shape)
+    out_shape = [jax.ShapeDtypeStruct(row_shape, u.dtype)]
+    out_shape += [jax.ShapeDtypeStruct(row_shape, g.dtype) for g in gates]
+    out_shape += [jax.ShapeDtypeStruct((heads, *plan.spectrum_shape), jnp.float32)] * 2
+    out_specs = [row_spec] * (1 + len(gates)) + [spectrum_spec] * 2
+    kernel = lambda *refs: _bwd_kernel(  # noqa: E731
+        *refs,
+        treedef=treedef,
+        num_mats=len(flat),
+        has_pre=pregate is not None,
+        has_post=postgate is not None,
+        batch=batch,
+        block_h=block_h,
+    )
+    outs = pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(heads // block_h,),
+        in_specs=specs,
+        out_specs=out_specs,
+        compiler_params=_compiler_params(block_sizes, interpret, ("parallel",)),
+        interpret=interpret,
+        name="fft_conv_bwd",
+    )(*data)
+    outs = list(outs)
+    du = monarch.from_digits(outs.pop(0), plan, length)
+    d_pre = monarch.from_digits(outs.pop(0), plan, length) if pregate is not None else None
+    d_post = monarch.from_digits(outs.pop(0), plan, length) if postgate is not None else None
+    return du, d_pre, d_post, (outs[0], outs[1])

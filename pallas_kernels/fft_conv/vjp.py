@@ -1,0 +1,164 @@
+"""Custom VJP of the Monarch FFT convolution: the backward is a correlation (conjugate spectrum).
+
+FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
+(arXiv 2311.05908), §3.2.
+
+With x = pregate * u, X = DFT(x), S the filter spectrum (1/N and the frequency mask folded in), and
+y = postgate * z, z = Re(IDFT(X S))[:L]:
+    dpostgate = dy * z,   dz = dy * postgate,   D = DFT(dz)   (dz zero beyond L, implicitly)
+    dx = Re(IDFT(D conj(S)))[:L]   -> du = dx * pregate,  dpregate = dx * u
+    dS = sum_B D conj(X)   (as real/imaginary planes)  -> dk = transpose of (k -> S) applied to dS
+Residuals are the inputs and S only; X and z are recomputed in the backward (memory over FLOPs).
+"""
+
+import dataclasses
+import functools
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.fft_conv import kernel, monarch
+
+__all__ = ["ConvConfig", "filter_spectrum", "monarch_conv"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConvConfig:
+    """Static arguments of one convolution (hashable: the custom VJP's non-differentiable input).
+
+    Attributes:
+        fft_size: N, a power of two.
+        seq_len: L <= N.
+        filter_len: Lk <= N (after partial truncation).
+        kept_frequencies: Frequency sparsity P, or None for all N frequencies.
+        implementation: "xla" (jnp Monarch), "pallas" or "interpret" (the Pallas kernels,
+            compiled or interpreted).
+        block_sizes: Kernel tiling.
+    """
+
+    fft_size: int
+    seq_len: int
+    filter_len: int
+    kept_frequencies: int | None = None
+    implementation: Literal["xla", "pallas", "interpret"] = "xla"
+    block_sizes: kernel.BlockSizes = kernel.BlockSizes()
+
+    def _plan(self, rows_in: int, rows_out: int) -> monarch.MonarchPlan:
+        factors = monarch.monarch_factors(self.fft_size)
+        kept_last = None
+        if self.kept_frequencies is not None and self.kept_frequencies < self.fft_size:
+            kept_last = self.kept_frequencies * factors[-1] // (2 * self.fft_size)
+        return monarch.MonarchPlan(
+            fft_size=self.fft_size,
+            factors=factors,
+            rows_in=rows_in,
+            rows_out=rows_out,
+            kept_last=kept_last,
+        )
+
+    @property
+    def plan(self) -> monarch.MonarchPlan:
+        """Plan for u (and dy) -> y (and du)."""
+        rows = -(-self.seq_len // (self.fft_size // monarch.monarch_factors(self.fft_size)[0]))
+        return self._plan(rows, rows)
+
+    @property
+    def filter_plan(self) -> monarch.MonarchPlan:
+        """Plan for k -> its spectrum (forward only)."""
+        row = self.fft_size // monarch.monarch_factors(self.fft_size)[0]
+        return self._plan(-(-self.filter_len // row), 1)
+
+
+def filter_spectrum(config: ConvConfig, k: jax.Array) -> monarch.Planes:
+    """DFT(k) / N in the permuted layout, kept frequencies only: planes [H, *spectrum_shape]."""
+    plan = config.filter_plan
+    sr, si = monarch.forward(monarch.to_digits(k, plan), monarch.monarch_matrices(plan))
+    scale = 1.0 / config.fft_size
+    return sr * scale, si * scale
+
+
+def _spectral_conv(config, u, spectrum, pregate, postgate, out_dtype):
+    """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[:L] by the configured implementation."""
+    plan = config.plan
+    if config.implementation != "xla":
+        return kernel.spectral_conv(
+            u,
+            spectrum,
+            pregate,
+            postgate,
+            plan=plan,
+            length=config.seq_len,
+            block_sizes=config.block_sizes,
+            interpret=config.implementation == "interpret",
+            out_dtype=out_dtype,
+        )
+    mats = monarch.monarch_matrices(plan)
+    x = u.astype(jnp.float32)
+    if pregate is not None:
+        x = x * pregate.astype(jnp.float32)
+    x_f = monarch.forward(monarch.to_digits(x, plan), mats)
+    z = monarch.inverse_real(monarch.cmul(x_f, spectrum), mats)
+    y = monarch.from_digits(z, plan, config.seq_len)
+    if postgate is not None:
+        y = y * postgate.astype(jnp.float32)
+    return y.astype(out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def monarch_conv(config, u, k, pregate, postgate):
+    """The convolution of `api.fft_conv` for validated arguments (k already truncated)."""
+    return _forward(config, u, k, pregate, postgate)[0]
+
+
+def _forward(config, u, k, pregate, postgate):
+    spectrum = filter_spectrum(config, k)
+    y = _spectral_conv(config, u, spectrum, pregate, postgate, u.dtype)
+    return y, (u, spectrum, pregate, postgate)
+
+
+def _backward(config, residuals, dy):
+    u, spectrum, pregate, postgate = residuals
+    dy = jnp.asarray(dy)  # jax.test_util.check_grads passes numpy cotangents
+    k_shape = jax.ShapeDtypeStruct((spectrum[0].shape[0], config.filter_len), jnp.float32)
+    spectrum_vjp = jax.linear_transpose(functools.partial(filter_spectrum, config), k_shape)
+    if config.implementation != "xla":
+        du, d_pre, d_post, d_spectrum = kernel.spectral_conv_bwd(
+            u,
+            dy,
+            spectrum,
+            pregate,
+            postgate,
+            plan=config.plan,
+            length=config.seq_len,
+            block_sizes=config.block_sizes,
+            interpret=config.implementation == "interpret",
+        )
+        return du, spectrum_vjp(d_spectrum)[0], d_pre, d_post
+    plan = config.plan
+    mats = monarch.monarch_matrices(plan)
+    g = dy.astype(jnp.float32)
+    x = u.astype(jnp.float32)
+    if pregate is not None:
+        x = x * pregate.astype(jnp.float32)
+    x_f = monarch.forward(monarch.to_digits(x, plan), mats)  # [B, H, *spectrum_shape]
+    d_post = None
+    if postgate is not None:
+        z = monarch.inverse_real(monarch.cmul(x_f, spectrum), mats)
+        z = monarch.from_digits(z, plan, config.seq_len)  # [B, H, L]
+        d_post = (g * z).astype(postgate.dtype)
+        g = g * postgate.astype(jnp.float32)
+    g_f = monarch.forward(monarch.to_digits(g, plan), mats)
+    dx = monarch.inverse_real(monarch.cmul(g_f, spectrum, conj_b=True), mats)
+    dx = monarch.from_digits(dx, plan, config.seq_len)  # [B, H, L]
+    d_pre = None
+    if pregate is not None:
+        d_pre = (dx * u.astype(jnp.float32)).astype(pregate.dtype)
+        dx = dx * pregate.astype(jnp.float32)
+    ds_r, ds_i = monarch.cmul(g_f, x_f, conj_b=True)
+    d_spectrum = (ds_r.sum(axis=0), ds_i.sum(axis=0))  # [H, *spectrum_shape]
+    (dk,) = spectrum_vjp(d_spectrum)
+    return dx.astype(u.dtype), dk, d_pre, d_post
+
+
+monarch_conv.defvjp(_forward, _backward)

@@ -1,0 +1,111 @@
+"""fft_conv's argument validation and dispatch."""
+
+import jax
+import jax.numpy as jnp
+import jaxtyping
+import numpy as np
+import pytest
+
+from pallas_kernels.fft_conv import api, fft_conv, fft_conv_reference
+from tests.pallas_kernels.fft_conv.common import assert_close, inputs
+
+# Shape and annotation mismatches meet jaxtyping's run-time check first in the test run (the
+# import hook of tests/conftest.py); without it, fft_conv's own ValueError names the argument.
+BAD = (ValueError, jaxtyping.TypeCheckError)
+
+
+def _uk(length=100, filter_len=100, dtype=jnp.float32):
+    u, k, _, _ = inputs(0, 1, 2, length, filter_len, dtype)
+    return u, k
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fft_size": 300}, "fft_size=300: must be a power of two"),
+        ({"fft_size": 128}, "fft_size=128"),
+        ({"fft_size": 2**21}, "fft_size=2097152"),
+        ({"partial_taps": 0}, r"partial_taps=0: must be an int in \[1, Lk=100\]"),
+        ({"partial_taps": 101}, "partial_taps=101"),
+        ({"kept_frequencies": 48}, "kept_frequencies=48: must be a multiple of 32"),
+        ({"kept_frequencies": 512}, r"kept_frequencies=512: must be in \[32, N=256\]"),
+        ({"fft_size": 65536, "implementation": "pallas"}, "supports N <= 32768"),
+        ({"fft_size": 65536, "implementation": "interpret"}, "use implementation='xla'"),
+    ],
+)
+def test_bad_options(kwargs, match):
+    u, k = _uk()
+    with pytest.raises(ValueError, match=match):
+        fft_conv(u, k, **kwargs)
+
+
+def test_fft_size_smaller_than_input():
+    u, k = _uk(length=300)
+    with pytest.raises(ValueError, match=r"fft_size=256: must be .* >= L=300"):
+        fft_conv(u, k, fft_size=256)
+    u, k = _uk(filter_len=600)
+    with pytest.raises(ValueError, match=r"fft_size=512: .* >= Lk=600"):
+        fft_conv(u, k, fft_size=512)
+
+
+def test_default_size_too_large():
+    u, k = _uk(length=2**20)
+    with pytest.raises(ValueError, match="exceeds the supported maximum 1048576"):
+        fft_conv(u, k)
+
+
+def test_bad_dtypes():
+    u, k = _uk()
+    with pytest.raises(ValueError, match="k.dtype=bfloat16: k must be float32"):
+        fft_conv(u, k.astype(jnp.bfloat16))
+    with pytest.raises(BAD, match="u"):
+        fft_conv(u.astype(jnp.int32), k)
+    with pytest.raises(ValueError, match="pregate .* must have u's shape"):
+        fft_conv(u, k, pregate=u.astype(jnp.bfloat16))
+
+
+def test_bad_shapes():
+    u, k = _uk()
+    with pytest.raises(BAD):
+        fft_conv(u[0], k)
+    with pytest.raises(BAD):
+        fft_conv(u, k[:1])
+    with pytest.raises(BAD):
+        fft_conv(u, k, postgate=u[..., :50])
+
+
+def test_bad_implementation():
+    u, k = _uk()
+    with pytest.raises(BAD, match="implementation"):
+        fft_conv(u, k, implementation="cuda")  # type: ignore[arg-type]
+    with pytest.raises(BAD, match="fft_size"):
+        fft_conv(u, k, fft_size=256.0)  # type: ignore[arg-type]
+
+
+def test_default_fft_size_is_causal_next_power_of_two():
+    u, k = _uk(length=300, filter_len=250)  # L + Lk - 1 = 549 -> N = 1024
+    y = jax.jit(fft_conv)(u, k)
+    assert_close(y, fft_conv_reference(u, k, fft_size=1024))
+    u, k = _uk(length=20, filter_len=20)  # -> the minimum N = 256
+    assert_close(fft_conv(u, k), fft_conv_reference(u, k, fft_size=256))
+
+
+def test_auto_is_xla_on_cpu(monkeypatch):
+    assert jax.default_backend() == "cpu"
+    # On CPU the XLA path is jnp.fft at every size (it was faster; api._JNP_FFT_SIZES).
+    assert api.resolve_implementation("auto", 1024) == "jnp_fft"
+    assert api.resolve_implementation("interpret", 1024) == "interpret"
+    monkeypatch.setattr(api, "_JNP_FFT_SIZES", {})
+    assert api.resolve_implementation("auto", 1024) == "xla"
+    u, k = _uk()
+    np.testing.assert_array_equal(
+        np.asarray(fft_conv(u, k)), np.asarray(fft_conv(u, k, implementation="xla"))
+    )
+
+
+def test_xla_may_pick_jnp_fft(monkeypatch):
+    monkeypatch.setattr(api, "_JNP_FFT_SIZES", {"cpu": frozenset({256})})
+    assert api.resolve_implementation("xla", 256) == "jnp_fft"
+    assert api.resolve_implementation("xla", 512) == "xla"
+    u, k = _uk()
+    assert_close(fft_conv(u, k), fft_conv_reference(u, k, fft_size=256))

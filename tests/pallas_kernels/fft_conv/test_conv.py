@@ -1,0 +1,146 @@
+"""fft_conv (XLA Monarch path, and the Pallas kernel in interpret mode) against the reference."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from pallas_kernels.fft_conv import api, fft_conv, fft_conv_reference
+from tests.pallas_kernels.fft_conv.common import assert_close, inputs, numpy_conv
+
+# (N, L, Lk): causal (default N) unless L = N (circular, fft_size=L).
+CASES = [
+    (256, 128, 128),  # order 2, 16x16, L + Lk - 1 = 255
+    (256, 256, 256),  # circular
+    (512, 200, 57),  # 16x32, L not a multiple of a row (32): the last row is part-filled
+    (1024, 512, 513),  # 32x32, L + Lk - 1 = N
+    (1024, 1024, 1024),  # circular
+    (2048, 1000, 1000),  # 32x64
+    (4096, 2048, 2049),  # order 3, 16^3
+    (8192, 4096, 300),  # 16x16x32, short filter
+]
+XLA_ONLY_CASES = [
+    (32768, 32768, 32768),  # circular, 32^3
+    (65536, 30000, 20000),  # order 4, 16^4
+]
+
+
+@pytest.fixture(autouse=True)
+def _monarch_everywhere(monkeypatch):
+    # implementation="xla" may pick jnp.fft at sizes where it is faster; these tests are about the
+    # Monarch path itself.
+    monkeypatch.setattr(api, "_JNP_FFT_SIZES", {})
+
+
+def _args(n, length):
+    return {"fft_size": n} if n == length else {}
+
+
+class TestXla:
+    IMPLEMENTATION = "xla"
+    BATCH, HEADS = 2, 4
+
+    def conv(self, **kwargs):
+        return jax.jit(functools.partial(fft_conv, implementation=self.IMPLEMENTATION, **kwargs))
+
+    @pytest.mark.parametrize(("n", "length", "filter_len"), CASES)
+    @pytest.mark.parametrize("gated", [False, True])
+    def test_forward_f32(self, n, length, filter_len, gated):
+        u, k, pre, post = inputs(
+            n + length, self.BATCH, self.HEADS, length, filter_len, gated=gated
+        )
+        y = self.conv(**_args(n, length))(u, k, pregate=pre, postgate=post)
+        assert y.shape == u.shape and y.dtype == jnp.float32
+        assert_close(y, fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post))
+        if n <= 1024:  # float64 golden value as well (direct convolution is O(L Lk))
+            assert_close(y, numpy_conv(u, k, n, pre, post))
+
+    @pytest.mark.parametrize(("n", "length", "filter_len"), [CASES[0], CASES[4], CASES[6]])
+    @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+    def test_forward_half(self, n, length, filter_len, dtype):
+        u, k, pre, post = inputs(1, self.BATCH, self.HEADS, length, filter_len, dtype, gated=True)
+        y = self.conv(**_args(n, length))(u, k, pregate=pre, postgate=post)
+        assert y.dtype == dtype
+        want = fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post)
+        assert_close(y, want, dtype)
+
+    @pytest.mark.parametrize(
+        ("n", "length", "filter_len"), [CASES[0], CASES[2], CASES[4], CASES[6]]
+    )
+    @pytest.mark.parametrize("gated", [False, True])
+    @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+    def test_vjp(self, n, length, filter_len, gated, dtype):
+        u, k, pre, post = inputs(7, self.BATCH, self.HEADS, length, filter_len, dtype, gated)
+        dy = jnp.asarray(np.random.default_rng(8).standard_normal(u.shape), dtype)
+        kwargs = _args(n, length)
+
+        def ours(u, k, pre, post):
+            return fft_conv(
+                u, k, pregate=pre, postgate=post, implementation=self.IMPLEMENTATION, **kwargs
+            )
+
+        def ref(u, k, pre, post):
+            return fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post)
+
+        y, vjp_fn = jax.vjp(jax.jit(ours), u, k, pre, post)
+        want_y, want_vjp = jax.vjp(ref, u, k, pre, post)
+        assert_close(y, want_y, dtype, "y")
+        grads, want = jax.jit(vjp_fn)(dy), want_vjp(dy)
+        for name, g, w in zip(("du", "dk", "dpregate", "dpostgate"), grads, want, strict=True):
+            if w is None:
+                assert g is None, name
+                continue
+            assert g.dtype == w.dtype, name
+            # dk is f32 but sums B * L products of rounded half-precision inputs; it is still
+            # computed in f32 from the same inputs as the reference, so the f32 tolerance holds.
+            assert_close(g, w, dtype if name != "dk" else jnp.float32, name)
+
+    @pytest.mark.parametrize("arg", range(4))
+    def test_check_grads(self, arg):
+        args = list(inputs(9, 1, 2, 100, 100, gated=True))
+
+        def f(x):  # check_grads passes numpy arrays; the annotations ask for jax arrays
+            u, k, pre, post = args[:arg] + [jnp.asarray(x)] + args[arg + 1 :]
+            return fft_conv(u, k, pregate=pre, postgate=post, implementation=self.IMPLEMENTATION)
+
+        # f is linear in each single argument, so central differences are exact up to f32
+        # rounding, which a large step keeps small.
+        check_grads(f, (args[arg],), order=1, modes=["rev"], atol=1e-3, rtol=1e-3, eps=1.0)
+
+    def test_causal_by_perturbation(self):
+        u, k, pre, post = inputs(10, 1, 2, 300, 300, gated=True)
+        conv = self.conv()
+        y = conv(u, k, pregate=pre, postgate=post)
+        y2 = conv(u.at[:, :, 200:].add(1.0), k, pregate=pre, postgate=post)
+        # Through the DFT a perturbation reaches earlier outputs only as f32 rounding noise.
+        assert_close(y2[..., :200], y[..., :200])
+        assert np.abs(np.asarray(y2 - y)[..., 200:]).max() > 0.1
+
+
+class TestXlaLarge:
+    @pytest.mark.parametrize(("n", "length", "filter_len"), XLA_ONLY_CASES)
+    def test_forward_and_vjp(self, n, length, filter_len):
+        u, k, pre, post = inputs(11, 1, 2, length, filter_len, gated=True)
+        kwargs = _args(n, length)
+
+        @jax.jit
+        def ours(u, k, pre, post):
+            return fft_conv(u, k, pregate=pre, postgate=post, implementation="xla", **kwargs)
+
+        def ref(u, k, pre, post):
+            return fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post)
+
+        y, vjp_fn = jax.vjp(ours, u, k, pre, post)
+        want_y, want_vjp = jax.vjp(ref, u, k, pre, post)
+        assert_close(y, want_y)
+        for g, w in zip(vjp_fn(want_y), want_vjp(want_y), strict=True):
+            assert_close(g, w)
+
+
+class TestInterpret(TestXla):
+    """The Pallas forward kernel in interpret mode: every TestXla case (backward: XLA Monarch)."""
+
+    IMPLEMENTATION = "interpret"

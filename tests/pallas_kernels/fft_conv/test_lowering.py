@@ -1,0 +1,79 @@
+"""The kernels lower for GPU (Triton) and TPU (Mosaic) from this CPU-only machine.
+
+Lowering only: no PTX/Mosaic compilation, no execution. It catches what the interpret-mode tests
+cannot: ops the hardware lowerings reject (3-D dots in Triton, complex dtypes, bad block shapes).
+"""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from pallas_kernels.fft_conv import monarch, vjp
+
+
+def _lower(platform, n, gated, kept_frequencies=None):
+    length = n // 2
+    config = vjp.ConvConfig(
+        fft_size=n,
+        seq_len=length,
+        filter_len=length,
+        kept_frequencies=kept_frequencies,
+        implementation="pallas",
+    )
+    u = jax.ShapeDtypeStruct((2, 16, length), jnp.bfloat16)
+    k = jax.ShapeDtypeStruct((16, length), jnp.float32)
+    gate = u if gated else None
+
+    def loss(u, k, pre, post):
+        return vjp.monarch_conv(config, u, k, pre, post).astype(jnp.float32).sum()
+
+    fwd_bwd = jax.value_and_grad(loss, argnums=(0, 1, 2, 3) if gated else (0, 1))
+    lowered = jax.jit(fwd_bwd).trace(u, k, gate, gate).lower(lowering_platforms=(platform,))
+    return lowered.as_text()
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Pretend to be on an sm90 GPU: Triton compiler parameters and a compute capability."""
+    try:
+        from jax._src.pallas.triton import pallas_call_registration as registration
+    except ImportError:
+        pytest.skip("jax's private Triton registration module moved")
+    if not hasattr(registration, "gpu_info_lib"):
+        pytest.skip("jax's private gpu_info hook moved")
+    info = types.SimpleNamespace(compute_capability=90)
+    monkeypatch.setattr(
+        registration, "gpu_info_lib", types.SimpleNamespace(get_gpu_info=lambda: info)
+    )
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+
+
+# The kernel targets Triton on GPU (Mosaic GPU would need a plgpu rewrite); jax warns about that.
+TRITON_DEPRECATION = "ignore:The Pallas Triton backend is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(TRITON_DEPRECATION)
+@pytest.mark.parametrize(
+    ("n", "gated", "kept"), [(256, True, None), (2048, False, 1024), (8192, True, None)]
+)
+def test_lowers_for_triton(fake_gpu, n, gated, kept):
+    text = _lower("cuda", n, gated, kept)
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2  # forward, backward
+
+
+@pytest.mark.filterwarnings(TRITON_DEPRECATION)
+def test_einsum_spelling_does_not_lower_for_triton(fake_gpu, monkeypatch):
+    # Why the kernels use monarch's two_d spelling: an order-3 plan's middle contraction as an
+    # einsum is a 3-D dot, and Triton dots are 2-D.
+    original = monarch.forward
+    monkeypatch.setattr(monarch, "forward", lambda x, mats, two_d=False: original(x, mats))
+    with pytest.raises(ValueError, match="must be 2D"):
+        _lower("cuda", 4096, False)
+
+
+@pytest.mark.parametrize(("n", "gated"), [(1024, True), (4096, False)])
+def test_lowers_for_tpu(n, gated):
+    text = _lower("tpu", n, gated)
+    assert text.count("stablehlo.custom_call @tpu_custom_call") == 2  # forward, backward

@@ -1,0 +1,78 @@
+"""Partial and frequency-sparse convolutions against their definitions, and their FLOP savings."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels.fft_conv import api, fft_conv, fft_conv_reference, kept_frequency_mask
+from tests.pallas_kernels.fft_conv.common import assert_close, inputs
+
+
+@pytest.fixture(autouse=True)
+def _monarch_everywhere(monkeypatch):
+    monkeypatch.setattr(api, "_JNP_FFT_SIZES", {})
+
+
+def _flops(fn, *args):
+    return jax.jit(fn).lower(*args).compile().cost_analysis()["flops"]
+
+
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+@pytest.mark.parametrize(("length", "filter_len", "taps"), [(200, 200, 50), (1000, 1000, 24)])
+def test_partial_is_truncated_filter(implementation, length, filter_len, taps):
+    u, k, pre, post = inputs(0, 2, 4, length, filter_len, gated=True)
+    conv = functools.partial(fft_conv, partial_taps=taps, implementation=implementation)
+    y, vjp_fn = jax.vjp(lambda *a: conv(a[0], a[1], pregate=a[2], postgate=a[3]), u, k, pre, post)
+    # The default N comes from the taps: next power of two >= L + taps - 1.
+    n = 1 << (max(length + taps - 1, 256) - 1).bit_length()
+    ref = functools.partial(fft_conv_reference, fft_size=n)
+    want, want_vjp = jax.vjp(
+        lambda *a: ref(a[0], a[1][:, :taps], pregate=a[2], postgate=a[3]), u, k, pre, post
+    )
+    assert_close(y, want)
+    grads = vjp_fn(y)
+    for g, w in zip(grads, want_vjp(y), strict=True):
+        assert_close(g, w)
+    assert not np.any(np.asarray(grads[1][:, taps:]))
+
+
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+@pytest.mark.parametrize(
+    ("n", "length", "kept"),
+    [(256, 128, 32), (1024, 1024, 192), (4096, 2048, 1024), (8192, 4096, 512)],
+)
+def test_frequency_sparse_matches_definition(implementation, n, length, kept):
+    u, k, pre, post = inputs(1, 2, 2, length, length, gated=True)
+    kwargs = {"fft_size": n, "kept_frequencies": kept}
+    conv = functools.partial(fft_conv, implementation=implementation, **kwargs)
+    ref = functools.partial(fft_conv_reference, **kwargs)
+    args = (u, k, pre, post)
+    y, vjp_fn = jax.vjp(lambda *a: conv(a[0], a[1], pregate=a[2], postgate=a[3]), *args)
+    want, want_vjp = jax.vjp(lambda *a: ref(a[0], a[1], pregate=a[2], postgate=a[3]), *args)
+    assert_close(y, want)
+    for g, w in zip(vjp_fn(y), want_vjp(y), strict=True):
+        assert_close(g, w)
+    # Independent check of the definition: only the kept frequencies of the filter matter.
+    k_f = np.fft.fft(np.asarray(k, np.float64), n=n) * kept_frequency_mask(n, kept)
+    other = jnp.asarray(np.real(np.fft.ifft(k_f)), jnp.float32)  # [H, N], circular support
+    assert_close(y, fft_conv_reference(u, other, fft_size=n, pregate=pre, postgate=post))
+
+
+def test_frequency_sparse_skips_flops():
+    u, k, _, _ = inputs(2, 2, 4, 2048, 2048)
+    flops = {
+        kept: _flops(functools.partial(fft_conv, fft_size=4096, kept_frequencies=kept), u, k)
+        for kept in (4096, 2048, 512)
+    }
+    full = _flops(functools.partial(fft_conv, fft_size=4096), u, k)
+    assert flops[4096] == full
+    assert flops[512] < flops[2048] < full
+
+
+def test_partial_skips_flops():
+    u, k, _, _ = inputs(3, 2, 4, 2048, 2048)
+    conv = functools.partial(fft_conv, fft_size=4096)
+    assert _flops(functools.partial(conv, partial_taps=256), u, k) < _flops(conv, u, k)
