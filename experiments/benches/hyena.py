@@ -1,0 +1,260 @@
+"""Hyena vs attention at long sequences: train-step time of equal-size LMs at T = 1K, 4K, 16K.
+
+Hyena Hierarchy (Poli et al. 2023, arXiv:2302.10866, abstract and §4.4: the operator is twice as
+fast as optimized attention at 8K and 100x faster at 64K); FlashFFTConv (Fu et al. 2023,
+arXiv:2311.05908 §5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from efficient.bench import (
+    BenchResult,
+    benchmark,
+    environment_line,
+    print_table,
+    synthetic_variables,
+)
+from efficient.bench.report import device_label
+from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
+
+__all__ = ["MODELS", "SPEC", "ModelEntry", "run", "report"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelEntry:
+    """One benchmarked model at one sequence length.
+
+    Attributes:
+        family: "hyena" (`HyenaConfig.kjv`) or "transformer" (`transformer/kjv`'s model): the same
+            width, depth, SwiGLU and tied byte embedding.
+        seq_len: T.
+        batch: Sequences per step (B).
+    """
+
+    family: Literal["hyena", "transformer"]
+    seq_len: int
+    batch: int = 1
+
+
+MODELS: dict[str, ModelEntry] = {
+    f"{family}_{T // 1024}k": ModelEntry(family=family, seq_len=T)
+    for T in (1024, 4096, 16_384)
+    for family in ("hyena", "transformer")
+}
+
+# (warmup, repeats) per platform. On 2 CPU cores a 16K transformer step takes on the order of a
+# minute, so the CPU protocol is 1 + 3 calls; the median of 3 discards one slow call.
+_DEFAULTS = {"cpu": (1, 3), "accelerator": (5, 20)}
+# A step is timed only if XLA's buffer estimate fits this share of the free host memory (CPU):
+# an out-of-memory kill would end the whole bench, not just the row.
+_MEMORY_SHARE = 0.8
+
+
+def _protocol(args: BenchArgs) -> tuple[int, int]:
+    warmup, repeats = _DEFAULTS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+    return (
+        warmup if args.warmup is None else args.warmup,
+        repeats if args.repeats is None else args.repeats,
+    )
+
+
+def _available_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _config(entry: ModelEntry) -> Any:
+    from efficient.models.hyena import HyenaConfig
+    from experiments.transformer import kjv_model
+
+    if entry.family == "hyena":
+        return HyenaConfig.kjv(max_len=entry.seq_len)
+    return dataclasses.replace(kjv_model(), max_len=entry.seq_len)
+
+
+def _module(config: Any) -> Any:
+    from efficient.models.hyena import Hyena, HyenaConfig
+    from efficient.models.transformer import Transformer
+
+    return Hyena(config) if isinstance(config, HyenaConfig) else Transformer(config)
+
+
+def _train_step(model: Any, optimizer: Any):
+    import optax
+
+    from efficient.train import next_token_loss
+
+    loss_fn = next_token_loss()
+
+    def step(params, opt_state, inputs, targets):
+        def loss(p):
+            logits = model.apply({"params": p}, inputs, train=True)
+            return loss_fn(logits, {"targets": targets})[0]
+
+        value, grads = jax.value_and_grad(loss)(params)
+        # Optax mixes Python floats with int32 counters, which "strict" promotion rejects.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
+def run(args: BenchArgs) -> Iterator[BenchResult]:
+    """Yield one train-step result per model entry.
+
+    Train step: next-token cross-entropy, `jax.value_and_grad`, AdamW with clipping
+    (`efficient.train.make_optimizer`), jitted, fp32, synthetic LeCun-normal weights and zero
+    tokens. The step is compiled first; where XLA's buffer estimate exceeds 80% of the free host
+    memory on CPU the row is kept compiled-only (FLOPs and memory, "skipped" says why) instead of
+    risking an out-of-memory kill. Items are tokens, so items/s is tokens/s. `--models` picks
+    entries (e.g. `hyena_16k,transformer_16k`); `--batch` sets B.
+
+    Yields:
+        `BenchResult`s named "hyena/<family>_<T>k/train".
+    """
+    import flax.linen as nn
+
+    from efficient.train import OptimizerConfig, make_optimizer
+
+    optimizer = make_optimizer(
+        OptimizerConfig(learning_rate=3e-4, weight_decay=0.1, grad_clip_norm=1.0), total_steps=1000
+    )
+    for key in resolve_models(SPEC, args.models):
+        entry = MODELS[key]
+        config = _config(entry)
+        model = _module(config)
+        B, T = args.batch or entry.batch, entry.seq_len
+        tokens = jax.ShapeDtypeStruct((B, T), jnp.int32)
+        init = jax.jit(lambda k, t, m=model: m.init(k, t))
+        shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), tokens)["params"])
+        opt_shapes = jax.eval_shape(optimizer.init, shapes)
+        step = _train_step(model, optimizer)
+        name = f"hyena/{key}/train"
+        extra = {
+            "bench": "hyena",
+            "model": key,
+            "family": entry.family,
+            "batch_size": B,
+            "seq_len": T,
+            "params": sum(x.size for x in jax.tree.leaves(shapes)),
+            "dtype": jnp.dtype(config.dtype).name,
+            "matmul_precision": args.precision,
+            "optimizer": "adamw (wd 0.1 on matrices, clip 1.0), efficient.train.make_optimizer",
+        }
+        print(f"{name}: B={B}, T={T}, compiling ...", file=sys.stderr)
+        compiled = benchmark(
+            step, shapes, opt_shapes, tokens, tokens, name=name, batch=B * T, lower_only=True,
+            extra=extra,
+        )  # fmt: skip
+        need, free = compiled.memory.total_bytes, _available_bytes()
+        too_big = jax.default_backend() == "cpu" and need and free and need > _MEMORY_SHARE * free
+        if args.lower_only or too_big:
+            if too_big:
+                skipped = f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+                print(f"{name}: not run, {skipped}", file=sys.stderr)
+                compiled = dataclasses.replace(compiled, extra={**extra, "skipped": skipped})
+            yield compiled
+            continue
+        warmup, repeats = _protocol(args)
+        print(f"{name}: {warmup} warm-up + {repeats} timed calls ...", file=sys.stderr)
+        params = synthetic_variables(shapes)
+        yield benchmark(
+            step, params, optimizer.init(params), tokens, tokens, name=name, batch=B * T,
+            warmup=warmup, repeats=repeats, extra=extra,
+        )  # fmt: skip
+        del params
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
+    """Print Hyena vs transformer per sequence length: ms, tokens/s, speed-up, FLOPs, memory.
+
+    Args:
+        results: Results of `run` (others are ignored).
+        args: The options of the run (unused: no figure).
+    """
+    del args
+    ours = [r for r in results if r.extra.get("bench") == "hyena"]
+    if not ours:
+        return
+    by_len: dict[tuple[int, int], dict[str, BenchResult]] = {}
+    for r in ours:
+        by_len.setdefault((r.extra["seq_len"], r.extra["batch_size"]), {})[r.extra["family"]] = r
+    gib, g = 1 / 2**30, 1e-9
+    rows = []
+    for (T, B), pair in sorted(by_len.items()):
+        h, t = pair.get("hyena"), pair.get("transformer")
+
+        def get(r, f):
+            return None if r is None else f(r)
+
+        rows.append(
+            [
+                T,
+                B,
+                get(h, lambda r: r.median_ms),
+                get(h, lambda r: r.items_per_s),
+                get(t, lambda r: r.median_ms),
+                get(t, lambda r: r.items_per_s),
+                _ratio(get(t, lambda r: r.median_ms), get(h, lambda r: r.median_ms)),
+                get(h, lambda r: r.flops and r.flops * g),
+                get(t, lambda r: r.flops and r.flops * g),
+                get(h, lambda r: r.memory.total_bytes and r.memory.total_bytes * gib),
+                get(t, lambda r: r.memory.total_bytes and r.memory.total_bytes * gib),
+                "; ".join(
+                    f"{r.extra['family']}: {r.extra['skipped']}"
+                    for r in (h, t)
+                    if r is not None and "skipped" in r.extra
+                ),
+            ]
+        )
+    print_table(
+        [
+            "T",
+            "B",
+            "hyena ms",
+            "hyena tok/s",
+            "attn ms",
+            "attn tok/s",
+            "attn/hyena",
+            "hyena GFLOP",
+            "attn GFLOP",
+            "hyena GiB",
+            "attn GiB",
+            "note",
+        ],
+        rows,
+        title=f"Train step (fwd + bwd + AdamW), Hyena vs attention, on {device_label(ours[0])}",
+        caption=(
+            "Equal-size byte LMs (D 256, 4 layers, SwiGLU 768, tied): HyenaConfig.kjv (3.67M) vs "
+            "transformer/kjv's model (3.48M); fp32, median ms per step; attn/hyena > 1: Hyena is "
+            "faster. GiB: XLA's buffer estimate (arguments + outputs + temporaries).\n"
+            + environment_line(ours[0])
+        ),
+    )
+
+
+SPEC = BenchSpec(
+    description=(
+        "Hyena LM vs the equal-size attention transformer: train-step time and tokens/s at "
+        "T = 1K, 4K, 16K (arXiv:2302.10866 §4.4)"
+    ),
+    run=run,
+    models=tuple(MODELS),
+    report=report,
+)
