@@ -10,6 +10,7 @@ from typing import Any
 # Modules whose import registers presets; a new paper adds its module here.
 PAPER_MODULES = (
     "experiments.hyena",
+    "experiments.kat",
     "experiments.lowformer",
     "experiments.transformer",
     "experiments.vit",

@@ -15,6 +15,7 @@ from efficient.nn.conv import (
     lax_convolutions,
 )
 from efficient.nn.drop_path import DropPath
+from efficient.nn.kan import GRKAN, GroupRational
 from efficient.nn.mbconv import FusedMBConv, MBConv
 from efficient.nn.mlp import GatedMlp, Mlp, gelu_exact
 from efficient.nn.norms import BatchNorm, GroupNorm, LayerNorm, RMSNorm
@@ -27,8 +28,10 @@ __all__ = [
     "ConvBN",
     "DropPath",
     "FusedMBConv",
+    "GRKAN",
     "GatedMlp",
     "GroupNorm",
+    "GroupRational",
     "LayerNorm",
     "MBConv",
     "MultiHeadAttention",

@@ -26,6 +26,8 @@ class ViTBlock(nn.Module):
       drop_path_rate: stochastic-depth rate of both branches.
       dtype: compute dtype.
       param_dtype: parameter storage dtype.
+      mlp: the feed-forward sub-module, unbound (`parent=None`; it is adopted under the name
+        "mlp"); None: `Mlp(mlp_dim)` with exact GELU. KAT passes a GR-KAN block here.
     """
 
     num_heads: int
@@ -35,6 +37,7 @@ class ViTBlock(nn.Module):
     drop_path_rate: float = 0.0
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    mlp: nn.Module | None = None
 
     @nn.compact
     def __call__(self, x: Float[Array, "B T D"], *, train: bool) -> Float[Array, "B T D"]:
@@ -43,18 +46,25 @@ class ViTBlock(nn.Module):
         y = MultiHeadAttention(self.num_heads, self.head_dim, name="attention", **dtypes)(y)
         x = x + DropPath(self.drop_path_rate)(y, deterministic=not train)
         y = LayerNorm(epsilon=self.layer_norm_eps, name="norm2", **dtypes)(x)
-        y = Mlp(self.mlp_dim, name="mlp", **dtypes)(y)
+        mlp = Mlp(self.mlp_dim, name="mlp", **dtypes) if self.mlp is None else self.mlp
+        y = mlp(y)
         return x + DropPath(self.drop_path_rate)(y, deterministic=not train)
 
 
 class ViT(nn.Module):
     """ViT/DeiT image classifier. Drop path draws from the 'dropout' RNG when training.
 
+    Variants that only change the feed-forward block (KAT) subclass it and override `block_mlp`.
+
     Attributes:
       config: the architecture (see `ViTConfig` and its presets).
     """
 
     config: ViTConfig
+
+    def block_mlp(self) -> nn.Module | None:
+        """The feed-forward module of one block, unbound (`parent=None`); None: the GELU `Mlp`."""
+        return None
 
     @nn.compact
     def __call__(
@@ -98,6 +108,7 @@ class ViT(nn.Module):
                 cfg.mlp_dim,
                 layer_norm_eps=cfg.layer_norm_eps,
                 drop_path_rate=rate,
+                mlp=self.block_mlp(),
                 name=f"blocks_{i}",
                 **dtypes,
             )(x, train=train)
