@@ -6,28 +6,25 @@ KAT (arXiv 2409.10594) MLP shapes: B=128, T=197, D in {192, 384, 768} (the MLP i
     python -m pallas_kernels.rational.bench [--quick] [--section auto|cpu|gpu] [--dims 768 ...]
                                             [--dtypes float32 bfloat16] [--out PATH]
 
-Self-contained (pallas_kernels imports nothing of efficient): its own timing helper (jit, compile
-excluded, warm-ups, block_until_ready, median) and provenance (device, CPU model, commit).
+Timing and provenance come from `pallas_kernels/_bench.py` (`pallas_kernels` imports nothing of
+`efficient`, DESIGN.md).
 """
 
 import argparse
 import dataclasses
-import datetime
 import json
-import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels._bench import environment, time_fn
 from pallas_kernels.rational import api, init_coefficients
 
-__all__ = ["Case", "environment", "main", "time_fn"]
+__all__ = ["Case", "main"]
 
 KAT_DIMS = (192, 384, 768, 768, 1536, 3072)  # KAT-T/S/B input widths, then 4x (hidden)
 
@@ -45,56 +42,6 @@ class Case:
     @property
     def elements(self) -> int:
         return self.batch * self.tokens * self.width
-
-
-def environment() -> dict:
-    """Device, versions, commit and time of the measurement (no hostname)."""
-    cpu = None
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    root = pathlib.Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "pallas_kernels/rational"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        commit = (commit + ("+dirty" if dirty else "")) or None
-    except OSError:
-        commit = None
-    device = jax.devices()[0]
-    return {
-        "device_kind": device.device_kind,
-        "platform": device.platform,
-        "cpu_model": cpu,
-        "cpu_count": len(os.sched_getaffinity(0)),
-        "jax_version": jax.__version__,
-        "python_version": platform.python_version(),
-        "git_commit": commit,
-        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
-    """Compile `jax.jit(fn)` once, warm up, and time the median of `repeats` calls in ms."""
-    compiled = jax.jit(fn).lower(*args).compile()
-    for _ in range(warmup):
-        jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times)}
 
 
 def _inputs(case: Case):
