@@ -15,7 +15,7 @@ import time
 
 import jax
 
-__all__ = ["environment", "time_fn"]
+__all__ = ["environment", "time_fn", "time_torch_cuda"]
 
 
 def environment() -> dict:
@@ -76,3 +76,19 @@ def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
         "bytes_accessed": cost.get("bytes accessed"),
         "temp_bytes": temp_bytes,
     }
+
+
+def time_torch_cuda(run, *, warmup: int, repeats: int) -> dict:
+    """Median and minimum ms of `run()` (a PyTorch CUDA baseline), synchronising the device."""
+    import torch  # only the GPU baselines need it
+
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times)}

@@ -15,14 +15,12 @@ import dataclasses
 import functools
 import json
 import pathlib
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import environment, time_fn
+from pallas_kernels._bench import environment, time_fn, time_torch_cuda
 from pallas_kernels.fft_conv import api, reference, vjp
 
 __all__ = ["Case", "main"]
@@ -113,16 +111,7 @@ def _torch_time(case: Case, repeats: int, warmup: int) -> dict | None:
             y = y * post.float()
         return y.to(dtype)
 
-    for _ in range(warmup):
-        run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times)}
+    return time_torch_cuda(run, warmup=warmup, repeats=repeats)
 
 
 def _io_bytes(case: Case) -> int:

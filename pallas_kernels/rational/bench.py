@@ -14,14 +14,12 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import environment, time_fn
+from pallas_kernels._bench import environment, time_fn, time_torch_cuda
 from pallas_kernels.rational import api, init_coefficients
 
 __all__ = ["Case", "main"]
@@ -113,16 +111,7 @@ def _torch_time(case: Case, mode: str, warmup: int, repeats: int) -> dict | None
             torch.autograd.grad(y, (x, num, den), dy)
         return y
 
-    for _ in range(warmup):
-        run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times)}
+    return time_torch_cuda(run, warmup=warmup, repeats=repeats)
 
 
 def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: int) -> dict:
