@@ -28,7 +28,7 @@ def environment() -> dict:
                 break
     except OSError:
         pass
-    root = pathlib.Path(__file__).resolve().parents[2]
+    root = pathlib.Path(__file__).resolve().parents[1]  # the repository
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
@@ -36,9 +36,11 @@ def environment() -> dict:
         dirty = subprocess.run(
             ["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True
         ).returncode
-        commit = (commit + ("+dirty" if dirty else "")) or None
+        commit = (commit + ("+dirty" if dirty else "")) if commit else None
     except OSError:
         commit = None
+    # A copy of the tree without .git (e.g. sent to a remote GPU) names its commit here.
+    commit = commit or os.environ.get("EFFICIENT_GIT_COMMIT")
     device = jax.devices()[0]
     return {
         "device_kind": device.device_kind,
@@ -52,8 +54,38 @@ def environment() -> dict:
     }
 
 
+def _calls_per_sample(call, target_ms: float = 2.0, most: int = 100) -> int:
+    """Calls per timed sample so that one sample lasts ~target_ms (1 for slow calls).
+
+    A sub-millisecond GPU kernel timed one call at a time measures the host's dispatch and sync
+    as much as the kernel; queueing several calls before one sync amortises that.
+    """
+    start = time.perf_counter()
+    call()
+    once_ms = (time.perf_counter() - start) * 1e3
+    return max(1, min(most, int(target_ms / max(once_ms, 1e-3))))
+
+
+def _samples(call, sync, *, warmup: int, repeats: int) -> dict:
+    for _ in range(warmup):
+        sync(call())
+    inner = _calls_per_sample(lambda: sync(call()))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner - 1):
+            call()
+        sync(call())
+        times.append((time.perf_counter() - start) * 1e3 / inner)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "calls_per_sample": inner}
+
+
 def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
-    """Compile `jax.jit(fn)` once, read XLA's cost/memory analysis, warm up, time the median."""
+    """Compile `jax.jit(fn)` once, read XLA's cost/memory analysis, warm up, time the median.
+
+    Each sample queues enough calls to last ~2 ms before one `block_until_ready` and reports the
+    time per call (`calls_per_sample` says how many).
+    """
     compiled = jax.jit(fn).lower(*args).compile()
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, list):  # older jax returns one dict per computation
@@ -62,16 +94,10 @@ def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
         temp_bytes = compiled.memory_analysis().temp_size_in_bytes
     except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
         temp_bytes = None
-    for _ in range(warmup):
-        jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return {
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
+    timing = _samples(
+        lambda: compiled(*args), jax.block_until_ready, warmup=warmup, repeats=repeats
+    )
+    return timing | {
         "flops": cost.get("flops"),
         "bytes_accessed": cost.get("bytes accessed"),
         "temp_bytes": temp_bytes,
@@ -79,16 +105,10 @@ def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
 
 
 def time_torch_cuda(run, *, warmup: int, repeats: int) -> dict:
-    """Median and minimum ms of `run()` (a PyTorch CUDA baseline), synchronising the device."""
+    """Median and minimum ms of `run()` (a PyTorch CUDA baseline), timed as `time_fn` times."""
     import torch  # only the GPU baselines need it
 
-    for _ in range(warmup):
-        run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
+    def sync(_):
         torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times)}
+
+    return _samples(run, sync, warmup=warmup, repeats=repeats)

@@ -254,7 +254,8 @@ def git_commit(repo: str | None = None) -> str | None:
         commit = git("rev-parse", "--short", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return None
+        # A copy of the tree without .git (e.g. sent to a remote GPU) names its commit here.
+        return os.environ.get("EFFICIENT_GIT_COMMIT")
     return commit + ("+dirty" if dirty else "") if commit else None
 
 

@@ -144,8 +144,11 @@ def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: i
     return record
 
 
-def _sections(quick: bool) -> dict[str, list[tuple[Case, tuple[str, ...], tuple[str, ...]]]]:
+def _sections(
+    quick: bool, sizes: tuple[int, ...] | None = None
+) -> dict[str, list[tuple[Case, tuple[str, ...], tuple[str, ...]]]]:
     cpu_sizes = (256, 1024, 4096) if quick else (256, 512, 1024, 2048, 4096, 8192, 16384)
+    cpu_sizes = sizes or cpu_sizes
     cpu = [
         (
             Case(fft_size=n, batch=2, heads=64 if n > 1024 or quick else 128),
@@ -164,6 +167,7 @@ def _sections(quick: bool) -> dict[str, list[tuple[Case, tuple[str, ...], tuple[
         for p, t in ((None, None), (2048, None), (1024, None), (512, None), (None, 256))
     ]
     gpu_sizes = (256, 1024, 4096) if quick else (256, 512, 1024, 2048, 4096, 8192, 16384)
+    gpu_sizes = sizes or gpu_sizes
     gpu = [
         (
             Case(fft_size=n, batch=64, heads=768, dtype="bfloat16", gated=g, circular=True),
@@ -190,8 +194,9 @@ def main(argv=None) -> None:
         "--out", type=pathlib.Path, default=pathlib.Path("bench_results/fft_conv.json")
     )
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--sizes", type=int, nargs="*", default=None, help="FFT sizes N to run")
     args = parser.parse_args(argv)
-    sections = _sections(args.quick)
+    sections = _sections(args.quick, tuple(args.sizes) if args.sizes else None)
     if args.section == "auto":
         names = ["gpu"] if jax.default_backend() == "gpu" else ["cpu", "sparse"]
     elif args.section == "all":
@@ -203,6 +208,7 @@ def main(argv=None) -> None:
     env = environment()
     print(json.dumps(env))
     results = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
         for case, implementations, modes in sections[name]:
             for mode in modes:
@@ -218,8 +224,8 @@ def main(argv=None) -> None:
                     record = {"section": name} | record
                     results.append(record)
                     _print(record)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
+                    # Written after every record: a run stopped by a time limit keeps its rows.
+                    args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
     _print_ratios(results)
     print(f"wrote {args.out}")
 

@@ -195,6 +195,7 @@ def main(argv=None) -> None:
     env = environment()
     print(json.dumps(env))
     results = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for width in dims:
         for dtype in dtypes:
             case = Case(batch=batch, width=width, dtype=dtype)
@@ -205,6 +206,8 @@ def main(argv=None) -> None:
                     )
                     results.append(record)
                     _print(record)
+                    # Written after every record: a run stopped by a time limit keeps its rows.
+                    args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
     ratios = _ratios(results, "gelu")
     if section == "gpu":
         ratios += _ratios(results, "xla")

@@ -16,3 +16,19 @@ def test_quick_bench_writes_results(bench, tmp_path):
     assert report["env"]["platform"] == "cpu" and report["env"]["jax_version"]
     rows = report["results"]
     assert rows and all(r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] for r in rows)
+
+
+def test_check_passes_in_interpret_mode_and_fails_on_a_wrong_kernel(tmp_path, monkeypatch):
+    from pallas_kernels import check
+    from pallas_kernels.rational import api
+
+    out = tmp_path / "check.json"
+    assert check.main(["--quick", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 2 and all(r["ok"] and max(r["rel_err"].values()) < 1e-5 for r in rows)
+    # A kernel that computes the wrong function must be reported, not pass silently.
+    op = api.group_rational
+    monkeypatch.setattr(api, "group_rational", lambda *args, **kw: 1.01 * op(*args, **kw))
+    assert check.main(["--quick", "--out", str(out)]) == 1
+    rational = json.loads(out.read_text())["results"][1]
+    assert not rational["ok"] and rational["rel_err"]["y"] > 5e-3

@@ -4,13 +4,12 @@ Lowering only: no PTX/Mosaic compilation, no execution. It catches what the inte
 cannot: ops the hardware lowerings reject (3-D dots in Triton, complex dtypes, bad block shapes).
 """
 
-import types
-
 import jax
 import jax.numpy as jnp
 import pytest
 
 from pallas_kernels.fft_conv import monarch, vjp
+from tests.pallas_kernels.conftest import TRITON_DEPRECATION
 
 
 def _lower(platform, n, gated, kept_frequencies=None):
@@ -32,26 +31,6 @@ def _lower(platform, n, gated, kept_frequencies=None):
     fwd_bwd = jax.value_and_grad(loss, argnums=(0, 1, 2, 3) if gated else (0, 1))
     lowered = jax.jit(fwd_bwd).trace(u, k, gate, gate).lower(lowering_platforms=(platform,))
     return lowered.as_text()
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    """Pretend to be on an sm90 GPU: Triton compiler parameters and a compute capability."""
-    try:
-        from jax._src.pallas.triton import pallas_call_registration as registration
-    except ImportError:
-        pytest.skip("jax's private Triton registration module moved")
-    if not hasattr(registration, "gpu_info_lib"):
-        pytest.skip("jax's private gpu_info hook moved")
-    info = types.SimpleNamespace(compute_capability=90)
-    monkeypatch.setattr(
-        registration, "gpu_info_lib", types.SimpleNamespace(get_gpu_info=lambda: info)
-    )
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-
-
-# The kernel targets Triton on GPU (Mosaic GPU would need a plgpu rewrite); jax warns about that.
-TRITON_DEPRECATION = "ignore:The Pallas Triton backend is deprecated:DeprecationWarning"
 
 
 @pytest.mark.filterwarnings(TRITON_DEPRECATION)

@@ -1,0 +1,192 @@
+"""Correctness of the compiled kernels on this machine's backend, against the jnp references.
+
+The unit tests run the kernels in interpret mode on CPU; this runs them compiled (Triton on GPU,
+Mosaic on TPU) at the benchmark shapes, forward and every gradient, and prints the relative error
+||out - ref|| / ||ref|| of each against the float32 jnp reference at "highest" matmul precision:
+
+    python -m pallas_kernels.check [--quick] [--out PATH]
+
+Exit status 1 if any error exceeds its tolerance (float32 inputs 2e-3: Triton's float32 dots may
+use TF32; bfloat16/float16 inputs 2e-2, the FlashFFTConv tests' atol 1e-2 on unit-scale outputs), a
+result is not finite, or the rational coefficient gradients differ bit for bit between two runs.
+On CPU the kernels run in interpret mode (slow: use --quick).
+"""
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pallas_kernels._bench import environment
+from pallas_kernels.fft_conv import api as fft_api
+from pallas_kernels.fft_conv import reference as fft_reference
+from pallas_kernels.rational import api as rational_api
+from pallas_kernels.rational import init_coefficients
+from pallas_kernels.rational import reference as rational_reference
+
+__all__ = ["check_fft_conv", "check_rational", "main"]
+
+TOLERANCE = {"float32": 2e-3, "bfloat16": 2e-2, "float16": 2e-2}
+
+
+def _rel_err(out, ref) -> float:
+    out = np.asarray(jnp.asarray(out, jnp.float32), np.float64)
+    ref = np.asarray(jnp.asarray(ref, jnp.float32), np.float64)
+    if not np.all(np.isfinite(out)):
+        return float("inf")
+    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+def _implementation() -> str:
+    return "interpret" if jax.default_backend() == "cpu" else "pallas"
+
+
+def check_fft_conv(fft_size: int, *, batch: int, heads: int, dtype: str, gated: bool) -> dict:
+    """Causal y, du, dk (and dpregate, dpostgate if gated) of `fft_conv` vs jnp.fft."""
+    length = fft_size // 2
+    rng = np.random.default_rng(fft_size + gated)
+    shape = (batch, heads, length)
+    u = jnp.asarray(rng.standard_normal(shape), dtype)
+    k = jnp.asarray(rng.standard_normal((heads, length)) / np.sqrt(length), jnp.float32)
+    gates = [jnp.asarray(rng.standard_normal(shape), dtype) for _ in range(2)] if gated else []
+    dy = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+
+    def loss(conv, u, k, *gates):
+        pre, post = gates if gates else (None, None)
+        y = conv(u, k, pregate=pre, postgate=post)
+        return jnp.sum(y.astype(jnp.float32) * dy), y
+
+    fast = functools.partial(fft_api.fft_conv, fft_size=fft_size, implementation=_implementation())
+    ref = functools.partial(fft_reference.fft_conv_reference, fft_size=fft_size)
+    argnums = tuple(range(1, 3 + len(gates)))
+    grads_of = jax.jit(jax.grad(loss, argnums=argnums, has_aux=True), static_argnums=0)
+    (fast_grads, fast_y) = grads_of(fast, u, k, *gates)
+    with jax.default_matmul_precision("highest"):
+        (ref_grads, ref_y) = grads_of(ref, u, k, *gates)
+    names = ("du", "dk", "dpregate", "dpostgate")[: len(argnums)]
+    errors = {"y": _rel_err(fast_y, ref_y)}
+    errors |= {n: _rel_err(a, b) for n, a, b in zip(names, fast_grads, ref_grads, strict=True)}
+    tolerance = TOLERANCE[dtype]
+    return {
+        "op": "fft_conv",
+        "fft_size": fft_size,
+        "batch": batch,
+        "heads": heads,
+        "dtype": dtype,
+        "gated": gated,
+        "rel_err": errors,
+        "tolerance": tolerance,
+        "ok": all(e <= tolerance for e in errors.values()),
+    }
+
+
+def check_rational(width: int, *, rows: int, dtype: str, shared: bool) -> dict:
+    """F(x), dx, dnumerator, ddenominator of `group_rational` vs the jnp reference, and
+    bitwise-identical coefficient gradients over two runs."""
+    groups = 8
+    numerator, denominator = init_coefficients("swish", groups)
+    rng = np.random.default_rng(width)
+    if not shared:
+        numerator = numerator + jnp.asarray(0.01 * rng.standard_normal((groups, 6)), jnp.float32)
+    x = jnp.asarray(2 * rng.standard_normal((rows, width)), dtype)
+    dy = jnp.asarray(rng.standard_normal((rows, width)), jnp.float32)
+
+    def loss(fn, x, num, den):
+        y = fn(x, num, den)
+        return jnp.sum(y.astype(jnp.float32) * dy), y
+
+    fast = functools.partial(rational_api.group_rational, implementation=_implementation())
+    grads_of = jax.jit(jax.grad(loss, argnums=(1, 2, 3), has_aux=True), static_argnums=0)
+    fast_grads, fast_y = grads_of(fast, x, numerator, denominator)
+    again, _ = grads_of(fast, x, numerator, denominator)
+    with jax.default_matmul_precision("highest"):
+        ref_grads, ref_y = grads_of(
+            rational_reference.group_rational_reference, x, numerator, denominator
+        )
+    names = ("dx", "dnumerator", "ddenominator")
+    errors = {"y": _rel_err(fast_y, ref_y)}
+    errors |= {n: _rel_err(a, b) for n, a, b in zip(names, fast_grads, ref_grads, strict=True)}
+    bitwise = all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(fast_grads[1:], again[1:], strict=True)
+    )
+    # The coefficient gradients sum rows * width / G terms: allow the f32 rounding of that sum.
+    tolerance = TOLERANCE[dtype]
+    return {
+        "op": "group_rational",
+        "rows": rows,
+        "width": width,
+        "dtype": dtype,
+        "shared_numerator": shared,
+        "rel_err": errors,
+        "bitwise_reproducible": bitwise,
+        "tolerance": tolerance,
+        "ok": bitwise and all(e <= tolerance for e in errors.values()),
+    }
+
+
+def _cases(quick: bool):
+    if quick:
+        yield functools.partial(check_fft_conv, 256, batch=1, heads=4, dtype="float32", gated=True)
+        yield functools.partial(check_rational, 64, rows=24, dtype="float32", shared=True)
+        return
+    for n in (256, 1024, 4096, 16_384, 32_768):
+        for dtype, gated in (("float32", False), ("bfloat16", True)):
+            yield functools.partial(check_fft_conv, n, batch=2, heads=64, dtype=dtype, gated=gated)
+    for width in (192, 768, 3072):
+        for dtype in ("float32", "bfloat16"):
+            yield functools.partial(
+                check_rational, width, rows=128 * 197, dtype=dtype, shared=width != 768
+            )
+
+
+def _line(r: dict) -> str:
+    what = (
+        f"fft_conv N={r['fft_size']:6} {'gated' if r['gated'] else 'plain'}"
+        if r["op"] == "fft_conv"
+        else f"rational D={r['width']:5} {'shared' if r['shared_numerator'] else 'per-G'}"
+    )
+    errors = " ".join(f"{k}={v:.1e}" for k, v in r["rel_err"].items())
+    bits = "" if "bitwise_reproducible" not in r else f" bitwise={r['bitwise_reproducible']}"
+    return f"{'ok  ' if r['ok'] else 'FAIL'} {what} {r['dtype']:8} {errors}{bits}"
+
+
+def main(argv=None) -> int:
+    """CLI entry point: print one line per case, write JSON, return 1 on any failure."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two tiny cases (CPU interpret)")
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("bench_results/check.json")
+    )
+    args = parser.parse_args(argv)
+    env = environment()
+    print(json.dumps(env), flush=True)
+    results = []
+    for case in _cases(args.quick):
+        try:
+            record = case()
+        except Exception as e:  # report every case, even when one fails to compile
+            record = {
+                "op": case.func.__name__,
+                "args": [*case.args, *map(str, case.keywords.items())],
+                "ok": False,
+                "error": f"{type(e).__name__}: {str(e)[:500]}",
+            }
+            print(f"FAIL {record['op']} {record['args']}: {record['error']}", flush=True)
+        else:
+            print(_line(record), flush=True)
+        results.append(record)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
+    failed = sum(not r["ok"] for r in results)
+    print(f"{len(results) - failed}/{len(results)} ok; wrote {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The rational kernels lower for GPU (Triton) and TPU (Mosaic) from this CPU-only machine.
+
+Lowering only (no compilation, no execution): catches ops or block shapes the hardware lowerings
+reject, which interpret mode cannot.
+"""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from pallas_kernels.rational import api, init_coefficients
+from tests.pallas_kernels.conftest import TRITON_DEPRECATION
+
+
+def _lower(platform: str, width: int, dtype) -> str:
+    numerator, denominator = init_coefficients("swish", 8)
+    x = jax.ShapeDtypeStruct((2, 197, width), dtype)
+
+    def loss(x, numerator, denominator):
+        y = api.group_rational(x, numerator, denominator, implementation="pallas")
+        return y.astype(jnp.float32).sum()
+
+    fwd_bwd = jax.value_and_grad(loss, argnums=(0, 1, 2))
+    lowered = jax.jit(fwd_bwd).trace(x, numerator, denominator)
+    return lowered.lower(lowering_platforms=(platform,)).as_text()
+
+
+@pytest.mark.filterwarnings(TRITON_DEPRECATION)
+@pytest.mark.parametrize(("width", "dtype"), [(192, jnp.float32), (3072, jnp.bfloat16)])
+def test_lowers_for_triton(fake_gpu, width, dtype):
+    text = _lower("cuda", width, dtype)
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2  # forward, backward
+
+
+@pytest.mark.parametrize(("width", "dtype"), [(768, jnp.float32), (1536, jnp.bfloat16)])
+def test_lowers_for_tpu(monkeypatch, width, dtype):
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    text = _lower("tpu", width, dtype)
+    assert text.count("stablehlo.custom_call @tpu_custom_call") == 2  # forward, backward

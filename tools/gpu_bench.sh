@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One GPU session's checks and figures, in priority order, each step under its own time limit:
+# compiled-kernel correctness, the kernel benches (fft_conv, rational), then the model benches
+# (Hyena vs attention, KAT vs ViT, LowFormer). Everything lands in $OUT (default
+# bench_results/gpu/): JSON / JSON-lines per step and one log. A step that fails or runs out of
+# time loses only its own remaining rows (the benches write after every row).
+#
+#   bash tools/gpu_bench.sh            # on a machine with a CUDA GPU and jax[cuda]
+#   QUICK=1 bash tools/gpu_bench.sh    # smoke check of the script itself (any machine)
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench_results/gpu}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# JAX takes 60% of the card; the PyTorch baselines live in the rest.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}
+PY=${PY:-python3}
+
+step() { # step NAME SECONDS COMMAND...: run with a time limit, log, never abort the script
+  local name=$1 seconds=$2
+  shift 2
+  echo "=== $name (limit ${seconds}s): $*" | tee -a "$LOG"
+  local start=$SECONDS
+  timeout --signal=INT --kill-after=10 "$seconds" "$@" >>"$LOG" 2>&1
+  local rc=$?
+  echo "=== $name: exit $rc after $((SECONDS - start))s" | tee -a "$LOG"
+}
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
+    --format=csv 2>&1 || true
+  "$PY" -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+  git rev-parse --short HEAD 2>/dev/null || true
+} | tee -a "$LOG"
+
+if [ -n "${QUICK:-}" ]; then
+  step check 300 "$PY" -m pallas_kernels.check --quick --out "$OUT/check.json"
+  step fft_conv 300 "$PY" -m pallas_kernels.fft_conv.bench --quick --section cpu \
+    --sizes 256 --out "$OUT/fft_conv.json"
+  step rational 300 "$PY" -m pallas_kernels.rational.bench --quick --dims 64 \
+    --out "$OUT/rational.json"
+  exit 0
+fi
+
+step check 75 "$PY" -m pallas_kernels.check --out "$OUT/check.json"
+step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
+  --sizes 256 1024 4096 16384 --out "$OUT/fft_conv.json"
+step rational 75 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
+  --dims 192 768 3072 --out "$OUT/rational.json"
+step hyena 50 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl"
+step kat 45 "$PY" -m experiments.bench kat --batch 128 --repeats 10 --out "$OUT/kat.jsonl"
+step lowformer 45 "$PY" -m experiments.bench lowformer --repeats 10 --out "$OUT/lowformer.jsonl"
+grep -E "^(ok|FAIL)|jnp.fft / impl|/ (gelu|xla)|===" "$LOG" | tail -80
