@@ -44,12 +44,32 @@ if [ -n "${QUICK:-}" ]; then
   exit 0
 fi
 
-step check 75 "$PY" -m pallas_kernels.check --out "$OUT/check.json"
-step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
-  --sizes 256 1024 4096 16384 --out "$OUT/fft_conv.json"
-step rational 75 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
-  --dims 192 768 3072 --out "$OUT/rational.json"
-step hyena 50 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl"
-step kat 45 "$PY" -m experiments.bench kat --batch 128 --repeats 10 --out "$OUT/kat.jsonl"
-step lowformer 45 "$PY" -m experiments.bench lowformer --repeats 10 --out "$OUT/lowformer.jsonl"
+# STEPS picks and orders the steps (default: all, in this order).
+for name in ${STEPS:-check fft_conv rational_tiles rational hyena kat lowformer}; do
+  case $name in
+    check) step check 75 "$PY" -m pallas_kernels.check --out "$OUT/check.json" ;;
+    fft_conv)
+      step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
+        --sizes ${FFT_SIZES:-256 1024 4096 16384} --out "$OUT/fft_conv.json"
+      ;;
+    rational_tiles) # the Pallas tiling on the KAT-B widths, against the XLA path
+      step rational_tiles 60 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
+        --dims 768 3072 --dtypes bfloat16 --implementations xla pallas:256x64 pallas:256x32 \
+        pallas:128x128 pallas:64x256 pallas:32x128 pallas:1024x32 --out "$OUT/rational_tiles.json"
+      ;;
+    rational)
+      step rational 75 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
+        --dims ${RATIONAL_DIMS:-192 768 3072} --out "$OUT/rational.json"
+      ;;
+    hyena) step hyena 50 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl" ;;
+    kat)
+      step kat 45 "$PY" -m experiments.bench kat --batch 128 --repeats 10 --out "$OUT/kat.jsonl"
+      ;;
+    lowformer)
+      step lowformer 45 "$PY" -m experiments.bench lowformer --repeats 10 \
+        --out "$OUT/lowformer.jsonl"
+      ;;
+    *) echo "unknown step $name" | tee -a "$LOG" ;;
+  esac
+done
 grep -E "^(ok|FAIL)|jnp.fft / impl|/ (gelu|xla)|===" "$LOG" | tail -80

@@ -27,17 +27,21 @@ Implementation = Literal["auto", "pallas", "interpret", "xla"]
 MIN_FFT_SIZE = 256
 MAX_FFT_SIZE = 2**20  # order 4 with radix <= 32; the decomposition itself extends further
 MAX_PALLAS_FFT_SIZE = 2**15  # order <= 3: one row of N f32 planes per head must fit on chip
-# On GPU the kernels lower through Triton for orders 2 and 3 (test_lowering.py); kept separate
-# because nothing has run on a GPU yet and a first session may need to lower it.
+# On GPU the kernels lower through Triton for orders 2 and 3 (test_lowering.py).
 MAX_PALLAS_FFT_SIZE_GPU = 2**15
 _U_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 # FFT sizes at which `implementation="xla"` runs jnp.fft instead of the Monarch matmuls, because it
 # was faster on that backend (bench.py; figures in README.md). CPU: jnp.fft (ducc) won at every N
-# from 256 to 16K by 4-7x on 2 EPYC cores, so the CPU "xla" path is jnp.fft; the Monarch XLA path
-# stays the default on GPU/TPU until measured there.
+# from 256 to 16K by 4-7x on 2 EPYC cores. GPU: jnp.fft (cuFFT) won at every N measured on an H100
+# (256-4K, B=64 H=768 bf16: 3x-6x over the Monarch XLA path). TPU keeps the Monarch path.
 _JNP_FFT_SIZES: dict[str, frozenset[int]] = {
     "cpu": frozenset(2**e for e in range(8, 21)),
+    "gpu": frozenset(2**e for e in range(8, 21)),
 }
+# Backends where "auto" picks the Pallas kernels. Not GPU: on an H100 the Triton-lowered kernels
+# were slower than cuFFT at every N measured (equal forward at 256, 2.8x slower at 1K, 45x at
+# 4K; README.md), so "auto" takes the faster XLA path there and "pallas" stays opt-in.
+_AUTO_PALLAS_BACKENDS = frozenset({"tpu"})
 
 
 def _is_pow2(n: int) -> bool:
@@ -54,9 +58,9 @@ def _max_pallas_size() -> int:
 
 
 def resolve_implementation(implementation: str, fft_size: int) -> str:
-    """Map "auto" to "pallas" on GPU/TPU (if N allows) or "xla"; "xla" to "xla" or "jnp_fft"."""
+    """Map "auto" to "pallas" on TPU (if N allows) or "xla"; "xla" to "xla" or "jnp_fft"."""
     if implementation == "auto":
-        on_accelerator = jax.default_backend() in ("gpu", "tpu")
+        on_accelerator = jax.default_backend() in _AUTO_PALLAS_BACKENDS
         use_pallas = on_accelerator and fft_size <= _max_pallas_size()
         implementation = "pallas" if use_pallas else "xla"
     if implementation == "xla" and fft_size in _JNP_FFT_SIZES.get(jax.default_backend(), ()):
@@ -97,8 +101,8 @@ def fft_conv(
             (`monarch.monarch_factors(N)[-1]`), because whole blocks of the last level are skipped.
         implementation: "xla" (jnp Monarch, or jnp.fft at sizes where that is faster on the
             backend: every size on CPU), "pallas" (the compiled kernels, N <= 32768),
-            "interpret" (the kernels in interpret mode, N <= 32768), or "auto": pallas on GPU/TPU
-            where N allows, else xla.
+            "interpret" (the kernels in interpret mode, N <= 32768), or "auto": pallas on TPU
+            where N allows, else xla (on GPU the kernels are slower than cuFFT so far).
         block_sizes: Kernel tiling (pallas/interpret only).
 
     Returns:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels._bench import environment, time_fn, time_torch_cuda
-from pallas_kernels.rational import api, init_coefficients
+from pallas_kernels.rational import BlockSizes, api, init_coefficients
 
 __all__ = ["Case", "main"]
 
@@ -66,8 +66,16 @@ def _functions(implementation: str):
     if implementation == "copy":  # x + 1: one read and one write, the bandwidth yardstick
         return (lambda x, dy, num, den: x + 1), None
 
+    block_sizes = None
+    if ":" in implementation:  # e.g. "pallas:256x64": block_rows x block_d
+        implementation, tiling = implementation.split(":")
+        rows, cols = tiling.split("x")
+        block_sizes = BlockSizes(block_rows=int(rows), block_d=int(cols))
+
     def op(x, num, den):
-        return api.group_rational(x, num, den, implementation=implementation)
+        return api.group_rational(
+            x, num, den, implementation=implementation, block_sizes=block_sizes
+        )
 
     def fwd(x, dy, num, den):
         return op(x, num, den)
@@ -177,6 +185,12 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", nargs="*", default=None, choices=("float32", "bfloat16"))
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument(
+        "--implementations",
+        nargs="*",
+        default=None,
+        help="subset/order: copy gelu xla pallas torch, or pallas:RxC / interpret:RxC (tiling)",
+    )
+    parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("bench_results/rational.json")
     )
     args = parser.parse_args(argv)
@@ -188,7 +202,9 @@ def main(argv=None) -> None:
     batch = 8 if args.quick else 128
     repeats = args.repeats or (3 if args.quick else 20)
     warmup = 1 if args.quick else 3
-    if section == "cpu":
+    if args.implementations:
+        implementations = tuple(args.implementations)
+    elif section == "cpu":
         implementations = ("gelu", "xla")
     else:
         implementations = ("copy", "gelu", "xla", "pallas", "torch")
