@@ -39,8 +39,9 @@ def environment() -> dict:
         commit = (commit + ("+dirty" if dirty else "")) if commit else None
     except OSError:
         commit = None
-    # A copy of the tree without .git (e.g. sent to a remote GPU) names its commit here.
-    commit = commit or os.environ.get("EFFICIENT_GIT_COMMIT")
+    # A copy of the tree sent elsewhere (a remote GPU) names its commit: it may sit inside
+    # another checkout whose HEAD is not the code that runs.
+    commit = os.environ.get("EFFICIENT_GIT_COMMIT") or commit
     device = jax.devices()[0]
     return {
         "device_kind": device.device_kind,

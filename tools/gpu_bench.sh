@@ -7,6 +7,9 @@
 #
 #   bash tools/gpu_bench.sh            # on a machine with a CUDA GPU and jax[cuda]
 #   QUICK=1 bash tools/gpu_bench.sh    # smoke check of the script itself (any machine)
+#   STEPS="check rational" bash ...    # a subset, in that order
+# On a copy of the tree inside another checkout (a lent GPU machine), set EFFICIENT_GIT_COMMIT to
+# the commit that runs: the JSON would otherwise record the outer checkout's HEAD.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench_results/gpu}

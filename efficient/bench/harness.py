@@ -243,6 +243,10 @@ def git_commit(repo: str | None = None) -> str | None:
         e.g. "2af2292", "2af2292+dirty" when tracked files have uncommitted changes (untracked files
         do not count, as with `git describe --dirty`), or None when git or the repository is absent.
     """
+    if os.environ.get("EFFICIENT_GIT_COMMIT"):
+        # A copy of the tree sent elsewhere (a remote GPU) names its commit: it may sit inside
+        # another checkout whose HEAD is not the code that runs.
+        return os.environ["EFFICIENT_GIT_COMMIT"]
     cwd = repo or str(pathlib.Path(__file__).resolve().parents[2])
 
     def git(*args: str) -> str:
@@ -254,8 +258,7 @@ def git_commit(repo: str | None = None) -> str | None:
         commit = git("rev-parse", "--short", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        # A copy of the tree without .git (e.g. sent to a remote GPU) names its commit here.
-        return os.environ.get("EFFICIENT_GIT_COMMIT")
+        return None
     return commit + ("+dirty" if dirty else "") if commit else None
 
 
