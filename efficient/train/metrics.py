@@ -66,10 +66,9 @@ def read_metrics(path: str | pathlib.Path) -> list[dict]:
 
 def plot_metrics(path: str | pathlib.Path, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """One PNG per metric name, train and eval curves against step. Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure needs neither pyplot nor a backend: selecting one (matplotlib.use("Agg")) would
+    # switch a notebook's inline backend off for every figure after the first training run.
+    from matplotlib.figure import Figure
 
     records = read_metrics(path)
     names = sorted(
@@ -80,7 +79,8 @@ def plot_metrics(path: str | pathlib.Path, out_dir: str | pathlib.Path) -> list[
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names:
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        fig = Figure(figsize=(6, 4), dpi=100)
+        ax = fig.subplots()
         for split, style in (("train", "-"), ("eval", "o-")):
             points = [
                 (r["step"], r[name])
@@ -98,6 +98,5 @@ def plot_metrics(path: str | pathlib.Path, out_dir: str | pathlib.Path) -> list[
         fig.tight_layout()
         file = out_dir / f"{name}.png"
         fig.savefig(file)
-        plt.close(fig)
         written.append(file)
     return written
