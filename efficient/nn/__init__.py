@@ -20,6 +20,7 @@ from efficient.nn.mbconv import FusedMBConv, MBConv
 from efficient.nn.mlp import GatedMlp, Mlp, gelu_exact
 from efficient.nn.norms import BatchNorm, GroupNorm, LayerNorm, RMSNorm
 from efficient.nn.patch_embed import PatchEmbed
+from efficient.nn.ssd import Mamba2Mixer, ssd_chunked, ssd_quadratic, ssd_scan
 
 __all__ = [
     "TRUNC_NORMAL",
@@ -34,6 +35,7 @@ __all__ = [
     "GroupRational",
     "LayerNorm",
     "MBConv",
+    "Mamba2Mixer",
     "MultiHeadAttention",
     "Mlp",
     "PatchEmbed",
@@ -45,4 +47,7 @@ __all__ = [
     "gelu_exact",
     "lax_convolutions",
     "rope",
+    "ssd_chunked",
+    "ssd_quadratic",
+    "ssd_scan",
 ]
