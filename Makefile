@@ -11,10 +11,13 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) data
 
+# recbole is installed for its data only (MovieLens-100K, DESIGN.md "Data"): --no-deps, because
+# its declared dependencies (torch, ...) are never imported; the pin is in constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || "$$(bash tools/find_python.sh)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,notebooks]"
+	$(PY) -m pip install -q --no-deps -c constraints.txt recbole
 	@touch $(STAMP)
 
 data:

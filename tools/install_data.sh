@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian data packages the experiments read (see DESIGN.md, Data). Idempotent.
+# (The one pip data package, recbole for MovieLens-100K, is installed by the Makefile setup.)
 set -euo pipefail
 pkgs=(dataset-fashion-mnist bible-kjv python3-doc)
 missing=()

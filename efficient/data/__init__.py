@@ -2,6 +2,21 @@
 
 from efficient.data.fashion_mnist import load_fashion_mnist
 from efficient.data.images import ImageDataConfig, dataset_info, eval_dataset, train_dataset
+from efficient.data.movielens import load_ml100k
+from efficient.data.ranking import check_sequences, ranking_metrics, target_ranks
+from efficient.data.recsys import (
+    RecSysDataConfig,
+    Sequences,
+    build_sequences,
+    gather_examples,
+    kcore_filter,
+    leave_one_out,
+    load_sequences,
+    recsys_dataset_info,
+    recsys_eval_dataset,
+    recsys_train_dataset,
+    synthetic_interactions,
+)
 from efficient.data.synthetic import synthetic_images
 from efficient.data.text import (
     TextDataConfig,
@@ -16,15 +31,30 @@ from efficient.data.text import (
 
 __all__ = [
     "ImageDataConfig",
+    "RecSysDataConfig",
+    "Sequences",
     "TextDataConfig",
+    "build_sequences",
+    "check_sequences",
     "dataset_info",
     "decode",
     "encode",
     "eval_dataset",
+    "gather_examples",
+    "kcore_filter",
+    "leave_one_out",
     "load_corpus",
     "load_fashion_mnist",
+    "load_ml100k",
+    "load_sequences",
+    "ranking_metrics",
+    "recsys_dataset_info",
+    "recsys_eval_dataset",
+    "recsys_train_dataset",
     "synthetic_images",
+    "synthetic_interactions",
     "synthetic_text",
+    "target_ranks",
     "text_dataset_info",
     "text_eval_dataset",
     "text_train_dataset",

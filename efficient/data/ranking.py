@@ -1,0 +1,207 @@
+"""Full-ranking next-item metrics (HR, NDCG, MRR @ K) and checks of recommender inputs.
+
+TiM4Rec: An Efficient Sequential Recommendation Model Based on Time-Aware Structured State Space
+Duality Model (arXiv:2409.16182), experiments: RecBole 1.2.1's full-sort evaluation. Its trainer
+(`recbole/trainer/trainer.py` `_full_sort_batch_eval`) scores every item, sets the padding
+column 0 to -inf and, for sequential models, masks nothing else: the FullSortEvalDataLoader
+(`recbole/data/dataloader/general_dataloader.py`) returns `history_index = None` when
+`MODEL_TYPE == SEQUENTIAL`, so items already in the user's history stay candidates. With one
+positive per example its Hit, MRR and NDCG (`recbole/evaluator/metrics.py`) reduce to
+1[r <= K], 1[r <= K] / r and 1[r <= K] / log2(r + 1) of the target's rank r.
+
+Ties: RecBole ranks with `torch.topk`, whose order among equal scores is unspecified. Here the
+rank is 1 + the number of items scored strictly higher ("optimistic", the default; equal to any
+tie order when scores are distinct) or higher-or-equal ("pessimistic"). A model that scores
+every item alike gets HR@K = 1 optimistically and 0 pessimistically, so a large gap between the
+two flags degenerate scores. A NaN target score gets rank num_items + 1, a miss at every K up to
+num_items.
+
+Only jax and numpy are imported here, so models can call `check_sequences`.
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Float32, Int, Int32
+
+
+def target_ranks(
+    scores: Float[Array, "B V"],
+    targets: Int[Array, " B"],
+    *,
+    ties: Literal["optimistic", "pessimistic"] = "optimistic",
+) -> Int32[Array, " B"]:
+    """The 1-based rank of each target among items 1..V-1 (column 0, padding, is excluded).
+
+    Args:
+        scores: one score per item id, V = num_items + 1; column 0 is ignored.
+        targets: item ids in 1..V-1 (rows with a padding target 0 get a meaningless rank; mask
+            them when averaging).
+        ties: "optimistic": rank = 1 + #items scored strictly higher; "pessimistic": 1 +
+            #other items scored higher or equal. Scores are compared in their own dtype (bf16
+            scores tie far more often than float32 ones).
+
+    Returns:
+        int32 [B] in 1..V-1; V (after every item) where the target's score is NaN.
+
+    Raises:
+        ValueError: the shapes do not fit, `targets` is not integer, or `ties` is unknown.
+    """
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(f"scores: shape {scores.shape}, expected [B, num_items + 1] with V >= 2.")
+    if targets.shape != scores.shape[:1]:
+        raise ValueError(f"targets: shape {targets.shape}, expected [B] = {scores.shape[:1]}.")
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise ValueError(f"targets: dtype {targets.dtype}, expected an integer dtype.")
+    if ties not in ("optimistic", "pessimistic"):
+        raise ValueError(f"ties={ties!r}: expected 'optimistic' or 'pessimistic'.")
+    num_items = scores.shape[1] - 1
+    target_score = jnp.take_along_axis(scores, targets[:, None], axis=1)  # [B, 1]
+    items = scores[:, 1:]  # [B, V-1]
+    if ties == "optimistic":
+        above = jnp.sum(items > target_score, axis=1)  # [B]
+    else:
+        is_target = jnp.arange(1, num_items + 1)[None, :] == targets[:, None]  # [B, V-1]
+        above = jnp.sum((items >= target_score) & ~is_target, axis=1)  # [B]
+    ranks = 1 + above.astype(jnp.int32)
+    return jnp.where(jnp.isnan(target_score[:, 0]), jnp.int32(num_items + 1), ranks)
+
+
+def ranking_metrics(
+    scores: Float[Array, "B V"],
+    targets: Int[Array, " B"],
+    *,
+    ks: Sequence[int] = (10, 20),
+    ties: Literal["optimistic", "pessimistic"] = "optimistic",
+) -> dict[str, Float32[Array, " B"]]:
+    """Per-example HR@K, NDCG@K and MRR@K of full ranking with one target per example.
+
+    With r the target's rank (`target_ranks`): hit@K = 1[r <= K], ndcg@K = 1[r <= K] /
+    log2(r + 1), mrr@K = 1[r <= K] / r. Average them over the real examples (mask 1), as
+    RecBole averages over users. Jittable (`ks` and `ties` static).
+
+    Args:
+        scores: [B, num_items + 1] scores; column 0 (padding) is never ranked.
+        targets: [B] item ids in 1..num_items.
+        ks: the cut-offs K (positive).
+        ties: see `target_ranks`.
+
+    Returns:
+        `{"hit@K", "ndcg@K", "mrr@K" for K in ks}`: float32 [B] each.
+
+    Raises:
+        ValueError: a K is not positive, or see `target_ranks`.
+    """
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"ks={tuple(ks)}: expected positive cut-offs.")
+    ranks = target_ranks(scores, targets, ties=ties).astype(jnp.float32)  # [B]
+    out = {}
+    for k in ks:
+        hit = ranks <= k
+        out[f"hit@{k}"] = hit.astype(jnp.float32)
+        out[f"ndcg@{k}"] = jnp.where(hit, 1.0 / jnp.log2(ranks + 1.0), 0.0)
+        out[f"mrr@{k}"] = jnp.where(hit, 1.0 / ranks, 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------- input checks
+
+
+def _values(x) -> np.ndarray | None:
+    """The values of a concrete array, None for a tracer (values are unknown under jit)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+# Arguments unannotated on purpose: this function is the check, and its messages name the
+# argument; run-time jaxtyping checks would pre-empt them with less specific errors.
+def check_sequences(
+    items,
+    *,
+    num_items: int,
+    timestamps=None,
+    lengths=None,
+    targets=None,
+) -> None:
+    """Validates a batch of right-padded item sequences; raises a ValueError naming the argument.
+
+    Shapes and dtypes are always checked; values only when the arrays are concrete (numpy, or
+    jax arrays outside jit), since under jit they are not known.
+
+    Args:
+        items: int [B, T] item ids in 0..num_items, 0 = padding, non-zero ones first.
+        num_items: the largest item id.
+        timestamps: optional float [B, T], finite and non-decreasing within each sequence
+            (over its first `lengths` positions, or its non-padding items).
+        lengths: optional int [B] in 0..T; row b's first lengths[b] items are non-zero and
+            the rest 0 (length 0 marks a padding row).
+        targets: optional int [B] in 1..num_items (0 allowed on rows of length 0).
+
+    Raises:
+        ValueError: a shape, dtype or value is out of range.
+    """
+    if getattr(items, "ndim", None) != 2:
+        raise ValueError(f"items: shape {np.shape(items)}, expected [B, T].")
+    if not jnp.issubdtype(items.dtype, jnp.integer):
+        raise ValueError(f"items: dtype {items.dtype}, expected an integer dtype.")
+    B, T = items.shape
+    for name, x, shape, kind in (
+        ("timestamps", timestamps, (B, T), jnp.floating),
+        ("lengths", lengths, (B,), jnp.integer),
+        ("targets", targets, (B,), jnp.integer),
+    ):
+        if x is None:
+            continue
+        if tuple(np.shape(x)) != shape:
+            raise ValueError(f"{name}: shape {tuple(np.shape(x))}, expected {list(shape)}.")
+        if not jnp.issubdtype(x.dtype, kind):
+            raise ValueError(f"{name}: dtype {x.dtype}, expected {kind.__name__}.")
+    given = [x for x in (items, timestamps, lengths, targets) if x is not None]
+    values = [_values(x) for x in given]
+    if any(v is None for v in values):
+        return
+    ids = values[0]
+    _check_range("items", ids, 0, num_items, "0 = padding, 1..num_items")
+    if lengths is not None:
+        n = _values(lengths)
+        _check_range("lengths", n, 0, T, "0..T")
+    else:
+        n = np.where((ids == 0).any(1), np.argmax(ids == 0, axis=1), T)  # first padding
+    inside = np.arange(T) < n[:, None]  # [B, T]
+    bad = np.argwhere(inside != (ids != 0))
+    if len(bad):
+        b, t = bad[0]
+        raise ValueError(
+            f"items: row {b} has id {ids[b, t]} at position {t} with length {n[b]}; sequences "
+            "are left-aligned, 1..num_items in the first `lengths` positions and 0 after them."
+        )
+    if timestamps is not None:
+        ts = _values(timestamps)
+        if not np.isfinite(ts).all():
+            raise ValueError("timestamps: expected finite values.")
+        drops = np.argwhere((np.diff(ts, axis=1) < 0) & inside[:, 1:])
+        if len(drops):
+            b, t = drops[0]
+            raise ValueError(
+                f"timestamps: row {b} goes back in time at position {t + 1} ({ts[b, t]} -> "
+                f"{ts[b, t + 1]}); each sequence must be non-decreasing (sorted by time)."
+            )
+    if targets is not None:
+        y = _values(targets)
+        bad = np.flatnonzero(((y < 1) & (n > 0)) | (y < 0) | (y > num_items))
+        if len(bad):
+            raise ValueError(
+                f"targets: {y[bad[0]]} in row {bad[0]} is outside 1..num_items = 1..{num_items}."
+            )
+
+
+def _check_range(name: str, x: np.ndarray, lo: int, hi: int, allowed: str) -> None:
+    bad = np.argwhere((x < lo) | (x > hi))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        raise ValueError(f"{name}: {x[where]} at {list(where)} is outside {lo}..{hi} ({allowed}).")
