@@ -17,6 +17,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from pallas_kernels.rational import kernel, reference
 
@@ -63,14 +64,22 @@ def _xla_backward(x, dy, numerator, denominator):
     gq = g / q
     w = -gq * p / q  # -g P / Q^2
     dx = (gq * dp + w * dq).reshape(x.shape).astype(x.dtype)
-    sums, t = [], gq
+    terms, t = [], gq
     for _ in range(reference.NUM_NUMERATOR):
-        sums.append(t.sum(axis=(0, 2)))  # [G]
+        terms.append(t)  # g x^i / Q
         t = t * xg
     t = w
     for _ in range(reference.NUM_DENOMINATOR):
         t = t * ax
-        sums.append(t.sum(axis=(0, 2)))  # [G]
+        terms.append(t)  # -g P |x|^j / Q^2
+    # One variadic reduction: XLA reads x and dy once for all ten sums instead of once per sum
+    # (ten separate `sum`s took twice the time of the whole backward on CPU).
+    sums = lax.reduce(
+        tuple(terms),
+        tuple(jnp.float32(0) for _ in terms),
+        lambda acc, new: tuple(u + v for u, v in zip(acc, new, strict=True)),
+        (0, 2),
+    )  # ten [G]
     sums = jnp.stack(sums, axis=1)  # [G, 10]
     return dx, sums[:, : reference.NUM_NUMERATOR], sums[:, reference.NUM_NUMERATOR :]
 
