@@ -16,6 +16,7 @@ from efficient.nn.conv import (
 )
 from efficient.nn.drop_path import DropPath
 from efficient.nn.kan import GRKAN, GroupRational
+from efficient.nn.lact import FastWeights, lact
 from efficient.nn.mbconv import FusedMBConv, MBConv
 from efficient.nn.mlp import GatedMlp, Mlp, gelu_exact
 from efficient.nn.norms import BatchNorm, GroupNorm, LayerNorm, RMSNorm
@@ -28,6 +29,7 @@ __all__ = [
     "CausalConv1d",
     "ConvBN",
     "DropPath",
+    "FastWeights",
     "FusedMBConv",
     "GRKAN",
     "GatedMlp",
@@ -45,6 +47,7 @@ __all__ = [
     "conv_transpose_2d",
     "dot_product_attention",
     "gelu_exact",
+    "lact",
     "lax_convolutions",
     "rope",
     "ssd_chunked",
