@@ -28,6 +28,8 @@ def dot_product_attention(
     mask: Bool[Array, "#B #H #T S"] | None = None,
     logit_soft_cap: float | None = None,
     implementation: Implementation = "einsum",
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
 ) -> Float[Array, "B T H K"]:
     """softmax(q k^T / sqrt(K)) v per head, with float32 logits and softmax whatever the dtype.
 
@@ -48,6 +50,9 @@ def dot_product_attention(
         average (einsum) — callers should not build such rows.
       logit_soft_cap: c > 0 replaces the scaled logits l by c * tanh(l / c); None leaves them.
       implementation: "einsum" (default) or "jax" (`jax.nn.dot_product_attention`, no soft cap).
+      dropout_rate: dropout on the attention probabilities (BERT, SASRec), applied when
+        `dropout_rng` is given; einsum only.
+      dropout_rng: the PRNG key of that dropout; None: no dropout (evaluation).
 
     Returns:
       The attention output, in the query's dtype.
@@ -61,9 +66,14 @@ def dot_product_attention(
         raise ValueError(f"key has {G} heads, which must divide the query's {H} heads.")
     if logit_soft_cap is not None and logit_soft_cap <= 0:
         raise ValueError(f"logit_soft_cap={logit_soft_cap}: expected a positive float or None.")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate={dropout_rate}: expected a float in [0, 1).")
+    dropout = dropout_rng is not None and dropout_rate > 0.0
     if implementation == "jax":
         if logit_soft_cap is not None:
             raise ValueError('logit_soft_cap is not supported with implementation="jax".')
+        if dropout:
+            raise ValueError('attention dropout is not supported with implementation="jax".')
         with jax.numpy_dtype_promotion("standard"):
             return jax.nn.dot_product_attention(query, key, value, mask=mask)
     if implementation != "einsum":
@@ -79,7 +89,11 @@ def dot_product_attention(
         groups = (1, 1) if mH == 1 else (G, H // G)
         mask = mask.reshape(mB, *groups, mT, S)  # [#B, #G, #r, #T, S]
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)  # [B, G, r, T, S]
+    weights = jax.nn.softmax(logits, axis=-1)  # [B, G, r, T, S]
+    if dropout:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = weights.astype(value.dtype)
     out = jnp.einsum("BGrTS,BSGK->BTGrK", weights, value, preferred_element_type=jnp.float32)
     return out.reshape(B, T, H, K).astype(query.dtype)  # [B, T, H, K]
 
@@ -176,6 +190,8 @@ class MultiHeadAttention(nn.Module):
       sliding_window: w: self-attention sees only the w most recent positions; None: all.
       logit_soft_cap: c * tanh(logits / c) before the softmax; None: off.
       implementation: see `dot_product_attention`.
+      dropout_rate: dropout on the attention probabilities when called with `deterministic=False`
+        (needs a 'dropout' PRNG stream).
       kernel_init: initializer of the (unboxed) projection kernels.
       out_kernel_init: of the output kernel; None uses `kernel_init`.
       dtype: compute dtype; the logits and softmax run in float32 regardless.
@@ -193,6 +209,7 @@ class MultiHeadAttention(nn.Module):
     sliding_window: int | None = None
     logit_soft_cap: float | None = None
     implementation: Implementation = "einsum"
+    dropout_rate: float = 0.0
     kernel_init: initializers.Initializer = TRUNC_NORMAL
     out_kernel_init: initializers.Initializer | None = None
     dtype: Any = None
@@ -219,6 +236,7 @@ class MultiHeadAttention(nn.Module):
         mask: Bool[Array, "#B #H #T _S"] | None = None,
         kv_mask: Bool[Array, "B S"] | None = None,
         decode: bool = False,
+        deterministic: bool = True,
     ) -> Float[Array, "B T _F"]:
         """Attend from `inputs_q` to `inputs_kv` (default: to itself).
 
@@ -230,6 +248,7 @@ class MultiHeadAttention(nn.Module):
           mask: an extra mask, True where a query may attend to a key, and-ed with the others.
           kv_mask: False marks padding tokens of `inputs_kv` (cross-attention).
           decode: use and update the KV cache (self-attention only).
+          deterministic: False applies `dropout_rate` to the attention probabilities.
 
         Returns:
           [B, T, features].
@@ -290,6 +309,10 @@ class MultiHeadAttention(nn.Module):
             mask=attn_mask,
             logit_soft_cap=self.logit_soft_cap,
             implementation=self.implementation,
+            dropout_rate=self.dropout_rate,
+            dropout_rng=None
+            if deterministic or self.dropout_rate == 0.0
+            else self.make_rng("dropout"),
         )  # [B, T, H, K]
         out_bias = self.use_bias if self.out_bias is None else self.out_bias
         return nn.DenseGeneral(

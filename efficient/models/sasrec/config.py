@@ -26,13 +26,11 @@ class SASRecConfig:
       mlp_dim: FFN inner width F (inner_size).
       dropout_rate: hidden_dropout_prob: after the input LayerNorm, after the attention output
         projection and after the FFN.
+      attention_dropout_rate: attn_dropout_prob: on the attention probabilities.
       norm_eps: layer_norm_eps.
       init_std: initializer_range: N(0, init_std) for every Linear and embedding.
       dtype: compute dtype (attention logits and softmax run in float32 regardless).
       param_dtype: parameter storage dtype.
-
-    RecBole's attn_dropout_prob (dropout on the attention probabilities, 0.2 in TiM4Rec's
-    baseline config) has no field: `efficient.nn.MultiHeadAttention` has no such dropout.
     """
 
     num_items: int = 1349
@@ -42,6 +40,7 @@ class SASRecConfig:
     num_heads: int = 8
     mlp_dim: int = 256
     dropout_rate: float = 0.2
+    attention_dropout_rate: float = 0.2
     norm_eps: float = 1e-12
     init_std: float = 0.02
     dtype: Any = jnp.float32
@@ -53,8 +52,9 @@ class SASRecConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
         if self.features % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} must divide features={self.features}.")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate={self.dropout_rate}: expected a rate in [0, 1).")
+        for name in ("dropout_rate", "attention_dropout_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)}: expected a rate in [0, 1).")
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps={self.norm_eps}: expected > 0.")
 
@@ -75,7 +75,7 @@ class SASRecConfig:
         and dropout 0.5) on this suite's MovieLens-100K (1,349 items), L = 50."""
         return cls(**{**dict(
             num_items=1349, max_len=50, features=64, num_layers=2, num_heads=8, mlp_dim=256,
-            dropout_rate=0.2, norm_eps=1e-12, init_std=0.02,
+            dropout_rate=0.2, attention_dropout_rate=0.2, norm_eps=1e-12, init_std=0.02,
         ), **overrides})  # fmt: skip
 
     @classmethod

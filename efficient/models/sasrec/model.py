@@ -43,10 +43,11 @@ class SASRecLayer(nn.Module):
             head_dim=c.head_dim,
             use_bias=True,
             causal=True,
+            dropout_rate=c.attention_dropout_rate,
             kernel_init=init,
             name="attention",
             **dtypes,
-        )(x, mask=mask)
+        )(x, mask=mask, deterministic=not train)
         x = LayerNorm(epsilon=c.norm_eps, name="attention_norm", **dtypes)(drop(y) + x)
         y = Mlp(c.mlp_dim, activation=gelu_exact, kernel_init=init, name="mlp", **dtypes)(x)
         return LayerNorm(epsilon=c.norm_eps, name="mlp_norm", **dtypes)(drop(y) + x)
@@ -62,9 +63,6 @@ class SASRec(nn.Module):
     key mask only changes the padded positions' outputs, never h. RecBole adds -10000 to masked
     logits; `MultiHeadAttention` uses the float32 minimum: the same softmax wherever a row has a
     real key, which every row has (position 0 is real when length >= 1).
-
-    Deviation: no dropout on the attention probabilities (RecBole's attn_dropout_prob), which the
-    shared attention does not offer.
 
     Attributes:
       config: the model configuration.

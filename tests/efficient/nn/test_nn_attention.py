@@ -232,3 +232,29 @@ def test_attention_config_errors():
     layer = MultiHeadAttention(num_heads=4, head_dim=8)
     with pytest.raises(ValueError, match="decode"):
         layer.init(jax.random.key(0), jnp.zeros((1, 2, 8)), jnp.zeros((1, 3, 8)), decode=True)
+
+
+def test_attention_dropout_drops_probabilities_only_in_training(key):
+    kq, kk, kv, kd = jax.random.split(key, 4)
+    q = jax.random.normal(kq, (2, 5, 2, 8))
+    k = jax.random.normal(kk, (2, 7, 2, 8))
+    v = jax.random.normal(kv, (2, 7, 2, 8))
+    plain = dot_product_attention(q, k, v)
+    np.testing.assert_array_equal(plain, dot_product_attention(q, k, v, dropout_rate=0.5))
+    # With v = one-hot rows the output is the (dropped, rescaled) probability rows themselves.
+    eye = jnp.broadcast_to(jnp.eye(7, 8), (2, 2, 7, 8)).transpose(0, 2, 1, 3)
+    probs = dot_product_attention(q, k, eye)[..., :7]
+    dropped = dot_product_attention(q, k, eye, dropout_rate=0.5, dropout_rng=kd)[..., :7]
+    zero = np.asarray(dropped) == 0
+    assert 0.3 < zero.mean() < 0.7
+    np.testing.assert_allclose(np.asarray(dropped)[~zero], 2 * np.asarray(probs)[~zero], rtol=1e-5)
+    with pytest.raises(ValueError, match="dropout_rate"):
+        dot_product_attention(q, k, v, dropout_rate=1.0, dropout_rng=kd)
+
+    layer = MultiHeadAttention(num_heads=2, head_dim=8, dropout_rate=0.3)
+    x = jax.random.normal(kq, (2, 5, 16))
+    params = layer.init(key, x)
+    eval_out = layer.apply(params, x)
+    np.testing.assert_array_equal(eval_out, layer.apply(params, x, deterministic=True))
+    train_out = layer.apply(params, x, deterministic=False, rngs={"dropout": kd})
+    assert not np.allclose(train_out, eval_out)
