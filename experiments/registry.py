@@ -12,6 +12,8 @@ PAPER_MODULES = (
     "experiments.hyena",
     "experiments.kat",
     "experiments.lowformer",
+    "experiments.sasrec",
+    "experiments.tim4rec",
     "experiments.transformer",
     "experiments.vit",
 )

@@ -116,7 +116,9 @@ def print_list() -> None:
 
 def _print_summary(summary: dict, workdir: pathlib.Path) -> None:
     print(f"\n== {summary['status']} at step {summary.get('step')} / {summary['steps']} ==")
-    for key in ("final_train", "final_eval", "best_eval"):
+    if summary.get("early_stopped"):
+        print(summary["stop_reason"])
+    for key in ("final_train", "final_eval", "best_eval", "test"):
         if summary.get(key):
             values = ", ".join(
                 f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"

@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    """Saves/restores {'state': TrainState, 'data': iterator state} under `workdir/checkpoints`.
+    """Saves/restores {'state': TrainState, 'data': iterator state} under `workdir/<name>`.
 
     Orbax writes each step into a temporary directory and renames it when complete, so a
     killed run never leaves a half-written checkpoint that `latest_step` would pick up.
@@ -19,8 +19,15 @@ class Checkpointer:
     asynchronous write cannot race with the iterator moving on.
     """
 
-    def __init__(self, workdir: pathlib.Path, *, keep: int, async_save: bool = True):
-        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        *,
+        keep: int,
+        async_save: bool = True,
+        name: str = "checkpoints",
+    ):
+        self.directory = pathlib.Path(workdir).absolute() / name
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save
         )
@@ -30,6 +37,12 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def delete(self, step: int) -> None:
+        self._manager.delete(step)
 
     def save(self, step: int, state: Any, data_state: dict | None) -> None:
         data_json = json.loads(json.dumps(data_state if data_state is not None else {}))

@@ -51,6 +51,12 @@ class TrainConfig:
       seed: seeds parameter init and the per-step dropout keys (data has its own seed).
       stop_after: end this session at this step (with a checkpoint) although the run, its
         schedule included, is `steps` long; `--resume` continues it. For time-sliced jobs.
+      early_stopping_patience: end the run (status "completed", `early_stopped` true in the
+        summary) once the task's `best_metric` has not improved in this many consecutive
+        evaluations; None trains all `steps`. Needs `eval_every` > 0 and eval data.
+      keep_best: keep the parameters (and model state) of the best evaluation: in device
+        memory while training (one extra copy of the parameters), in `workdir/best/` at every
+        checkpoint, and in `TrainResult.best_variables`; test data is then evaluated with them.
     """
 
     steps: int = 1000
@@ -63,6 +69,8 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     stop_after: int | None = None
+    early_stopping_patience: int | None = None
+    keep_best: bool = False
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
@@ -72,3 +80,14 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: must be >= 1.")
         if self.eval_every < 0:
             raise ValueError(f"TrainConfig.eval_every={self.eval_every}: must be >= 0.")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ValueError(
+                    f"TrainConfig.early_stopping_patience={self.early_stopping_patience}: must "
+                    "be >= 1 (evaluations), or None to disable early stopping."
+                )
+            if self.eval_every == 0:
+                raise ValueError(
+                    "TrainConfig.early_stopping_patience needs periodic evaluations: set "
+                    "eval_every > 0."
+                )

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from efficient.sharding import BATCH_AXES, batch_sharding, logical_to_sharding, make_mesh
 from efficient.train.checkpoint import Checkpointer, abstract_like
 from efficient.train.config import TrainConfig
-from efficient.train.metrics import MetricsWriter, plot_metrics
+from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics
 from efficient.train.optimizer import learning_rate_schedule, make_optimizer
 from efficient.train.state import TrainState
 from efficient.train.steps import make_eval_step, make_train_step
@@ -47,9 +47,78 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass
 class TrainResult:
+    """What `train` returns.
+
+    Attributes:
+      state: the state after the last step.
+      summary: the run's summary (also in `workdir/summary.json`).
+      workdir: the run directory.
+      best_variables: `{"params": ..., **model_state}` of the best evaluation when
+        `TrainConfig.keep_best` is set and an evaluation happened; else None.
+    """
+
     state: TrainState
     summary: dict[str, Any]
     workdir: pathlib.Path
+    best_variables: dict[str, Any] | None = None
+
+
+class _BestTracker:
+    """The best evaluation so far and the evaluations since it (for early stopping).
+
+    An evaluation improves when the task's `best_metric` is strictly better than the best so far
+    (the first one always does). `exhausted` once `patience` evaluations in a row did not. (Keras'
+    convention; RecBole's `early_stopping` also counts a tie as an improvement and stops one
+    evaluation later, at the patience + 1-th.)
+    """
+
+    def __init__(self, metric: tuple[str, str] | None, patience: int | None):
+        self.metric = metric
+        self.patience = patience
+        self.best: dict[str, Any] | None = None  # the best eval's metrics, plus "step"
+        self.since_best = 0
+
+    def _key(self, metrics: dict) -> tuple[str, int]:
+        if self.metric is not None:
+            return self.metric[0], 1 if self.metric[1] == "max" else -1
+        return ("accuracy", 1) if "accuracy" in metrics else ("loss", -1)
+
+    def update(self, metrics: dict[str, float], step: int) -> bool:
+        """Record an evaluation; True when it is the new best."""
+        key, sign = self._key(metrics)
+        if key not in metrics:
+            if self.patience is not None:
+                raise ValueError(
+                    f"early stopping watches the eval metric {key!r}, which the task does not "
+                    f"report (it reports {', '.join(metrics)}); set Task.best_metric."
+                )
+            return False
+        value = metrics[key]
+        if self.best is None or sign * value > sign * self.best[key]:
+            self.best, self.since_best = dict(metrics, step=step), 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def best_step(self) -> int | None:
+        return None if self.best is None else int(self.best["step"])
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience is not None and self.since_best >= self.patience
+
+    def reason(self) -> str:
+        key = self.metric[0] if self.metric is not None else "the best metric"
+        return (
+            f"early stopping: {key} did not improve in {self.patience} evaluations after step "
+            f"{self.best_step}"
+        )
+
+
+def _record_metrics(record: dict) -> dict[str, float]:
+    # metrics.jsonl keeps non-finite values as strings ("nan"); float() reads them back.
+    return {k: float(v) for k, v in record.items() if k not in ("step", "split") and v is not None}
 
 
 def init_state(
@@ -164,6 +233,7 @@ def train(
     *,
     train_data: Iterable,
     eval_data: Callable[[], Iterable] | None = None,
+    test_data: Callable[[], Iterable] | None = None,
     workdir: str | pathlib.Path,
     resume: bool = False,
     run_config: dict | None = None,
@@ -176,10 +246,16 @@ def train(
       config: steps, logging, checkpoints, optimizer, mesh.
       train_data: an (infinite) iterable of per-process numpy batches; if its iterator has
         `get_state`/`set_state` (Grain), the data position is checkpointed and resumed exactly.
-      eval_data: a callable returning a fresh finite iterable of eval batches (with `mask`).
+      eval_data: a callable returning a fresh finite iterable of eval batches (with `mask`):
+        the validation data that picks the best evaluation and drives early stopping.
+      test_data: like `eval_data`; evaluated once when the run completes (early stopping
+        included), with the best evaluation's parameters when `config.keep_best` is set, else
+        the final ones. Reported in the summary's "test" (and "test_step": whose parameters).
       workdir: where metrics, TensorBoard events, checkpoints, plots and summary go.
       resume: continue from the latest checkpoint in `workdir` (k steps + resume + n-k steps
-        gives the same per-step losses as n steps).
+        gives the same per-step losses as n steps). The best evaluation and the early-stopping
+        count are rebuilt from the eval records in `metrics.jsonl` (up to the checkpoint), the
+        best parameters from `workdir/best/`.
       run_config: written to `workdir/config.json` if given (the experiment's full config).
       devices: the devices of the mesh (default: all).
 
@@ -188,7 +264,10 @@ def train(
 
     Raises:
       NonFiniteLossError: a non-finite loss/gradient occurred and `on_nonfinite='stop'`.
+      ValueError: early stopping without `eval_data`, or `best_metric` missing from its metrics.
     """
+    if config.early_stopping_patience is not None and eval_data is None:
+        raise ValueError("TrainConfig.early_stopping_patience is set but no eval_data was given.")
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if run_config is not None and not (resume and (workdir / "config.json").exists()):
@@ -233,6 +312,39 @@ def train(
         log.info("no checkpoint in %s; starting from step 0", checkpointer.directory)
 
     writer = MetricsWriter(workdir, resume_step=start if resume else None)
+    tracker = _BestTracker(task.best_metric, config.early_stopping_patience)
+    last_eval = None
+    if resume:  # the evaluations up to the checkpoint (the writer dropped any later ones)
+        for record in read_metrics(writer.path):
+            if record.get("split") == "eval":
+                last_eval = _record_metrics(record)
+                tracker.update(last_eval, record["step"])
+    # Copies: the train step donates the state's buffers.
+    variable_shardings = {"params": shardings.params, "model_state": shardings.model_state}
+    copy_variables = jax.jit(
+        lambda s: jax.tree.map(jnp.copy, {"params": s.params, "model_state": s.model_state}),
+        out_shardings=variable_shardings,
+    )
+    best_checkpointer = (
+        Checkpointer(workdir, keep=2, async_save=config.async_checkpointing, name="best")
+        if config.keep_best
+        else None
+    )
+    best_variables, best_saved_step = None, None
+    if best_checkpointer is not None:
+        for stale in set(best_checkpointer.all_steps()) - {tracker.best_step}:
+            best_checkpointer.delete(stale)  # e.g. saved after the checkpoint resumed from
+    if best_checkpointer is not None and tracker.best_step is not None:
+        best_variables = _restore_best(
+            best_checkpointer, tracker.best_step, copy_variables(state), variable_shardings
+        )
+        best_saved_step = tracker.best_step
+        if best_variables is None:
+            log.warning(
+                "no saved parameters of the best evaluation (step %d) in %s; the current ones "
+                "stand in for them.", tracker.best_step, best_checkpointer.directory,
+            )  # fmt: skip
+            best_variables = copy_variables(state)
     data_sharding = batch_sharding(mesh)
     train_step = jax.jit(
         make_train_step(task, tx),
@@ -253,12 +365,19 @@ def train(
     saved_step = start
 
     def save(step: int) -> None:
-        nonlocal saved_step
+        nonlocal saved_step, best_saved_step
+        # The best parameters are written with each checkpoint (not at each improvement), so
+        # `best/` never holds an evaluation that a resume from the checkpoint would repeat.
+        if best_checkpointer is not None and tracker.best_step not in (None, best_saved_step):
+            best_checkpointer.save(tracker.best_step, best_variables, tracker.best)
+            best_saved_step = tracker.best_step
         if step != saved_step:  # e.g. a checkpoint step that is also the stop_after step
             checkpointer.save(step, state, train_iter.get_state() if stateful else None)
             saved_step = step
 
-    status, last_train, last_eval, best_eval = "completed", {}, None, None
+    status, last_train = "completed", {}
+    stop_reason = tracker.reason() if tracker.exhausted else "steps"
+    test_metrics, test_step = None, None
     examples = jax.tree.leaves(example)[0].shape[0] * jax.process_count()
     t_start = t_log = time.perf_counter()
     last_log_step = start
@@ -270,7 +389,7 @@ def train(
     try:
         with stop.installed(), jax.set_mesh(mesh):
             step = start
-            while step < config.steps:
+            while step < config.steps and not tracker.exhausted:
                 state = train_step(state, _device_batch(next(train_iter), data_sharding))
                 step += 1
                 bar.update(1)
@@ -305,26 +424,43 @@ def train(
                 if (config.eval_every and step % config.eval_every == 0) or final:
                     last_eval = run_eval(step)
                     if last_eval is not None:
-                        best_eval = _better(best_eval, last_eval, step, task.best_metric)
+                        if tracker.update(last_eval, step) and config.keep_best:
+                            best_variables = copy_variables(state)
                         bar.write(f"step {step}: eval " + _fmt(last_eval))
+                if tracker.exhausted:
+                    save(step)
+                    stop_reason = tracker.reason()
+                    bar.write(f"step {step}: {stop_reason}.")
+                    break
                 if step % config.checkpoint_every == 0 or final:
                     save(step)
                 if pause and not final:
                     save(step)
-                    status = "paused"
+                    status, stop_reason = "paused", f"stop_after={config.stop_after}"
                     bar.write(f"stop_after={config.stop_after}: checkpoint saved at step {step}.")
                     break
                 if stop.signal is not None:
                     save(step)
                     status = "interrupted"
+                    stop_reason = signal.Signals(stop.signal).name
                     bar.write(
                         f"{signal.Signals(stop.signal).name} at step {step}: checkpoint saved; "
                         "continue with --resume."
                     )
                     break
+            if status == "completed" and test_data is not None:
+                test_state = state
+                test_step = int(jax.device_get(state.step))
+                if best_variables is not None:
+                    test_state = state.replace(**best_variables)
+                    test_step = tracker.best_step
+                test_metrics = evaluate(eval_step, test_state, test_data(), data_sharding)
+                bar.write(f"test (parameters of step {test_step}): " + _fmt(test_metrics))
     finally:
         bar.close()
         checkpointer.close()
+        if best_checkpointer is not None:
+            best_checkpointer.close()
         writer.close()
         wall = time.perf_counter() - t_start
         summary = {
@@ -334,7 +470,12 @@ def train(
             "num_params": num_params,
             "final_train": last_train,
             "final_eval": last_eval,
-            "best_eval": best_eval,
+            "best_eval": tracker.best,
+            "best_step": tracker.best_step,
+            "early_stopped": tracker.exhausted,
+            "stop_reason": "non-finite loss" if status == "diverged" else stop_reason,
+            "test": test_metrics,
+            "test_step": test_step,
             "skipped_updates": int(jax.device_get(state.nonfinite_count)),
             "wall_time_s": wall,
             "mesh": dict(mesh.shape),
@@ -343,20 +484,18 @@ def train(
         if jax.process_index() == 0:
             (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             plot_metrics(workdir / "metrics.jsonl", workdir / "plots")
-    return TrainResult(state=state, summary=summary, workdir=workdir)
+    best = None
+    if best_variables is not None:
+        best = {"params": best_variables["params"], **best_variables["model_state"]}
+    return TrainResult(state=state, summary=summary, workdir=workdir, best_variables=best)
 
 
-def _better(best, current, step, metric=None):
-    # Default: higher accuracy wins when reported, else lower loss.
-    if metric is not None:
-        key, sign = metric[0], 1 if metric[1] == "max" else -1
-    else:
-        key, sign = ("accuracy", 1) if "accuracy" in current else ("loss", -1)
-    if key not in current:
-        return best
-    if best is None or sign * current[key] > sign * best[key]:
-        return dict(current, step=step)
-    return best
+def _restore_best(checkpointer: Checkpointer, step: int, like, shardings):
+    """The {"params", "model_state"} saved for `step` in `best/`, or None if not there."""
+    if step not in checkpointer.all_steps():
+        return None
+    variables, _ = checkpointer.restore(step, abstract_like(like, shardings))
+    return variables
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -1,0 +1,359 @@
+"""TiM4Rec vs SSD4Rec vs SASRec as sequences grow: train-step time and memory at T = 50 .. 4000.
+
+TiM4Rec (Fan et al., arXiv:2409.16182 §5.4, Table 6): the time-aware mask adds little to SSD
+(83.6 s vs 74.4 s per ML-1M epoch on an RTX 3090) and both train faster than SASRec (207.4 s);
+the claim is that time-awareness adds O(T) to SSD's linear cost, against attention's O(T^2).
+Issue 6's goals: TiM4Rec no slower than SASRec at T = 200 and >= 2x faster at T = 1000; the time
+branch costs <= 15% over SSD4Rec; linear growth in T.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from efficient.bench import (
+    BenchResult,
+    benchmark,
+    environment_line,
+    print_table,
+    synthetic_variables,
+)
+from efficient.bench.report import device_label
+from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
+
+__all__ = ["FAMILIES", "LENGTHS", "MODELS", "SPEC", "ModelEntry", "report", "run", "scaling_figure"]
+
+Family = Literal["tim4rec", "ssd4rec", "sasrec"]
+FAMILIES: tuple[Family, ...] = ("tim4rec", "ssd4rec", "sasrec")
+LENGTHS = (50, 200, 1000, 4000)
+# ML-100K's item vocabulary after the 5-core filter: the scoring matmul [B, D] x [D, items + 1]
+# and the softmax over items are part of every step, as in training.
+NUM_ITEMS = 1349
+# Positions per step, B x T, the same at every length: B = 80, 20, 4, 1 sequences at T = 50,
+# 200, 1000, 4000 (the whole bench takes ~5 min on 2 CPU cores). A fixed B = 64 would need
+# 24 GiB (T = 1000) and 369 GiB (T = 4000) for SASRec's train step on CPU (XLA's estimate:
+# B x 8 heads x T x T scores, several copies), so attention could not be timed at the lengths
+# the claim is about; and an epoch of a fixed data set, the paper's measure, is a fixed number
+# of positions too. `--batch` fixes B instead.
+POSITIONS = 4_000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelEntry:
+    """One benchmarked model at one sequence length.
+
+    Attributes:
+        family: "tim4rec" (`TiM4RecConfig.ml100k`), "ssd4rec" (the same, time branch off) or
+            "sasrec" (`SASRecConfig.ml100k`): D 64, 2 layers each.
+        seq_len: T (the models' `max_len`; every position holds an item).
+        batch: B, sequences per step.
+    """
+
+    family: Family
+    seq_len: int
+    batch: int
+
+
+MODELS: dict[str, ModelEntry] = {
+    f"{family}_{T}": ModelEntry(family=family, seq_len=T, batch=max(1, POSITIONS // T))
+    for T in LENGTHS
+    for family in FAMILIES
+}
+
+# (warmup, repeats) per platform: on 2 CPU cores the slowest timed step takes seconds.
+_DEFAULTS = {"cpu": (1, 3), "accelerator": (5, 20)}
+# A step is timed only if XLA's buffer estimate fits this share of the free host memory (CPU):
+# an out-of-memory kill would end the whole bench, not just the row.
+_MEMORY_SHARE = 0.8
+
+
+def _protocol(args: BenchArgs) -> tuple[int, int]:
+    warmup, repeats = _DEFAULTS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+    return (
+        warmup if args.warmup is None else args.warmup,
+        repeats if args.repeats is None else args.repeats,
+    )
+
+
+def _available_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _model(entry: ModelEntry) -> Any:
+    if entry.family == "sasrec":
+        from efficient.models.sasrec import SASRec, SASRecConfig
+
+        return SASRec(SASRecConfig.ml100k(num_items=NUM_ITEMS, max_len=entry.seq_len))
+    from efficient.models.tim4rec import TiM4Rec, TiM4RecConfig
+
+    config = TiM4RecConfig.ml100k(
+        num_items=NUM_ITEMS, max_len=entry.seq_len, time_aware=entry.family == "tim4rec"
+    )
+    return TiM4Rec(config)
+
+
+def _inputs(B: int, T: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Full-length sequences of random items, non-decreasing times in [0, 1], random targets."""
+    rng = np.random.default_rng(0)
+    items = rng.integers(1, NUM_ITEMS + 1, size=(B, T), dtype=np.int32)
+    gaps = rng.exponential(size=(B, T))
+    times = np.cumsum(gaps, 1) / np.sum(gaps, 1, keepdims=True)
+    targets = rng.integers(1, NUM_ITEMS + 1, size=(B,), dtype=np.int32)
+    return (
+        jnp.asarray(items),
+        jnp.asarray(times, jnp.float32),
+        jnp.full((B,), T, jnp.int32),
+        jnp.asarray(targets),
+    )
+
+
+def _train_step(model: Any, optimizer: Any):
+    import optax
+
+    def step(params, opt_state, items, timestamps, lengths, targets, key):
+        def loss(p):
+            scores = model.apply(
+                {"params": p}, items, timestamps, lengths, train=True, rngs={"dropout": key}
+            )  # [B, items + 1]
+            ce = optax.softmax_cross_entropy_with_integer_labels(scores, targets)  # [B]
+            return jnp.mean(ce)
+
+        value, grads = jax.value_and_grad(loss)(params)
+        # Optax mixes Python floats with int32 counters, which "strict" promotion rejects.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
+def run(args: BenchArgs) -> Iterator[BenchResult]:
+    """Yield one train-step result per model entry.
+
+    Train step: softmax cross-entropy of the target over all items (the training loss), fp32,
+    `jax.value_and_grad`, Adam at lr 1e-3 (the paper's optimizer), dropout on, jitted; synthetic
+    LeCun-normal weights; B full-length sequences, B x T = 4,000 positions (`--batch` fixes B
+    for every length). Where XLA's buffer
+    estimate exceeds 80% of the free host memory on CPU the row is compiled only (FLOPs and
+    memory; "skipped" says why). Items are sequence positions, so items/s is positions/s.
+    `--models` picks entries (e.g. `tim4rec_1000,sasrec_1000`).
+
+    Yields:
+        `BenchResult`s named "tim4rec/<family>_<T>/train".
+    """
+    import flax.linen as nn
+
+    from efficient.train import OptimizerConfig, make_optimizer
+
+    optimizer = make_optimizer(
+        OptimizerConfig(name="adamw", learning_rate=1e-3, schedule="constant"), total_steps=1
+    )
+    for key in resolve_models(SPEC, args.models):
+        entry = MODELS[key]
+        model = _model(entry)
+        B, T = args.batch or entry.batch, entry.seq_len
+        items, times, lengths, targets = _inputs(B, T)
+        dropout_key = jax.random.key(1)
+        init = jax.jit(lambda k, i, t, n, m=model: m.init(k, i, t, n, train=False))
+        shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), items, times, lengths))
+        shapes = shapes["params"]
+        opt_shapes = jax.eval_shape(optimizer.init, shapes)
+        step = _train_step(model, optimizer)
+        name = f"tim4rec/{key}/train"
+        extra = {
+            "bench": "tim4rec",
+            "model": key,
+            "family": entry.family,
+            "batch_size": B,
+            "seq_len": T,
+            "num_items": NUM_ITEMS,
+            "params": sum(x.size for x in jax.tree.leaves(shapes)),
+            "dtype": "float32",
+            "matmul_precision": args.precision,
+            "optimizer": "adam lr 1e-3, efficient.train.make_optimizer",
+        }
+        print(f"{name}: B={B}, T={T}, compiling ...", file=sys.stderr)
+        data = (items, times, lengths, targets, dropout_key)
+        compiled = benchmark(
+            step, shapes, opt_shapes, *data, name=name, batch=B * T, lower_only=True, extra=extra
+        )
+        need, free = compiled.memory.total_bytes, _available_bytes()
+        too_big = jax.default_backend() == "cpu" and need and free and need > _MEMORY_SHARE * free
+        if args.lower_only or too_big:
+            if too_big:
+                skipped = f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+                print(f"{name}: not run, {skipped}", file=sys.stderr)
+                compiled = dataclasses.replace(compiled, extra={**extra, "skipped": skipped})
+            yield compiled
+            continue
+        warmup, repeats = _protocol(args)
+        print(f"{name}: {warmup} warm-up + {repeats} timed calls ...", file=sys.stderr)
+        params = synthetic_variables(shapes)
+        yield benchmark(
+            step, params, optimizer.init(params), *data, name=name, batch=B * T, warmup=warmup,
+            repeats=repeats, extra=extra,
+        )  # fmt: skip
+        del params
+
+
+def _ms(r: BenchResult | None) -> float | None:
+    return None if r is None or r.lower_only else r.median_ms
+
+
+def _gib(r: BenchResult | None) -> float | None:
+    return None if r is None or not r.memory.total_bytes else r.memory.total_bytes / 2**30
+
+
+def _gflop(r: BenchResult | None) -> float | None:
+    return None if r is None or not r.flops else r.flops / 1e9
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _percent_over(a: float | None, b: float | None) -> float | None:
+    ratio = _ratio(a, b)
+    return None if ratio is None else 100 * (ratio - 1)
+
+
+def _table(results: Sequence[BenchResult]) -> dict[tuple[int, int], dict[str, BenchResult]]:
+    by_len: dict[tuple[int, int], dict[str, BenchResult]] = {}
+    for r in results:
+        if r.extra.get("bench") == "tim4rec":
+            key = (r.extra["seq_len"], r.extra["batch_size"])
+            by_len.setdefault(key, {})[r.extra["family"]] = r
+    return dict(sorted(by_len.items()))
+
+
+def _growth(by_len: dict[tuple[int, int], dict[str, BenchResult]], family: str, value) -> str:
+    """log-log slopes of `value` per sequence between consecutive lengths (1 = linear in T,
+    2 = quadratic), e.g. "50->200: 1.02, ..."; empty without two points."""
+    points = [(T, value(row.get(family)), B) for (T, B), row in by_len.items()]
+    points = [(T, v / B) for T, v, B in points if v]
+    return ", ".join(
+        f"{T0}->{T1}: {math.log(v1 / v0) / math.log(T1 / T0):.2f}"
+        for (T0, v0), (T1, v1) in zip(points, points[1:], strict=False)
+    )
+
+
+def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
+    """Print the step times, the paper's ratios and growth exponents; save the scaling figure.
+
+    Args:
+        results: Results of `run` (others are ignored).
+        args: The options of the run; the figure goes next to `args.out` (.png).
+    """
+    by_len = _table(results)
+    if not by_len:
+        return
+    first = next(iter(next(iter(by_len.values())).values()))
+    rows = []
+    for (T, B), row in by_len.items():
+        tim, ssd, sas = (row.get(f) for f in FAMILIES)
+        rows.append([
+            T, B, _ms(tim), _ms(ssd), _ms(sas), _ratio(_ms(sas), _ms(tim)),
+            _percent_over(_ms(tim), _ms(ssd)), _percent_over(_gflop(tim), _gflop(ssd)),
+            _gib(tim), _gib(ssd), _gib(sas),
+            "; ".join(f"{f}: {r.extra['skipped']}" for f, r in row.items() if "skipped" in r.extra),
+        ])  # fmt: skip
+    print_table(
+        ["T", "B", "tim4rec ms", "ssd4rec ms", "sasrec ms", "sasrec/tim4rec",
+         "time branch % ms", "time branch % FLOP", "tim4rec GiB", "ssd4rec GiB", "sasrec GiB",
+         "note"],
+        rows,
+        title=(
+            "Train step (fwd + bwd + Adam), TiM4Rec vs SSD4Rec vs SASRec, on "
+            + device_label(first)
+        ),
+        caption=(
+            f"D 64, 2 layers, {NUM_ITEMS} items (ML-100K presets, max_len = T); fp32, median ms "
+            "per step. sasrec/tim4rec > 1: TiM4Rec is faster. time branch %: TiM4Rec over "
+            "SSD4Rec, in step time and in XLA's FLOP count (which no machine load disturbs). "
+            "GiB: XLA's buffer estimate (arguments + outputs + temporaries).\n"
+            + environment_line(first)
+        ),
+    )  # fmt: skip
+    print("growth exponents per sequence, d log(cost / B) / d log T (1 linear, 2 quadratic):")
+    for family in FAMILIES:
+        for what, value in (("time", _ms), ("FLOPs", _gflop)):
+            slopes = _growth(by_len, family, value)
+            if slopes:
+                print(f"  {family:>8} {what:>5}: {slopes}")
+    path = pathlib.Path(args.out).with_suffix(".png")
+    figure = scaling_figure(results)
+    if figure is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+        print(f"figure: {path}")
+
+
+def scaling_figure(results: Sequence[BenchResult]):
+    """Train time per sequence and step memory against T, log-log, one line per family.
+
+    Time per sequence (step ms / B) grows like T for a linear-time model and like T^2 for
+    attention; dotted guides show both slopes. A bare matplotlib `Figure`, not pyplot: saving
+    it switches no notebook backend; a notebook displays it as a cell's value.
+
+    Returns:
+        The Figure, or None when no result is from this bench.
+    """
+    from matplotlib.figure import Figure
+
+    by_len = _table(results)
+    if not by_len:
+        return None
+    first = next(iter(next(iter(by_len.values())).values()))
+    fig = Figure(figsize=(11, 4))
+    ax_time, ax_mem = fig.subplots(1, 2)
+    lowest = []
+    for family, marker in zip(FAMILIES, "osd", strict=True):
+        for ax, value in ((ax_time, _ms), (ax_mem, _gib)):
+            points = [(T, value(row.get(family)), B) for (T, B), row in by_len.items()]
+            points = [(T, v / B if ax is ax_time else v) for T, v, B in points if v is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker=marker, label=family)
+                if ax is ax_time:
+                    lowest.append(points[0])
+    lengths = np.array([T for T, _ in by_len], dtype=float)
+    if lowest:
+        T0, v0 = min(lowest)
+        for slope, style in ((1, ":"), (2, "-.")):
+            ax_time.plot(lengths, v0 * (lengths / T0) ** slope, style, color="gray", lw=1,
+                         label=f"~T^{slope}")  # fmt: skip
+    for ax, label in ((ax_time, "ms per sequence (step / B)"), (ax_mem, "GiB per step (XLA)")):
+        ax.set(xscale="log", yscale="log", xlabel="sequence length T", ylabel=label)
+        ax.set_xticks(lengths, [str(int(T)) for T in lengths])
+        ax.grid(alpha=0.3, which="both")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    batches = "/".join(str(B) for _, B in by_len)
+    ax_time.set_title(f"train step, {device_label(first)}, B = {batches}", fontsize=10)
+    ax_mem.set_title("buffer estimate (also for rows compiled, not run)", fontsize=10)
+    fig.suptitle(environment_line(first), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+SPEC = BenchSpec(
+    description=(
+        "TiM4Rec vs SSD4Rec vs SASRec (D 64): train-step time and memory at T = 50, 200, 1000, "
+        "4000, B x T = 4,000 positions per step (arXiv:2409.16182 §5.4)"
+    ),
+    run=run,
+    models=tuple(MODELS),
+    report=report,
+)

@@ -1,0 +1,117 @@
+"""Early stopping on the task's best metric, the best parameters kept, test data evaluated with
+them, and all of it rebuilt on resume.
+
+The task is a scalar w fitted to 10 by plain gradient descent from 0, so w_t = 10 (1 - 0.9^t)
+(lr 0.05 on (w - 10)^2); its eval "score" -(w - 5)^2 peaks between steps 6 (w = 4.69) and
+7 (w = 5.22): step 7 is the best, and with patience 3 the run stops at step 10.
+"""
+
+import flax.linen as nn
+import grain
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from efficient.train import OptimizerConfig, Task, TrainConfig, read_metrics, train
+
+BEST_STEP, PATIENCE = 7, 3
+
+
+class _Scalar(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        del train
+        w = self.param("w", nn.initializers.zeros, (1,), jnp.float32)
+        return jnp.broadcast_to(w, x.shape)  # [B, 1]
+
+
+def _loss_fn(outputs, batch):
+    del batch
+    w = outputs[0, 0]
+    loss = (w - 10.0) ** 2
+    return loss, {"loss": loss, "score": -((w - 5.0) ** 2)}
+
+
+def _task(best_metric=("score", "max")) -> Task:
+    return Task(model=_Scalar(), loss_fn=_loss_fn, inputs=lambda b: (b["x"],),
+                best_metric=best_metric)  # fmt: skip
+
+
+def _train_data():
+    ds = grain.MapDataset.range(64).repeat(None)
+    ds = ds.map(lambda i: {"x": np.zeros(1, np.float32), "mask": np.float32(1)}).batch(8)
+    return ds.to_iter_dataset()
+
+
+def _eval_data():
+    return [{"x": np.zeros((8, 1), np.float32), "mask": np.ones(8, np.float32)}]
+
+
+def _w(step: int) -> float:
+    return 10.0 * (1.0 - 0.9**step)
+
+
+def _run(workdir, *, steps=50, resume=False, task=None, **kw):
+    config = dict(
+        steps=steps, log_every=1, eval_every=1, checkpoint_every=4, progress=False,
+        early_stopping_patience=PATIENCE, keep_best=True,
+        optimizer=OptimizerConfig(name="sgd", learning_rate=0.05, momentum=0.0,
+                                  schedule="constant"),
+    )  # fmt: skip
+    config.update(kw)
+    return train(
+        task or _task(), TrainConfig(**config), train_data=_train_data(), eval_data=_eval_data,
+        test_data=_eval_data, workdir=workdir, resume=resume,
+    )  # fmt: skip
+
+
+def test_stops_after_patience_evaluations_and_tests_the_best_parameters(tmp_path):
+    result = _run(tmp_path)
+    summary = result.summary
+    assert summary["status"] == "completed" and summary["early_stopped"]
+    assert summary["step"] == BEST_STEP + PATIENCE
+    assert summary["best_step"] == summary["test_step"] == BEST_STEP
+    assert f"after step {BEST_STEP}" in summary["stop_reason"]
+    evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == list(range(1, BEST_STEP + PATIENCE + 1))
+    best_score = -((_w(BEST_STEP) - 5.0) ** 2)
+    assert max(r["score"] for r in evals) == pytest.approx(best_score, rel=1e-5)
+    assert summary["best_eval"]["score"] == pytest.approx(best_score, rel=1e-5)
+    # The kept parameters are those of the best step, not the final ones; the test metrics too.
+    np.testing.assert_allclose(result.best_variables["params"]["w"], [_w(BEST_STEP)], rtol=1e-5)
+    np.testing.assert_allclose(result.state.params["w"], [_w(BEST_STEP + PATIENCE)], rtol=1e-5)
+    assert summary["test"]["score"] == pytest.approx(best_score, rel=1e-5)
+    assert max(int(p.name) for p in (tmp_path / "best").iterdir()) == BEST_STEP
+
+
+def test_without_keep_best_the_final_parameters_are_tested(tmp_path):
+    summary = _run(tmp_path, keep_best=False, early_stopping_patience=None, steps=9).summary
+    assert not summary["early_stopped"] and summary["stop_reason"] == "steps"
+    assert summary["step"] == summary["test_step"] == 9 and summary["best_step"] == BEST_STEP
+    assert summary["test"]["score"] == pytest.approx(-((_w(9) - 5.0) ** 2), rel=1e-5)
+    assert not (tmp_path / "best").exists()
+
+
+@pytest.mark.parametrize("pause", [5, BEST_STEP + 1])  # before and after the best step
+def test_resume_rebuilds_the_best_and_the_patience_count(tmp_path, pause):
+    full = _run(tmp_path / "full").summary
+    paused = _run(tmp_path / "split", stop_after=pause).summary
+    assert paused["status"] == "paused" and paused["test"] is None
+    resumed = _run(tmp_path / "split", resume=True)
+    assert resumed.summary["step"] == full["step"] == BEST_STEP + PATIENCE
+    assert resumed.summary["best_eval"] == full["best_eval"]
+    assert resumed.summary["test"] == full["test"]
+    np.testing.assert_allclose(resumed.best_variables["params"]["w"], [_w(BEST_STEP)], rtol=1e-5)
+    # Resuming a run that stopped early trains no further and reports the same.
+    again = _run(tmp_path / "split", resume=True).summary
+    assert again["step"] == full["step"] and again["early_stopped"]
+    assert again["test"] == full["test"] and again["final_eval"] == full["final_eval"]
+
+
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match="eval_every > 0"):
+        TrainConfig(early_stopping_patience=3)
+    with pytest.raises(ValueError, match="early_stopping_patience=0"):
+        TrainConfig(early_stopping_patience=0, eval_every=1)
+    with pytest.raises(ValueError, match="'ndcg@10'"):
+        _run(tmp_path, task=_task(best_metric=("ndcg@10", "max")))

@@ -1,0 +1,49 @@
+"""The tim4rec bench: entries, a quick run of the three models (table, growth, figure) and the
+out-of-memory guard. Nothing here asserts a time."""
+
+import json
+
+import pytest
+
+from efficient.bench import BenchResult
+from experiments import bench
+from experiments.benches import BENCHES
+from experiments.benches import tim4rec as tim4rec_bench
+
+
+def test_entries_cover_the_three_models_at_each_length():
+    assert set(tim4rec_bench.MODELS) == set(BENCHES["tim4rec"].models)
+    entries = {(e.family, e.seq_len) for e in tim4rec_bench.MODELS.values()}
+    assert entries == {(f, T) for f in ("tim4rec", "ssd4rec", "sasrec")
+                       for T in (50, 200, 1000, 4000)}  # fmt: skip
+
+
+def _rows(path):
+    return [BenchResult.from_dict(json.loads(line)) for line in path.open()]
+
+
+@pytest.mark.slow  # ~50 s on 2 CPU cores: three train steps, each compiled twice
+def test_quick_run_times_all_three_and_saves_the_figure(tmp_path, capsys):
+    out = tmp_path / "tim4rec.jsonl"
+    args = ["tim4rec", "--models", "tim4rec_50,ssd4rec_50,sasrec_50", "--batch", "2",
+            "--repeats", "1", "--warmup", "0", "--out", str(out)]  # fmt: skip
+    assert bench.main(args) == 0
+    rows = {r.extra["family"]: r for r in _rows(out)}
+    assert set(rows) == {"tim4rec", "ssd4rec", "sasrec"}
+    assert all(len(r.times_ms) == 1 and r.batch == 2 * 50 for r in rows.values())
+    assert all(r.memory.total_bytes > 0 and r.flops > 0 for r in rows.values())
+    # The time branch adds parameters (the L x L position MLPs) to SSD4Rec.
+    assert rows["tim4rec"].extra["params"] > rows["ssd4rec"].extra["params"]
+    text = capsys.readouterr().out
+    assert "TiM4Rec vs SSD4Rec vs SASRec" in text and "sasrec/tim4rec" in text
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_a_step_too_big_for_free_memory_is_compiled_not_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tim4rec_bench, "_available_bytes", lambda: 2**20)  # 1 MiB free
+    out = tmp_path / "tim4rec.jsonl"
+    assert bench.main(["tim4rec", "--models", "sasrec_50", "--batch", "2", "--out", str(out)]) == 0
+    (row,) = _rows(out)
+    assert row.name == "tim4rec/sasrec_50/train" and row.lower_only and row.times_ms == ()
+    assert row.extra["skipped"].startswith("needs ") and row.extra["seq_len"] == 50
+    assert "sasrec: needs" in capsys.readouterr().out
