@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from efficient.data import (
     TextDataConfig,
@@ -73,12 +75,21 @@ class LanguageModeling:
       data: the text pipeline (corpus, sequence length, batch sizes, seed).
       train: the training loop (steps, optimizer, mesh, logging, checkpoints).
       sample: text generated at the end and saved to `samples.txt`.
+      position_bucket: after a completed run, score the validation split once more with the
+        final parameters and report the mean loss per bucket of this many positions within the
+        context window (the LaCT paper's Figure 5 form: does the model use context beyond its
+        window?); see `per_position_loss`. None: skip.
     """
 
     model: Any
     data: TextDataConfig = dataclasses.field(default_factory=TextDataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+    position_bucket: int | None = None
+
+    def __post_init__(self):
+        if self.position_bucket is not None and self.position_bucket < 1:
+            raise ValueError(f"position_bucket={self.position_bucket}: expected >= 1 or None.")
 
 
 _MODELS = ModelRegistry("language")
@@ -141,6 +152,16 @@ def train_and_sample(
     )
     summary = result.summary
     summary["data"] = {k: v for k, v in info.items() if k != "train_windows"}
+    if config.position_bucket and summary.get("status") == "completed":
+        curve = per_position_loss(
+            model, result.state.params, text_eval_dataset(config.data), config.position_bucket
+        )
+        summary["per_position_eval"] = curve
+        (workdir / "per_position_loss.json").write_text(json.dumps(curve, indent=2))
+        plot_per_position(
+            {type(model).__name__: curve}, workdir / "plots" / "per_position_loss.png"
+        )
+        print(f"validation loss by position: {format_per_position(curve)}")
     if config.sample.max_new_tokens and summary.get("status") == "completed":
         samples = sample_text(model, result.state.params, config.sample)
         pairs = list(zip(config.sample.prompts, samples, strict=True))
@@ -151,6 +172,134 @@ def train_and_sample(
         summary["samples"] = samples
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return result, model
+
+
+def per_position_loss(
+    model: nn.Module, params, batches: Iterable[dict], bucket: int
+) -> dict[str, Any]:
+    """Mean next-token loss and accuracy per bucket of positions within the context window.
+
+    Position t of a window predicts its byte t + 1 from bytes 0..t, so a falling curve means the
+    model uses the context seen so far; bucket b covers positions [b·bucket, (b+1)·bucket).
+    Sums run in float64 over the real (mask 1) targets of every batch, on one device with the
+    parameters gathered to the host (this process's rows only: a multi-process run reports
+    process 0's share of the validation windows).
+
+    Args:
+        model: the language model, called as `model.apply({"params": p}, inputs, train=False)`.
+        params: its parameters.
+        batches: `{"inputs", "targets", "mask"}` batches of [B, T] (e.g. `text_eval_dataset`).
+        bucket: positions per bucket (>= 1; the last bucket may be shorter).
+
+    Returns:
+        `{"bucket", "seq_len", "start", "end", "loss", "accuracy", "tokens"}`: lists over
+        buckets (positions [start, end), mean loss in nats/token, accuracy, scored targets), and
+        the overall "mean_loss", equal to the token-weighted mean of the buckets.
+
+    Raises:
+        ValueError: `bucket` < 1 or no batch.
+    """
+    if bucket < 1:
+        raise ValueError(f"bucket={bucket}: expected >= 1.")
+
+    @jax.jit
+    def sums(params, inputs, targets, mask):
+        logits = model.apply({"params": params}, inputs, train=False).astype(jnp.float32)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, T]
+        correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)  # [B, T]
+        return jnp.sum(ce * mask, 0), jnp.sum(correct * mask, 0), jnp.sum(mask, 0)  # [T] each
+
+    params = jax.device_get(params)
+    totals = None
+    for batch in batches:
+        mask = np.asarray(batch["mask"], np.float32)
+        out = sums(params, batch["inputs"], batch["targets"], mask)
+        out = [np.asarray(x, np.float64) for x in jax.device_get(out)]
+        totals = out if totals is None else [a + b for a, b in zip(totals, out, strict=True)]
+    if totals is None:
+        raise ValueError("per_position_loss: no batches.")
+    loss_sum, correct_sum, count = totals
+    T = len(count)
+    starts = list(range(0, T, bucket))
+    ends = [min(s + bucket, T) for s in starts]
+    tokens = [float(count[s:e].sum()) for s, e in zip(starts, ends, strict=True)]
+    return {
+        "bucket": bucket,
+        "seq_len": T,
+        "start": starts,
+        "end": ends,
+        "loss": [
+            float(loss_sum[s:e].sum() / max(n, 1.0))
+            for s, e, n in zip(starts, ends, tokens, strict=True)
+        ],
+        "accuracy": [
+            float(correct_sum[s:e].sum() / max(n, 1.0))
+            for s, e, n in zip(starts, ends, tokens, strict=True)
+        ],
+        "tokens": tokens,
+        "mean_loss": float(loss_sum.sum() / max(count.sum(), 1.0)),
+    }
+
+
+def format_per_position(curve: Mapping[str, Any]) -> str:
+    """One line: "0-63: 1.412, 64-127: 1.250, ..." (positions and mean loss per bucket)."""
+    spans = zip(curve["start"], curve["end"], curve["loss"], strict=True)
+    return ", ".join(f"{s}-{e - 1}: {v:.3f}" for s, e, v in spans)
+
+
+def plot_per_position(
+    curves: Mapping[str, Mapping[str, Any]],
+    path: pathlib.Path | str | None = None,
+    *,
+    ax=None,
+    title: str = "validation loss by position in the context",
+    windows: Mapping[str, int] | None = None,
+):
+    """Plot `per_position_loss` curves (one line per label) against position; save a PNG.
+
+    Args:
+        curves: label -> a `per_position_loss` result (e.g. a run's `summary["per_position_eval"]`).
+        path: where to save the figure (parents created); None: do not save.
+        ax: a matplotlib Axes to draw on; None: a new figure.
+        title: the axes title.
+        windows: label -> a window length to mark with a dotted vertical line (e.g. attention
+            windows); None: no marks.
+
+    Returns:
+        The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, curve in curves.items():
+        centres = [(s + e - 1) / 2 for s, e in zip(curve["start"], curve["end"], strict=True)]
+        (line,) = ax.plot(centres, curve["loss"], "o-", ms=3, label=label)
+        if windows and label in windows:
+            ax.axvline(windows[label], color=line.get_color(), ls=":", lw=1)
+    ax.set_xlabel("position in the context window (bucket centre)")
+    ax.set_ylabel("validation loss (nats / token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if path is not None:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ax.figure.savefig(path, dpi=120, bbox_inches="tight")
+    if own:
+        plt.close(ax.figure)
+    return ax
+
+
+def latest_per_position(name: str, runs_dir: pathlib.Path | str = "runs") -> dict | None:
+    """The per-position curve of the newest completed run of preset `name` under `runs_dir`
+    (`runs/<name>/<utc time>/summary.json`), or None when there is none."""
+    for summary in sorted(pathlib.Path(runs_dir, name).glob("*/summary.json"), reverse=True):
+        data = json.loads(summary.read_text())
+        if data.get("status") == "completed" and data.get("per_position_eval"):
+            return data["per_position_eval"]
+    return None
 
 
 def sample_text(model: nn.Module, params, config: SampleConfig) -> list[str]:
@@ -177,6 +326,10 @@ __all__ = [
     "SampleConfig",
     "build_model",
     "check_compatible",
+    "format_per_position",
+    "latest_per_position",
+    "per_position_loss",
+    "plot_per_position",
     "register_model",
     "run",
     "sample_text",

@@ -11,6 +11,7 @@ from typing import Any
 PAPER_MODULES = (
     "experiments.hyena",
     "experiments.kat",
+    "experiments.lact",
     "experiments.lowformer",
     "experiments.sasrec",
     "experiments.tim4rec",

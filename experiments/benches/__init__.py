@@ -2,7 +2,7 @@
 
 # A new paper adds a module here (a `SPEC = BenchSpec(...)`) and one line to BENCHES. Specs import
 # model code inside `run`, so `--list` never imports a model.
-from experiments.benches import hyena, kat, lowformer, tim4rec, transformer
+from experiments.benches import hyena, kat, lact, lowformer, tim4rec, transformer
 from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
 
 __all__ = ["BENCHES", "BenchArgs", "BenchSpec", "resolve_models"]
@@ -10,6 +10,7 @@ __all__ = ["BENCHES", "BenchArgs", "BenchSpec", "resolve_models"]
 BENCHES: dict[str, BenchSpec] = {
     "hyena": hyena.SPEC,
     "kat": kat.SPEC,
+    "lact": lact.SPEC,
     "lowformer": lowformer.SPEC,
     "tim4rec": tim4rec.SPEC,
     "transformer": transformer.SPEC,

@@ -259,3 +259,67 @@ def test_bad_arguments(key):
         lact(q, k, v, lr, w._replace(w1=w.w1[:, :3]), chunk_size=4)
     with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="order"):
         lact(q, k, v, lr, w, chunk_size=4, order="sideways")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_gradients_through_the_scan_equal_the_python_loop(key, causal):
+    # `lact` rematerialises its chunk body; the loop reference is plain autodiff.
+    w = _weights(key)
+    q, k, v, lr, beta = _sequence(jax.random.fold_in(key, 11), 19)
+    r = jax.random.normal(jax.random.fold_in(key, 12), (19, DV))
+    order = "apply_then_update" if causal else "update_then_apply"
+
+    def ours(q, k, v, lr, beta, w):
+        out = lact(q, k, v, lr, w, chunk_size=4, momentum=beta, weight_norm=False, order=order)
+        return jnp.sum(out * r)
+
+    def loop(q, k, v, lr, beta, w):
+        return jnp.sum(_loop_reference(q, k, v, lr, w, chunk=4, beta=beta, causal=causal) * r)
+
+    with jax.default_matmul_precision("highest"):
+        got = jax.jit(jax.grad(ours, argnums=range(6)))(q, k, v, lr, beta, w)
+        want = jax.grad(loop, argnums=range(6))(q, k, v, lr, beta, w)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        # atol relative to the largest entry: small entries are sums of cancelling terms of
+        # that size (gradients reach ~1e2 here), rounded differently by the two programs.
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(e))))
+
+
+def test_unrolled_scan_equals_the_loop_in_value_and_gradient(key):
+    w = _weights(key)
+    q, k, v, lr, beta = _sequence(jax.random.fold_in(key, 13), 22)
+
+    def loss(unroll, q, w):
+        out = lact(q, k, v, lr, w, chunk_size=4, momentum=beta, unroll=unroll)
+        return jnp.sum(out**2)
+
+    with jax.default_matmul_precision("highest"):
+        rolled = jax.value_and_grad(functools.partial(loss, 1), argnums=(0, 1))(q, w)
+        unrolled = jax.value_and_grad(functools.partial(loss, True), argnums=(0, 1))(q, w)
+    for a, b in zip(jax.tree.leaves(rolled), jax.tree.leaves(unrolled), strict=True):
+        # As above: atol relative to the largest gradient entry (~3e2 here).
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize(("T", "chunk"), [(64, 16), (70, 16), (64, 64)])
+def test_flops_by_order_match_the_unrolled_xla_count(T, chunk):
+    d, c = 16, chunk
+    per_token_apply, per_token_update = 2 * 3 * d * d, 2 * 6 * d * d
+    updated = (-(-T // c) - 1) * c  # causal: every chunk but the last updates
+    causal = lact_flops(T, d, d, d, c, order="apply_then_update")
+    assert causal == T * per_token_apply + updated * per_token_update
+    assert lact_flops(T, d, d, d, c, order="update_then_apply") == lact_flops(T, d, d, d, c)
+    assert lact_flops(T, d, d, d, c) == 18 * T * d * d
+    with_muon = lact_flops(T, d, d, d, c, muon=True, order="apply_then_update")
+    assert with_muon - causal == (-(-T // c) - 1) * 3 * 5 * 2 * 3 * d**3  # per update, matrix
+    w = FastWeights(*(jax.ShapeDtypeStruct((d, d), jnp.float32),) * 3)
+    x = jax.ShapeDtypeStruct((T, d), jnp.float32)
+    lr = jax.ShapeDtypeStruct((T, 3), jnp.float32)
+    run = functools.partial(lact, chunk_size=c, weight_norm=False, unroll=True)
+    cost = jax.jit(run).lower(x, x, x, lr, w).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    # The unrolled program's count adds elementwise work (SiLU, products, momentum) to the dots.
+    assert causal <= cost["flops"] <= 1.15 * causal
+    # The function's own ValueError, or jaxtyping's check when the hook is on.
+    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="order"):
+        lact_flops(T, d, d, d, c, order="sideways")
