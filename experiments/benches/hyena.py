@@ -8,7 +8,6 @@ arXiv:2311.05908 §5).
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -24,7 +23,13 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
-from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
+from experiments.benches.spec import (
+    BenchArgs,
+    BenchSpec,
+    protocol,
+    resolve_models,
+    skip_if_too_big,
+)
 
 __all__ = ["MODELS", "SPEC", "ModelEntry", "run", "report"]
 
@@ -50,28 +55,6 @@ MODELS: dict[str, ModelEntry] = {
     for T in (1024, 4096, 16_384)
     for family in ("hyena", "transformer")
 }
-
-# (warmup, repeats) per platform. On 2 CPU cores a 16K transformer step takes on the order of a
-# minute, so the CPU protocol is 1 + 3 calls; the median of 3 discards one slow call.
-_DEFAULTS = {"cpu": (1, 3), "accelerator": (5, 20)}
-# A step is timed only if XLA's buffer estimate fits this share of the free host memory (CPU):
-# an out-of-memory kill would end the whole bench, not just the row.
-_MEMORY_SHARE = 0.8
-
-
-def _protocol(args: BenchArgs) -> tuple[int, int]:
-    warmup, repeats = _DEFAULTS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
-    return (
-        warmup if args.warmup is None else args.warmup,
-        repeats if args.repeats is None else args.repeats,
-    )
-
-
-def _available_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _config(entry: ModelEntry) -> Any:
@@ -158,16 +141,12 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
             step, shapes, opt_shapes, tokens, tokens, name=name, batch=B * T, lower_only=True,
             extra=extra,
         )  # fmt: skip
-        need, free = compiled.memory.total_bytes, _available_bytes()
-        too_big = jax.default_backend() == "cpu" and need and free and need > _MEMORY_SHARE * free
-        if args.lower_only or too_big:
-            if too_big:
-                skipped = f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
-                print(f"{name}: not run, {skipped}", file=sys.stderr)
-                compiled = dataclasses.replace(compiled, extra={**extra, "skipped": skipped})
+        skipped = skip_if_too_big(compiled, name)
+        if args.lower_only or skipped:
+            compiled = skipped or compiled
             yield compiled
             continue
-        warmup, repeats = _protocol(args)
+        warmup, repeats = protocol(args)
         print(f"{name}: {warmup} warm-up + {repeats} timed calls ...", file=sys.stderr)
         params = synthetic_variables(shapes)
         yield benchmark(

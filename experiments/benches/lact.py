@@ -24,7 +24,6 @@ Two parts, picked by `--models`:
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import sys
 from collections.abc import Iterator, Sequence
@@ -41,7 +40,13 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
-from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
+from experiments.benches.spec import (
+    BenchArgs,
+    BenchSpec,
+    protocol,
+    resolve_models,
+    skip_if_too_big,
+)
 
 __all__ = [
     "CHUNKS",
@@ -147,41 +152,17 @@ MODELS: dict[str, Entry] = {
 DEFAULT_MODELS = tuple(k for k in MODELS if not k.startswith("quick_"))
 QUICK_MODELS = tuple(k for k in MODELS if k.startswith("quick_"))
 
-# (warmup, repeats) per platform: on 2 CPU cores a 16K LM step takes tens of seconds.
-_DEFAULTS = {"cpu": (1, 3), "accelerator": (5, 20)}
-# A step is timed only if XLA's buffer estimate fits this share of the free host memory (CPU):
-# an out-of-memory kill would end the whole bench, not just the row.
-_MEMORY_SHARE = 0.8
 _LR, _BETA = 1e-3, 0.5  # per-token learning rate and momentum coefficient of the util inputs
-
-
-def _protocol(args: BenchArgs) -> tuple[int, int]:
-    warmup, repeats = _DEFAULTS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
-    return (
-        warmup if args.warmup is None else args.warmup,
-        repeats if args.repeats is None else args.repeats,
-    )
-
-
-def _available_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _timed(fn, *args, name, batch, extra, bench_args: BenchArgs) -> BenchResult:
     """Compile, then time unless --lower-only or the buffer estimate exceeds free memory."""
     compiled = benchmark(fn, *args, name=name, batch=batch, lower_only=True, extra=extra)
-    need, free = compiled.memory.total_bytes, _available_bytes()
-    too_big = jax.default_backend() == "cpu" and need and free and need > _MEMORY_SHARE * free
-    if bench_args.lower_only or too_big:
-        if too_big:
-            skipped = f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
-            print(f"{name}: not run, {skipped}", file=sys.stderr)
-            compiled = dataclasses.replace(compiled, extra={**extra, "skipped": skipped})
+    skipped = skip_if_too_big(compiled, name)
+    if bench_args.lower_only or skipped:
+        compiled = skipped or compiled
         return compiled
-    warmup, repeats = _protocol(bench_args)
+    warmup, repeats = protocol(bench_args)
     print(f"{name}: {warmup} warm-up + {repeats} timed calls ...", file=sys.stderr)
     args = synthetic_variables(args)
     return benchmark(fn, *args, name=name, batch=batch, warmup=warmup, repeats=repeats, extra=extra)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import pathlib
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
+
+import jax
 
 from efficient.bench import BenchResult
 
@@ -93,3 +97,37 @@ def resolve_models(spec: BenchSpec, requested: Sequence[str] | None) -> tuple[st
 
 def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_").replace(".", "")
+
+
+# (warmup, repeats) per platform for benches whose slowest CPU step takes seconds to a minute:
+# on 2 CPU cores the median of 3 discards one slow call.
+LONG_STEP_PROTOCOL = {"cpu": (1, 3), "accelerator": (5, 20)}
+# A step is timed only if XLA's buffer estimate fits this share of the free host memory (CPU):
+# an out-of-memory kill would end the whole bench, not just the row.
+MEMORY_SHARE = 0.8
+
+
+def protocol(args: BenchArgs, defaults=LONG_STEP_PROTOCOL) -> tuple[int, int]:
+    """(warmup, repeats): the platform's defaults unless --warmup / --repeats say otherwise."""
+    warmup, repeats = defaults["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+    return (
+        warmup if args.warmup is None else args.warmup,
+        repeats if args.repeats is None else args.repeats,
+    )
+
+
+def _available_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def skip_if_too_big(compiled: BenchResult, name: str) -> BenchResult | None:
+    """On CPU, `compiled` marked "skipped" if its buffers exceed MEMORY_SHARE of free memory."""
+    need, free = compiled.memory.total_bytes, _available_bytes()
+    if jax.default_backend() != "cpu" or not need or not free or need <= MEMORY_SHARE * free:
+        return None
+    skipped = f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+    print(f"{name}: not run, {skipped}", file=sys.stderr)
+    return dataclasses.replace(compiled, extra={**compiled.extra, "skipped": skipped})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import pathlib
 import sys
 from collections.abc import Iterator, Sequence
@@ -29,7 +28,13 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
-from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
+from experiments.benches.spec import (
+    BenchArgs,
+    BenchSpec,
+    protocol,
+    resolve_models,
+    skip_if_too_big,
+)
 
 __all__ = ["FAMILIES", "LENGTHS", "MODELS", "SPEC", "ModelEntry", "report", "run", "scaling_figure"]
 
@@ -69,27 +74,6 @@ MODELS: dict[str, ModelEntry] = {
     for T in LENGTHS
     for family in FAMILIES
 }
-
-# (warmup, repeats) per platform: on 2 CPU cores the slowest timed step takes seconds.
-_DEFAULTS = {"cpu": (1, 3), "accelerator": (5, 20)}
-# A step is timed only if XLA's buffer estimate fits this share of the free host memory (CPU):
-# an out-of-memory kill would end the whole bench, not just the row.
-_MEMORY_SHARE = 0.8
-
-
-def _protocol(args: BenchArgs) -> tuple[int, int]:
-    warmup, repeats = _DEFAULTS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
-    return (
-        warmup if args.warmup is None else args.warmup,
-        repeats if args.repeats is None else args.repeats,
-    )
-
-
-def _available_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _model(entry: ModelEntry) -> Any:
@@ -190,16 +174,12 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
         compiled = benchmark(
             step, shapes, opt_shapes, *data, name=name, batch=B * T, lower_only=True, extra=extra
         )
-        need, free = compiled.memory.total_bytes, _available_bytes()
-        too_big = jax.default_backend() == "cpu" and need and free and need > _MEMORY_SHARE * free
-        if args.lower_only or too_big:
-            if too_big:
-                skipped = f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
-                print(f"{name}: not run, {skipped}", file=sys.stderr)
-                compiled = dataclasses.replace(compiled, extra={**extra, "skipped": skipped})
+        skipped = skip_if_too_big(compiled, name)
+        if args.lower_only or skipped:
+            compiled = skipped or compiled
             yield compiled
             continue
-        warmup, repeats = _protocol(args)
+        warmup, repeats = protocol(args)
         print(f"{name}: {warmup} warm-up + {repeats} timed calls ...", file=sys.stderr)
         params = synthetic_variables(shapes)
         yield benchmark(

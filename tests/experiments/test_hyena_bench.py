@@ -6,6 +6,7 @@ from efficient.bench import BenchResult
 from experiments import bench
 from experiments.benches import BENCHES
 from experiments.benches import hyena as hyena_bench
+from experiments.benches import spec as bench_spec
 
 
 def test_entries_cover_both_families_at_each_length():
@@ -15,7 +16,7 @@ def test_entries_cover_both_families_at_each_length():
 
 
 def test_a_step_too_big_for_free_memory_is_compiled_not_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(hyena_bench, "_available_bytes", lambda: 2**20)  # 1 MiB free
+    monkeypatch.setattr(bench_spec, "_available_bytes", lambda: 2**20)  # 1 MiB free
     out = tmp_path / "hyena.jsonl"
     assert bench.main(["hyena", "--models", "hyena_1k", "--out", str(out)]) == 0
     (row,) = [BenchResult.from_dict(json.loads(line)) for line in out.open()]

@@ -12,6 +12,7 @@ from efficient.nn.lact import lact_flops
 from experiments import bench
 from experiments.benches import BENCHES
 from experiments.benches import lact as lact_bench
+from experiments.benches import spec as bench_spec
 
 
 def _rows(path):
@@ -74,7 +75,7 @@ def test_xla_count_extrapolated_from_two_and_three_chunks_matches_the_full_unrol
 
 
 def test_a_step_too_big_for_free_memory_is_compiled_not_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(lact_bench, "_available_bytes", lambda: 2**20)  # 1 MiB free
+    monkeypatch.setattr(bench_spec, "_available_bytes", lambda: 2**20)  # 1 MiB free
     out = tmp_path / "lact.jsonl"
     assert bench.main(["lact", "--models", "quick_lm_transformer", "--out", str(out)]) == 0
     (row,) = _rows(out)
