@@ -28,12 +28,24 @@ from efficient.data.text import (
     text_eval_dataset,
     text_train_dataset,
 )
+from efficient.data.video_qa import (
+    ClipPlan,
+    VideoQADataConfig,
+    make_clip,
+    render_clips,
+    sample_frames,
+    video_qa_dataset_info,
+    video_qa_eval_dataset,
+    video_qa_train_dataset,
+)
 
 __all__ = [
+    "ClipPlan",
     "ImageDataConfig",
     "RecSysDataConfig",
     "Sequences",
     "TextDataConfig",
+    "VideoQADataConfig",
     "build_sequences",
     "check_sequences",
     "dataset_info",
@@ -47,10 +59,13 @@ __all__ = [
     "load_fashion_mnist",
     "load_ml100k",
     "load_sequences",
+    "make_clip",
     "ranking_metrics",
     "recsys_dataset_info",
     "recsys_eval_dataset",
     "recsys_train_dataset",
+    "render_clips",
+    "sample_frames",
     "synthetic_images",
     "synthetic_interactions",
     "synthetic_text",
@@ -59,4 +74,7 @@ __all__ = [
     "text_eval_dataset",
     "text_train_dataset",
     "train_dataset",
+    "video_qa_dataset_info",
+    "video_qa_eval_dataset",
+    "video_qa_train_dataset",
 ]

@@ -159,6 +159,53 @@ def attention_mask(
     return mask[:, None]  # [B, 1, T, S]
 
 
+def head_projection(
+    name: str,
+    heads: int,
+    head_dim: int,
+    axis: str,
+    *,
+    use_bias: bool,
+    kernel_init: initializers.Initializer,
+    bias_init: initializers.Initializer = initializers.zeros,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> nn.DenseGeneral:
+    """The Dense [D] -> [heads, head_dim] of a query / key / value projection, its kernel named
+    ('embed', axis, 'head_dim'). Call it inside a compact method (the caller adopts it)."""
+    return nn.DenseGeneral(
+        (heads, head_dim),
+        use_bias=use_bias,
+        kernel_init=nn.with_logical_partitioning(kernel_init, ("embed", axis, "head_dim")),
+        bias_init=nn.with_logical_partitioning(bias_init, (axis, "head_dim")),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
+def output_projection(
+    features: int,
+    *,
+    use_bias: bool,
+    kernel_init: initializers.Initializer,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    name: str = "out",
+) -> nn.DenseGeneral:
+    """The Dense [heads, head_dim] -> [features] that ends an attention layer."""
+    return nn.DenseGeneral(
+        features,
+        axis=(-2, -1),
+        use_bias=use_bias,
+        kernel_init=nn.with_logical_partitioning(kernel_init, ("heads", "head_dim", "embed")),
+        bias_init=nn.with_logical_partitioning(initializers.zeros, ("embed",)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with separate q/k/v projections to [heads, head_dim] and an output
     Dense; optionally grouped KV heads, RoPE, causal / sliding-window masks, soft cap, KV cache.
@@ -263,16 +310,15 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("kv_mask is for cross-attention; use mask for self-attention.")
 
         def project(name: str, x: Array, heads: int, axis: str) -> Array:
-            return nn.DenseGeneral(
-                (heads, self.head_dim),
+            return head_projection(
+                name,
+                heads,
+                self.head_dim,
+                axis,
                 use_bias=self.use_bias,
-                kernel_init=nn.with_logical_partitioning(
-                    self.kernel_init, ("embed", axis, "head_dim")
-                ),
-                bias_init=nn.with_logical_partitioning(initializers.zeros, (axis, "head_dim")),
+                kernel_init=self.kernel_init,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
-                name=name,
             )(x)
 
         source = inputs_kv if cross else inputs_q
@@ -315,17 +361,12 @@ class MultiHeadAttention(nn.Module):
             else self.make_rng("dropout"),
         )  # [B, T, H, K]
         out_bias = self.use_bias if self.out_bias is None else self.out_bias
-        return nn.DenseGeneral(
+        return output_projection(
             features,
-            axis=(-2, -1),
             use_bias=out_bias,
-            kernel_init=nn.with_logical_partitioning(
-                self.out_kernel_init or self.kernel_init, ("heads", "head_dim", "embed")
-            ),
-            bias_init=nn.with_logical_partitioning(initializers.zeros, ("embed",)),
+            kernel_init=self.out_kernel_init or self.kernel_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            name="out",
         )(x)  # [B, T, F]
 
     def _update_cache(self, k: Array, v: Array, positions: Array | None):

@@ -13,7 +13,9 @@ from efficient.models.transformer.config import TransformerConfig
 from efficient.nn import GatedMlp, MultiHeadAttention, RMSNorm
 
 
-def _inits(config: TransformerConfig) -> tuple[initializers.Initializer, initializers.Initializer]:
+def residual_inits(
+    config: TransformerConfig,
+) -> tuple[initializers.Initializer, initializers.Initializer]:
     """(kernel init, init of the projections that end a residual branch)."""
     std = config.init_std
     out_std = std / math.sqrt(2 * config.num_layers) if config.scale_residual_init else std
@@ -39,7 +41,7 @@ class DecoderBlock(nn.Module):
         # Positional arguments so that `nn.remat(..., static_argnums=(3,))` can mark `decode`.
         c = self.config
         dtypes = dict(dtype=c.dtype, param_dtype=c.param_dtype)
-        kernel_init, out_init = _inits(c)
+        kernel_init, out_init = residual_inits(c)
         y = RMSNorm(c.norm_eps, name="attention_norm", **dtypes)(x)
         y = MultiHeadAttention(
             num_heads=c.num_heads,

@@ -68,9 +68,13 @@ class ViT(nn.Module):
 
     @nn.compact
     def __call__(
-        self, images: Float[Array, "B H W C"], *, train: bool
-    ) -> Float[Array, "B classes"]:
+        self, images: Float[Array, "B H W C"], *, train: bool, features_only: bool = False
+    ) -> Float[Array, "B classes"] | Float[Array, "B N D"]:
         """Class logits (in `config.dtype`) of channels-last `images`.
+
+        With `features_only`, the patch tokens after the final LayerNorm instead, [B, N, D] in
+        row-major patch order (the class token dropped; no head parameters are created): the
+        feature map a multimodal model reads, as LLaVA reads its vision tower's patch features.
 
         Raises:
           ValueError: if `images` is not [B, image_size, image_size, in_channels].
@@ -113,6 +117,8 @@ class ViT(nn.Module):
                 **dtypes,
             )(x, train=train)
         x = LayerNorm(epsilon=cfg.layer_norm_eps, name="norm", **dtypes)(x)
+        if features_only:
+            return x[:, 1:]  # [B, N, D]
         return nn.Dense(
             cfg.num_classes,
             kernel_init=nn.with_logical_partitioning(TRUNC_NORMAL, ("embed", "classes")),
