@@ -14,6 +14,7 @@ PAPER_MODULES = (
     "experiments.lact",
     "experiments.lowformer",
     "experiments.sasrec",
+    "experiments.slowfast",
     "experiments.tim4rec",
     "experiments.transformer",
     "experiments.vit",

@@ -1,0 +1,101 @@
+"""Slow-Fast video-QA presets: the smoke run end to end, the answer loss and exact match
+against numpy, the per-type accuracy against a direct count, and the presets' equal LLM inputs."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from efficient.data.video_qa import ANSWER_TOKEN, PADDING_TOKEN, QUESTION_TOKEN, QUESTION_TYPES
+from efficient.models.slowfast_mllm import SlowFastMLLM
+from experiments import run as run_cli
+from experiments import slowfast
+from experiments.registry import presets
+
+VIDEO_QA = ("slowfast/video_qa", "slowfast/video_qa_f64", "slowfast/video_qa_f16")
+
+
+def test_smoke_trains_and_reports_accuracy_per_type(tmp_path):
+    args = ["slowfast/smoke", "--workdir", str(tmp_path), "--train.progress", "False",
+            "--train.steps", "4", "--train.eval_every", "0"]  # fmt: skip
+    assert run_cli.main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    scores = summary["eval_accuracy"]
+    assert scores["examples"] == 32
+    for key in ("accuracy", "accuracy_what", "accuracy_count"):
+        assert 0.0 <= scores[key] <= 1.0
+    # The trainer's final evaluation is the same parameters on the same clips.
+    np.testing.assert_allclose(scores["accuracy"], summary["final_eval"]["accuracy"], atol=1e-6)
+
+
+def _batch():
+    # Two examples of L = 6: question bytes, then a 2-byte answer, then padding.
+    tokens = np.array([[10, 11, 12, 20, 21, 0], [10, 13, 30, 31, 0, 0]], np.int32)
+    Q, A, P = QUESTION_TOKEN, ANSWER_TOKEN, PADDING_TOKEN
+    types = np.array([[Q, Q, Q, A, A, P], [Q, Q, A, A, P, P]], np.int32)
+    return {"tokens": tokens, "token_types": types, "mask": np.array([1.0, 1.0], np.float32)}
+
+
+def test_answer_loss_and_exact_match_against_numpy():
+    batch = _batch()
+    logits = np.random.default_rng(0).standard_normal((2, 6, 256)).astype(np.float32)
+    # Example 0: both answer bytes are the argmax; example 1: its second answer byte is not.
+    logits[0, 2, 20] = logits[0, 3, 21] = 50.0
+    logits[1, 1, 30] = 50.0
+    logits[1, 2, 99] = 50.0
+    loss, metrics = slowfast.answer_loss(jnp.asarray(logits), batch)
+    want_ce = []
+    for b, positions in ((0, (2, 3)), (1, (1, 2))):
+        for t in positions:
+            z = logits[b, t].astype(np.float64)
+            target = batch["tokens"][b, t + 1]
+            want_ce.append(np.log(np.exp(z - z.max()).sum()) + z.max() - z[target])
+    np.testing.assert_allclose(float(loss), np.mean(want_ce), rtol=1e-5)
+    assert float(metrics["accuracy"]) == 0.5
+
+
+def test_evaluate_accuracy_counts_per_type(monkeypatch):
+    """The per-type accuracy is a direct count over every real example (padding rows ignored)."""
+    config = presets()["slowfast/smoke"].config
+    model = SlowFastMLLM(config.model)
+    batches = list(slowfast.video_qa_eval_dataset(config.data))
+    frames, tokens, types = map(jnp.asarray, slowfast.qa_inputs(batches[0]))
+    params = model.init(jax.random.key(0), frames, tokens, types)["params"]
+    scores = slowfast.evaluate_accuracy(model, params, config.data)
+    exact, kinds = [], []
+    for b in batches:
+        logits = model.apply({"params": params}, *map(jnp.asarray, slowfast.qa_inputs(b)))
+        _, _, e = slowfast.answer_correct(logits, b)
+        real = b["mask"] > 0
+        exact += list(np.asarray(e)[real])
+        kinds += list(b["question_type"][real])
+    exact, kinds = np.array(exact), np.array(kinds)
+    assert scores["examples"] == config.data.eval_clips == len(exact)
+    np.testing.assert_allclose(scores["accuracy"], exact.mean())
+    for k, name in enumerate(QUESTION_TYPES):
+        np.testing.assert_allclose(scores[f"accuracy_{name}"], exact[kinds == k].mean())
+
+
+def test_video_qa_presets_compare_at_equal_llm_input():
+    registered = presets()
+    for name in VIDEO_QA:
+        frames = registered[name].config.data.num_frames
+        hybrid = registered[name].config
+        fast_only = registered[f"fastonly/video_qa_f{frames}"].config
+        assert hybrid.model.hybrid and not fast_only.model.hybrid
+        assert hybrid.model.num_fast_tokens == fast_only.model.num_fast_tokens == 64
+        assert hybrid.model.num_slow_tokens == 4 * frames
+        assert hybrid.data == fast_only.data and hybrid.train == fast_only.train
+        assert hybrid.model.hybrid_layers == (0, 2)
+        assert dataclasses.replace(hybrid.model, hybrid=False) == fast_only.model
+        slowfast.check_compatible(hybrid)
+
+
+def test_mismatched_frames_are_rejected():
+    config = presets()["slowfast/video_qa"].config
+    bad = dataclasses.replace(config, data=dataclasses.replace(config.data, num_frames=64))
+    with pytest.raises(ValueError, match="data.num_frames=64 but model.tokens.num_frames=128"):
+        slowfast.check_compatible(bad)
