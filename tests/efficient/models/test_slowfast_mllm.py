@@ -205,10 +205,14 @@ def test_hybrid_attention_matches_float64_numpy():
         params[name] = jax.tree.map(
             lambda a: 0.3 * jax.random.normal(next(keys), a.shape), params[name]
         )
-    with jax.default_matmul_precision("highest"):
-        got = layer.apply({"params": params}, *args, **kw)
     want = _np_hybrid_attention(params, x, slow, slow_mask, query_mask, c)
-    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
+    # cross_from = 2: the queries of positions 0, 1 (not text in either sample) are skipped.
+    for cross_from in (0, 2):
+        with jax.default_matmul_precision("highest"):
+            got = layer.apply({"params": params}, *args, **kw, cross_from=cross_from)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="cross_from=7"):
+        layer.apply({"params": params}, *args, **kw, cross_from=7)
 
 
 def _decoder_params(config=SMOKE, seed=0):
