@@ -7,7 +7,13 @@ from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics
 from efficient.train.optimizer import learning_rate_schedule, make_optimizer
 from efficient.train.state import TrainState
 from efficient.train.steps import make_eval_step, make_train_step
-from efficient.train.task import Task, classification_loss, next_token_loss, token_inputs
+from efficient.train.task import (
+    Task,
+    classification_loss,
+    next_token_loss,
+    replace_params,
+    token_inputs,
+)
 
 __all__ = [
     "Checkpointer",
@@ -28,6 +34,7 @@ __all__ = [
     "next_token_loss",
     "plot_metrics",
     "read_metrics",
+    "replace_params",
     "token_inputs",
     "train",
 ]

@@ -135,6 +135,9 @@ def init_state(
             {"params": params_key, "dropout": dropout_key}, *inputs, train=False
         )
         params = variables["params"]
+        if task.init_params is not None:
+            params = task.init_params(params)
+            variables = {**variables, "params": params}
         model_state = {k: v for k, v in variables.items() if k != "params"}
         outputs = task.model.apply(nn.unbox(variables), *inputs, train=False)
         _, metrics = task.loss_fn(outputs, example)

@@ -33,16 +33,56 @@ class Task:
       inputs: picks the model's positional arguments out of a batch.
       best_metric: the eval metric that picks `best_eval` in the summary, as (name, "max" or
         "min"); None: accuracy (max) when reported, else loss (min).
+      init_params: maps the freshly initialised parameters (boxed with their logical axes) to
+        the ones training starts from, e.g. to load pretrained weights into part of the model
+        (`replace_params`); None keeps the random init. Not applied when a run resumes (the
+        checkpoint holds the parameters).
     """
 
     model: nn.Module
     loss_fn: LossFn
     inputs: Callable[[Batch], tuple] = _image_inputs
     best_metric: tuple[str, str] | None = None
+    init_params: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
         if self.best_metric is not None and self.best_metric[1] not in ("max", "min"):
             raise ValueError(f"best_metric={self.best_metric}: the mode must be 'max' or 'min'.")
+
+
+def replace_params(params: Any, path: tuple[str, ...], values: Any) -> Any:
+    """`params` with the subtree at `path` replaced by `values` (same structure and shapes),
+    keeping the logical-axis boxes of `params`; for `Task.init_params`.
+
+    Raises:
+      ValueError: `values` does not match the subtree's structure or shapes.
+    """
+    tree = params
+    for key in path:
+        tree = tree[key]
+    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+    boxes, structure = jax.tree.flatten(tree, is_leaf=is_box)
+    new = jax.tree.leaves(values)
+    if jax.tree.structure(nn.unbox(tree)) != jax.tree.structure(values):
+        raise ValueError(f"values do not have the structure of params{list(path)}.")
+    leaves = []
+    for box, value in zip(boxes, new, strict=True):
+        old = box.unbox() if is_box(box) else box
+        if tuple(old.shape) != tuple(jnp.shape(value)):
+            raise ValueError(
+                f"a value of shape {jnp.shape(value)} replaces one of {old.shape} in "
+                f"params{list(path)}."
+            )
+        value = jnp.asarray(value, old.dtype)
+        leaves.append(box.replace_boxed(value) if is_box(box) else value)
+    replaced = jax.tree.unflatten(structure, leaves)
+
+    def put(tree, keys):
+        if not keys:
+            return replaced
+        return {**tree, keys[0]: put(tree[keys[0]], keys[1:])}
+
+    return put(params, path)
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:

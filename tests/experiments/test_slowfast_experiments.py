@@ -11,6 +11,8 @@ import pytest
 
 from efficient.data.video_qa import ANSWER_TOKEN, PADDING_TOKEN, QUESTION_TOKEN, QUESTION_TYPES
 from efficient.models.slowfast_mllm import SlowFastMLLM
+from efficient.sharding import MeshConfig, make_mesh
+from efficient.train import Task, init_state, make_optimizer, replace_params
 from experiments import run as run_cli
 from experiments import slowfast
 from experiments.registry import presets
@@ -29,6 +31,27 @@ def test_smoke_trains_and_reports_accuracy_per_type(tmp_path):
         assert 0.0 <= scores[key] <= 1.0
     # The trainer's final evaluation is the same parameters on the same clips.
     np.testing.assert_allclose(scores["accuracy"], summary["final_eval"]["accuracy"], atol=1e-6)
+    # The encoder was pretrained first (its own run directory), then loaded and kept frozen.
+    assert summary["vision_pretrain"]["final_eval"]["accuracy"] >= 0.0
+    pre = json.loads((tmp_path / "vision_pretrain" / "summary.json").read_text())
+    assert pre["status"] == "completed"
+    config = presets()["slowfast/smoke"].config
+    vision, again = slowfast.pretrain_vision(config, tmp_path)  # reuses the finished run
+    assert again["final_eval"] == pre["final_eval"]
+    # The video model's encoder starts as the classifier's (minus its head).
+    model = SlowFastMLLM(config.model)
+    batch = next(iter(slowfast.video_qa_train_dataset(config.data)))
+    task = Task(
+        model=model, loss_fn=slowfast.answer_loss, inputs=slowfast.qa_inputs,
+        init_params=lambda p: replace_params(p, ("frames", "vision"), vision),
+    )  # fmt: skip
+    tx = make_optimizer(config.train.optimizer, total_steps=config.train.steps)
+    state, _ = init_state(task, tx, batch, seed=0, mesh=make_mesh(MeshConfig()))
+    assert "head" not in vision
+    for got, want in zip(
+        jax.tree.leaves(state.params["frames"]["vision"]), jax.tree.leaves(vision), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def _batch():

@@ -110,6 +110,8 @@ class SlowFastConfig:
       hybrid: hybrid (cross-attention) layers on; False is the fast-only baseline.
       cross_attn_every_n_layers: hybrid layers are `range(cross_attn_min_layer, L, n)`.
       cross_attn_min_layer: the first hybrid layer.
+      freeze_vision: no gradient flows into the vision encoder (a pretrained tower kept
+        fixed, as LLaVA-style training does; the projector still learns).
       dtype: compute dtype of the vision encoder and projector.
       param_dtype: their parameter dtype.
     """
@@ -122,6 +124,7 @@ class SlowFastConfig:
     hybrid: bool = True
     cross_attn_every_n_layers: int = 8
     cross_attn_min_layer: int = 0
+    freeze_vision: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 

@@ -14,6 +14,7 @@ h = x + W_o A (the output projection is shared), out = h + MLP(RMSNorm_post(h)).
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from flax import traverse_util
 from jax.nn import initializers
@@ -316,6 +317,8 @@ class FrameEncoder(nn.Module):
             feats = ViT(v, name="vision")(
                 frames.reshape(B * F, *expected), train=train, features_only=True
             ).reshape(B, F, n * n, v.features)
+            if sf.freeze_vision:
+                feats = jax.lax.stop_gradient(feats)
         D = sf.llm.features
         dense = dict(
             kernel_init=nn.with_logical_partitioning(initializers.lecun_normal(), ("embed", "mlp")),

@@ -455,3 +455,16 @@ def test_bf16_forward_is_finite_and_close():
     assert got.dtype == jnp.bfloat16
     assert bool(jnp.all(jnp.isfinite(got)))
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), atol=0.1)
+
+
+def test_frozen_vision_gets_no_gradient():
+    frames, tokens = _frames(), _tokens()
+    params = _mllm_params(alpha=0.5)
+    for freeze in (False, True):
+        model = SlowFastMLLM(dataclasses.replace(SMOKE, freeze_vision=freeze))
+        grads = jax.grad(lambda p, m=model: jnp.mean(m.apply({"params": p}, frames, tokens) ** 2))(
+            params
+        )["frames"]
+        vision = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads["vision"]))
+        projector = float(jnp.max(jnp.abs(grads["projector_fc1"]["kernel"])))
+        assert (vision == 0.0) == freeze and projector > 0

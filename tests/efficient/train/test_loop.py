@@ -165,3 +165,40 @@ def test_sharded_training_equals_single_device(tmp_path, mesh):
     kernel = many.state.params["Dense_0"]["kernel"]  # [16, 32], logical ('embed', 'mlp')
     shard = kernel.addressable_shards[0].data.shape
     assert shard == (16 // mesh.fsdp, 32 // mesh.tensor)
+
+
+def test_init_params_hook_loads_pretrained_weights(tmp_path):
+    """`Task.init_params` replaces part of the random init (with `replace_params`, keeping the
+    logical axes for the mesh); training starts from those values."""
+    import dataclasses
+
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from efficient.sharding import make_mesh
+    from efficient.train import init_state, make_optimizer, replace_params
+
+    base = toy_task()
+    batch = next(iter(toy_train_data()))
+    kernel = np.arange(16 * 32, dtype=np.float32).reshape(16, 32) / 100.0
+    pretrained = {"kernel": kernel, "bias": np.full((32,), 0.5, np.float32)}
+    task = dataclasses.replace(
+        base, init_params=lambda p: replace_params(p, ("Dense_0",), pretrained)
+    )
+    tx = make_optimizer(OptimizerConfig(), total_steps=10)
+    mesh = make_mesh(MeshConfig())
+    state, shardings = init_state(task, tx, batch, seed=0, mesh=mesh)
+    np.testing.assert_array_equal(np.asarray(state.params["Dense_0"]["kernel"]), kernel)
+    np.testing.assert_array_equal(np.asarray(state.params["Dense_0"]["bias"]), 0.5)
+    # The logical axes survive the replacement: ("embed", "mlp") -> ("fsdp", "tensor").
+    assert shardings.params["Dense_0"]["kernel"].spec == jax.sharding.PartitionSpec(
+        "fsdp", "tensor"
+    )
+    # The rest keeps its random init, identical to the hook-free task's.
+    plain, _ = init_state(base, tx, batch, seed=0, mesh=mesh)
+    np.testing.assert_array_equal(
+        np.asarray(state.params["Dense_1"]["kernel"]), np.asarray(plain.params["Dense_1"]["kernel"])
+    )
+    # A mismatched subtree is refused.
+    with pytest.raises(ValueError, match="shape"):
+        replace_params(nn.unbox(plain.params), ("Dense_0",), {**pretrained, "bias": jnp.zeros(3)})
