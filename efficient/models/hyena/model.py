@@ -16,6 +16,7 @@ from jaxtyping import Array, Float, Int
 
 from efficient.models.hyena.config import HyenaConfig
 from efficient.models.hyena.filter import ImplicitFilter
+from efficient.models.transformer.model import lm_head, token_embedding
 from efficient.nn import CausalConv1d, GatedMlp, RMSNorm
 from pallas_kernels.fft_conv import fft_conv
 
@@ -210,31 +211,10 @@ class Hyena(nn.Module):
         if positions is not None:
             raise ValueError("positions: Hyena's convolutions index positions by slot; pass None.")
         c = self.config
-        embed = nn.Embed(
-            c.vocab_size,
-            c.features,
-            embedding_init=nn.with_logical_partitioning(
-                initializers.normal(c.init_std), ("vocab", "embed")
-            ),
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name="embed",
-        )
+        embed = token_embedding(c)
         x = embed(tokens)  # [B, T, D]
         # static_argnums counts the module as argument 0: `decode` is argument 2.
         block = nn.remat(HyenaBlock, static_argnums=(2,)) if c.remat else HyenaBlock
         for i in range(c.num_layers):
             x = block(c, name=f"layer_{i}")(x, decode)
-        x = RMSNorm(c.norm_eps, name="final_norm", dtype=c.dtype, param_dtype=c.param_dtype)(x)
-        if c.tie_embeddings:
-            return embed.attend(x)  # [B, T, V]
-        return nn.Dense(
-            c.vocab_size,
-            use_bias=False,
-            kernel_init=nn.with_logical_partitioning(
-                initializers.normal(c.init_std), ("embed", "vocab")
-            ),
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name="head",
-        )(x)  # [B, T, V]
+        return lm_head(c, embed, x)

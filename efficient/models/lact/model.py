@@ -6,11 +6,11 @@ follow the released LM code (a1600012888/LaCT, lact_llm/lact_model/modeling_lact
 """
 
 import flax.linen as nn
-from jax.nn import initializers
 from jaxtyping import Array, Float, Int
 
 from efficient.models.lact.config import LaCTConfig
 from efficient.models.lact.layer import LaCTLayer, _inits
+from efficient.models.transformer.model import lm_head, token_embedding
 from efficient.nn import GatedMlp, RMSNorm
 
 
@@ -79,31 +79,10 @@ class LaCT(nn.Module):
         """
         del train  # no dropout or other train-only behaviour
         c = self.config
-        embed = nn.Embed(
-            c.vocab_size,
-            c.features,
-            embedding_init=nn.with_logical_partitioning(
-                initializers.normal(c.init_std), ("vocab", "embed")
-            ),
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name="embed",
-        )
+        embed = token_embedding(c)
         x = embed(tokens)  # [B, T, D]
         # static_argnums counts the module as argument 0: `decode` is argument 3.
         block = nn.remat(LaCTBlock, static_argnums=(3,)) if c.remat else LaCTBlock
         for i in range(c.num_layers):
             x = block(c, name=f"layer_{i}")(x, positions, decode)
-        x = RMSNorm(c.norm_eps, name="final_norm", dtype=c.dtype, param_dtype=c.param_dtype)(x)
-        if c.tie_embeddings:
-            return embed.attend(x)  # [B, T, V]
-        return nn.Dense(
-            c.vocab_size,
-            use_bias=False,
-            kernel_init=nn.with_logical_partitioning(
-                initializers.normal(c.init_std), ("embed", "vocab")
-            ),
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name="head",
-        )(x)  # [B, T, V]
+        return lm_head(c, embed, x)

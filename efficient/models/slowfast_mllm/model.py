@@ -23,7 +23,7 @@ from jaxtyping import Array, Bool, Float, Int
 from efficient.models.slowfast_mllm.config import SlowFastConfig
 from efficient.models.slowfast_mllm.pipeline import fast_tokens, slow_tokens, spatial_pool
 from efficient.models.transformer import DecoderBlock, TransformerConfig
-from efficient.models.transformer.model import residual_inits
+from efficient.models.transformer.model import lm_head, residual_inits, token_embedding
 from efficient.models.vit import ViT
 from efficient.nn import GatedMlp, RMSNorm, attention_mask, dot_product_attention, rope
 from efficient.nn.attention import head_projection, output_projection
@@ -215,16 +215,7 @@ class SlowFastDecoder(nn.Module):
         """
         sf = self.config
         c = sf.llm
-        embed = nn.Embed(
-            c.vocab_size,
-            c.features,
-            embedding_init=nn.with_logical_partitioning(
-                initializers.normal(c.init_std), ("vocab", "embed")
-            ),
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name="embed",
-        )
+        embed = token_embedding(c)
         x = embed(tokens)  # [B, L, D]
         B, L, D = x.shape
         P = 0 if prefix is None else prefix.shape[1]
@@ -265,19 +256,7 @@ class SlowFastDecoder(nn.Module):
             else:
                 x = DecoderBlock(c, name=f"layer_{i}")(x, positions)
         x = x[:, P:]  # the head reads only the text
-        x = RMSNorm(c.norm_eps, name="final_norm", dtype=c.dtype, param_dtype=c.param_dtype)(x)
-        if c.tie_embeddings:
-            return embed.attend(x)
-        return nn.Dense(
-            c.vocab_size,
-            use_bias=False,
-            kernel_init=nn.with_logical_partitioning(
-                initializers.normal(c.init_std), ("embed", "vocab")
-            ),
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name="head",
-        )(x)  # [B, L, V]
+        return lm_head(c, embed, x)
 
 
 class FrameEncoder(nn.Module):

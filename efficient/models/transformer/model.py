@@ -4,6 +4,7 @@ Llama 2 (arXiv:2307.09288 §2.2); Qwen2 Technical Report (arXiv:2407.10671 §2.2
 """
 
 import math
+from typing import Any
 
 import flax.linen as nn
 from jax.nn import initializers
@@ -20,6 +21,41 @@ def residual_inits(
     std = config.init_std
     out_std = std / math.sqrt(2 * config.num_layers) if config.scale_residual_init else std
     return initializers.normal(std), initializers.normal(out_std)
+
+
+def token_embedding(config: Any) -> nn.Embed:
+    """The token embedding `embed` [V, D] of a decoder LM (N(0, init_std), axes ('vocab',
+    'embed')); `config` needs vocab_size, features, init_std, dtype, param_dtype. Call it inside
+    a compact method (the caller adopts it)."""
+    return nn.Embed(
+        config.vocab_size,
+        config.features,
+        embedding_init=nn.with_logical_partitioning(
+            initializers.normal(config.init_std), ("vocab", "embed")
+        ),
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        name="embed",
+    )
+
+
+def lm_head(config: Any, embed: nn.Embed, x: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
+    """`final_norm` (RMSNorm) then the logits: the transposed embedding when
+    `config.tie_embeddings`, else an untied `head` Dense [D, V] without bias."""
+    c = config
+    x = RMSNorm(c.norm_eps, name="final_norm", dtype=c.dtype, param_dtype=c.param_dtype)(x)
+    if c.tie_embeddings:
+        return embed.attend(x)  # [B, T, V]
+    return nn.Dense(
+        c.vocab_size,
+        use_bias=False,
+        kernel_init=nn.with_logical_partitioning(
+            initializers.normal(c.init_std), ("embed", "vocab")
+        ),
+        dtype=c.dtype,
+        param_dtype=c.param_dtype,
+        name="head",
+    )(x)  # [B, T, V]
 
 
 class DecoderBlock(nn.Module):
@@ -102,31 +138,10 @@ class Transformer(nn.Module):
         """
         del train  # no dropout or other train-only behaviour
         c = self.config
-        embed = nn.Embed(
-            c.vocab_size,
-            c.features,
-            embedding_init=nn.with_logical_partitioning(
-                initializers.normal(c.init_std), ("vocab", "embed")
-            ),
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name="embed",
-        )
+        embed = token_embedding(c)
         x = embed(tokens)  # [B, T, D]
         # static_argnums counts the module as argument 0: `decode` is argument 3.
         block = nn.remat(DecoderBlock, static_argnums=(3,)) if c.remat else DecoderBlock
         for i in range(c.num_layers):
             x = block(c, name=f"layer_{i}")(x, positions, decode)
-        x = RMSNorm(c.norm_eps, name="final_norm", dtype=c.dtype, param_dtype=c.param_dtype)(x)
-        if c.tie_embeddings:
-            return embed.attend(x)  # [B, T, V]
-        return nn.Dense(
-            c.vocab_size,
-            use_bias=False,
-            kernel_init=nn.with_logical_partitioning(
-                initializers.normal(c.init_std), ("embed", "vocab")
-            ),
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name="head",
-        )(x)  # [B, T, V]
+        return lm_head(c, embed, x)
