@@ -131,6 +131,12 @@ def _print_summary(summary: dict, workdir: pathlib.Path) -> None:
 
 
 def _initialize_distributed() -> None:
+    """`jax.distributed.initialize()`, taking the process count and id from the environment.
+
+    JAX detects all three on SLURM, Open MPI, Kubernetes and Cloud TPU, and reads
+    `JAX_COORDINATOR_ADDRESS` itself, but not a process count or id: elsewhere (a plain
+    multi-node GPU job, two CPU processes) `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` give them.
+    """
     import os
 
     import jax
@@ -138,7 +144,29 @@ def _initialize_distributed() -> None:
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
         # CPU processes exchange collectives over gloo (TCP); the default has none across hosts.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize()
+    count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+    jax.distributed.initialize(
+        num_processes=int(count) if count else None, process_id=int(index) if index else None
+    )
+
+
+def _process_0s(path: pathlib.Path) -> pathlib.Path:
+    """Process 0's `path` on every process of a multi-process run.
+
+    The processes of a run must share its directory, and the default one is named after the
+    start time, which can differ by a second between processes.
+    """
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return path
+    data = np.frombuffer(str(path).encode(), np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
+    buffer = np.zeros(size, np.uint8)
+    buffer[: min(size, data.size)] = data[:size]
+    return pathlib.Path(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:
                 raise UsageError(str(e)) from None
         workdir = resolve_workdir(args.name, args.workdir, args.resume)
+        if args.distributed:
+            workdir = _process_0s(workdir)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,10 @@ from jaxtyping import Array, Float
 _ONES = nn.with_logical_partitioning(initializers.ones, ("norm",))
 _ZEROS = nn.with_logical_partitioning(initializers.zeros, ("norm",))
 ZEROS_NORM = _ZEROS  # a zero scale init, for "zero the last gamma of a residual branch"
+# Running statistics are per channel too; boxed like the scales so that every leaf of a model's
+# variables names its axes (`efficient.sharding.logical_to_sharding` replicates them).
+_STAT_ZEROS = nn.with_logical_partitioning(jnp.zeros, ("norm",))
+_STAT_ONES = nn.with_logical_partitioning(jnp.ones, ("norm",))
 
 
 def _upcast(x: Array) -> Array:
@@ -127,8 +131,8 @@ class BatchNorm(_Affine):
             "use_running_average", self.use_running_average, use_running_average
         )
         channels = x.shape[-1]
-        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", _STAT_ZEROS, (channels,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", _STAT_ONES, (channels,), jnp.float32)
         x32 = _upcast(x)
         shape = (1,) * (x.ndim - 1) + (channels,)
         if use_running_average:

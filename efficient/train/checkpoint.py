@@ -16,7 +16,10 @@ class Checkpointer:
     Orbax writes each step into a temporary directory and renames it when complete, so a
     killed run never leaves a half-written checkpoint that `latest_step` would pick up.
     The data iterator state is captured (as JSON) at the moment `save` is called, so the
-    asynchronous write cannot race with the iterator moving on.
+    asynchronous write cannot race with the iterator moving on. In a multi-process run every
+    process saves its shards of the state, but Orbax writes the JSON of process 0 only, and every
+    process restores that one: right for pipelines whose processes step through the same global
+    batches and keep their own rows of each (as `efficient.data`'s do).
     """
 
     def __init__(

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from efficient.sharding import BATCH_AXES, batch_sharding, logical_to_sharding, make_mesh
@@ -273,7 +274,10 @@ def train(
         raise ValueError("TrainConfig.early_stopping_patience is set but no eval_data was given.")
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if run_config is not None and not (resume and (workdir / "config.json").exists()):
+    # Multi-process runs share `workdir`: process 0 writes the files (config, metrics, summary,
+    # plots); Orbax coordinates the checkpoint writes of all processes itself.
+    primary = jax.process_index() == 0
+    if primary and run_config is not None and not (resume and (workdir / "config.json").exists()):
         (workdir / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
 
     mesh = make_mesh(config.mesh, devices)
@@ -314,12 +318,14 @@ def train(
     elif resume:
         log.info("no checkpoint in %s; starting from step 0", checkpointer.directory)
 
-    writer = MetricsWriter(workdir, resume_step=start if resume else None)
+    writer = MetricsWriter(workdir, resume_step=start if resume else None, enabled=primary)
+    if jax.process_count() > 1:  # the others read metrics.jsonl once process 0 has trimmed it
+        multihost_utils.sync_global_devices("efficient.train: metrics.jsonl ready")
     tracker = _BestTracker(task.best_metric, config.early_stopping_patience)
     last_eval = None
     if resume:  # the evaluations up to the checkpoint (the writer dropped any later ones)
         for record in read_metrics(writer.path):
-            if record.get("split") == "eval":
+            if record.get("split") == "eval" and record["step"] <= start:
                 last_eval = _record_metrics(record)
                 tracker.update(last_eval, record["step"])
     # Copies: the train step donates the state's buffers.
@@ -484,7 +490,7 @@ def train(
             "mesh": dict(mesh.shape),
             **_provenance(),
         }
-        if jax.process_index() == 0:
+        if primary:
             (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             plot_metrics(workdir / "metrics.jsonl", workdir / "plots")
     best = None

@@ -13,17 +13,29 @@ class MetricsWriter:
 
     Each record is `{"step": int, "split": "train"|"eval", **metrics}`. On resume, records past
     the restored step are dropped first, so the file never holds steps from a lost future.
+    With `enabled=False` nothing is written (the other processes of a multi-process run, whose
+    metrics are the same global values).
     """
 
-    def __init__(self, workdir: pathlib.Path, *, resume_step: int | None = None, tensorboard=True):
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        *,
+        resume_step: int | None = None,
+        tensorboard=True,
+        enabled: bool = True,
+    ):
         self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self.enabled = enabled
+        self._tb = None
+        if not enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         elif resume_step is None:
             self.path.write_text("")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -32,6 +44,8 @@ class MetricsWriter:
     def write(self, step: int, split: str, metrics: Mapping[str, float]) -> dict:
         record = {"step": int(step), "split": split}
         record.update({k: _jsonable(v) for k, v in metrics.items()})
+        if not self.enabled:
+            return record
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:

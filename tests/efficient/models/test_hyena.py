@@ -22,6 +22,7 @@ from efficient.models.hyena import (
 )
 from efficient.models.transformer import TransformerConfig, generate, init_cache
 from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
+from tests.efficient.models._sharding import assert_logically_annotated
 
 SMOKE = HyenaConfig.smoke()
 
@@ -284,6 +285,7 @@ def test_sharded_forward_equals_unsharded():
     model = Hyena(SMOKE)
     tokens = _tokens(B=4)
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(1), tokens))
+    assert_logically_annotated(abstract)
     params = nn.unbox(model.init(jax.random.key(1), tokens))
     want = model.apply(params, tokens)
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))

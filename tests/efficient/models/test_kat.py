@@ -1,5 +1,6 @@
 """KAT / GR-KAN: parameter counts from a closed form, the identity-initialised block computed by
-hand, gradients, bf16, the NNX bridge, config errors and the presets next to vit/fashion_mnist."""
+hand, gradients, bf16, sharding, the NNX bridge, config errors and the presets next to
+vit/fashion_mnist."""
 
 import dataclasses
 
@@ -14,7 +15,9 @@ from flax.nnx import bridge
 from efficient.models.kat import KAT, KATConfig
 from efficient.models.vit import ViT, ViTConfig
 from efficient.nn import GRKAN, GroupRational
+from efficient.sharding import MeshConfig, batch_sharding, logical_to_sharding, make_mesh
 from pallas_kernels.rational import PRESETS, VARIANCE_GAINS, group_rational_reference
+from tests.efficient.models._sharding import assert_logically_annotated
 
 
 def _kat_parameters(cfg: KATConfig) -> int:
@@ -188,6 +191,30 @@ def test_gradients_finite_and_reach_the_rationals():
             for coeffs in ("numerator", "denominator"):
                 # Identity's b = 0 still gets a gradient: sign(0) = +1 as in the CUDA kernels.
                 assert float(jnp.max(jnp.abs(grads[f"blocks_{i}"]["mlp"][act][coeffs]))) > 0
+
+
+def test_sharded_forward_equals_unsharded():
+    cfg = KATConfig.smoke()
+    model = KAT(cfg)
+    x = jax.random.normal(jax.random.key(4), (4, 32, 32, 3))
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    assert_logically_annotated(abstract)
+    variables = _random_variables(cfg, x.shape)
+    want = model.apply(variables, x, train=False)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    sharded = jax.device_put(variables, logical_to_sharding(abstract, mesh))
+    mlp, P = sharded["params"]["blocks_0"]["mlp"], jax.sharding.PartitionSpec
+    assert mlp["fc1"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    assert mlp["fc2"]["kernel"].sharding.spec == P("tensor", "fsdp")
+    # The rational coefficients (a numerator [1, 6], denominators [G, 4]) are tiny: replicated.
+    assert mlp["act1"]["numerator"].sharding.spec == P(None, None)
+    assert mlp["act2"]["denominator"].sharding.spec == P(None, None)
+    attention = sharded["params"]["blocks_0"]["attention"]
+    assert attention["query"]["kernel"].sharding.spec == P("fsdp", "tensor", None)
+    with jax.set_mesh(mesh):
+        run = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        got = run(sharded, jax.device_put(x, batch_sharding(mesh)))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_nnx_bridge_matches_linen():

@@ -17,6 +17,7 @@ from efficient.models.lact import LaCT, LaCTConfig, LaCTLayer, sliding_window_at
 from efficient.models.transformer import generate, init_cache
 from efficient.nn import attention_mask, dot_product_attention
 from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
+from tests.efficient.models._sharding import assert_logically_annotated
 
 SMOKE = LaCTConfig.smoke()
 
@@ -388,6 +389,7 @@ def test_sharded_forward_equals_unsharded():
     model = LaCT(SMOKE)
     tokens = _tokens(B=4, T=40)
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(1), tokens))
+    assert_logically_annotated(abstract)
     params = nn.unbox(model.init(jax.random.key(1), tokens))
     want = model.apply(params, tokens)
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))

@@ -19,7 +19,8 @@ from efficient.models.lowformer import (
 )
 from efficient.models.lowformer.model import drop_path_rates, upsample_geometry
 from efficient.nn import lax_convolutions
-from efficient.sharding import LOGICAL_AXES, MeshConfig, logical_to_sharding, make_mesh
+from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
+from tests.efficient.models._sharding import assert_logically_annotated
 
 SMOKE_INPUT = (2, 32, 32, 3)
 
@@ -300,15 +301,7 @@ def test_bf16_compute(smoke_variables, smoke_logits):
 def test_logical_axis_names_and_sharded_forward(smoke_variables, smoke_logits):
     model = LowFormer(LowFormerConfig.smoke())
     abstract = _abstract(model, SMOKE_INPUT)
-    boxed = jax.tree.leaves(
-        abstract["params"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
-    )
-    assert all(isinstance(leaf, nn.LogicallyPartitioned) for leaf in boxed)
-    for leaf in boxed:
-        assert len(leaf.names) == leaf.value.ndim
-        assert set(leaf.names) - {None} <= set(LOGICAL_AXES), leaf.names
-        mesh_axes = [LOGICAL_AXES[n] for n in leaf.names if n is not None and LOGICAL_AXES[n]]
-        assert len(mesh_axes) == len(set(mesh_axes)), leaf.names  # no mesh axis used twice
+    assert_logically_annotated(abstract)  # parameters and BatchNorm running statistics
 
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     shardings = logical_to_sharding(abstract, mesh)
@@ -317,7 +310,14 @@ def test_logical_axis_names_and_sharded_forward(smoke_variables, smoke_logits):
         len(a.sharding.device_set) > 1 and not a.sharding.is_fully_replicated
         for a in jax.tree.leaves(sharded)
     )
-    got = jax.jit(lambda v: model.apply(v, _images(), train=False))(sharded)
+    stage, P = sharded["params"]["stages_3"], jax.sharding.PartitionSpec
+    assert stage["blocks_0"]["mlp"]["fc1"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    conv = stage["downsample"]["spatial_conv"]["conv"]["kernel"]
+    assert conv.sharding.spec == P(None, None, "fsdp", "tensor")
+    # [D, H, 3, K] with a single head at this size: the head axis does not divide, so replicated.
+    assert stage["blocks_0"]["attention"]["qkv"].sharding.spec == P("fsdp", None, None, None)
+    with jax.set_mesh(mesh):
+        got = jax.jit(lambda v: model.apply(v, _images(), train=False))(sharded)
     np.testing.assert_allclose(np.asarray(got), np.asarray(smoke_logits), rtol=1e-5, atol=1e-5)
 
 

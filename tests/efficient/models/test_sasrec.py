@@ -1,5 +1,5 @@
 """SASRec: a float64 numpy forward written from RecBole's code, causality, the key-padding mask,
-timestamps ignored, parameter counts, dropout, the NNX bridge, bad inputs."""
+timestamps ignored, parameter counts, dropout, sharding, the NNX bridge, bad inputs."""
 
 import dataclasses
 import math
@@ -14,6 +14,8 @@ from flax import nnx
 from flax.nnx import bridge
 
 from efficient.models.sasrec import SASRec, SASRecConfig
+from efficient.sharding import MeshConfig, batch_sharding, logical_to_sharding, make_mesh
+from tests.efficient.models._sharding import assert_logically_annotated
 
 SMOKE = SASRecConfig.smoke()  # L 16, D 16, 2 heads of 8, F 32
 BAD = (ValueError, jaxtyping.TypeCheckError)  # jaxtyping's hook may reject a shape first
@@ -187,6 +189,27 @@ def test_parameter_counts():
         assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(shapes))) == count
     baseline = SASRecConfig.ml100k()  # TiM4Rec's baseline/SASRec/config.yaml
     assert (baseline.num_heads, baseline.mlp_dim, baseline.dropout_rate) == (8, 256, 0.2)
+
+
+def test_sharded_forward_equals_unsharded():
+    batch = _batch(lengths=(16, 9, 1, 5))
+    abstract = jax.eval_shape(lambda: MODEL.init(jax.random.key(0), *batch))
+    assert_logically_annotated(abstract)
+    params = _perturbed(PARAMS)
+    want = SCORES(params, *batch)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    sharded = jax.device_put(params, logical_to_sharding(abstract["params"], mesh))
+    layer, P = sharded["layers_0"], jax.sharding.PartitionSpec
+    assert layer["attention"]["query"]["kernel"].sharding.spec == P("fsdp", "tensor", None)
+    assert layer["attention"]["out"]["kernel"].sharding.spec == P("tensor", None, "fsdp")
+    assert layer["mlp"]["fc1"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    assert layer["mlp"]["fc2"]["kernel"].sharding.spec == P("tensor", "fsdp")
+    assert sharded["position_embedding"]["embedding"].sharding.spec == P(None, "fsdp")
+    # 33 item rows (padding + 32) do not divide the tensor axis: only the width is split.
+    assert sharded["item_embedding"]["embedding"].sharding.spec == P(None, "fsdp")
+    with jax.set_mesh(mesh):
+        got = SCORES(sharded, *jax.device_put(batch, batch_sharding(mesh)))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_nnx_bridge_matches_linen():

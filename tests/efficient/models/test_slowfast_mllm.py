@@ -27,6 +27,7 @@ from efficient.models.slowfast_mllm import (
 from efficient.models.slowfast_mllm.model import HybridAttention
 from efficient.models.transformer import Transformer
 from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
+from tests.efficient.models._sharding import assert_logically_annotated
 
 SMOKE = SlowFastConfig.smoke()
 
@@ -417,6 +418,7 @@ def test_sharded_forward_equals_unsharded():
     model = SlowFastMLLM(SMOKE)
     frames, tokens = _frames(B=4), _tokens(B=4)
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(1), frames, tokens))
+    assert_logically_annotated(abstract)
     params = nn.unbox(model.init(jax.random.key(1), frames, tokens))
     params = {"params": _with_alpha(params["params"], 0.5)}
     want = model.apply(params, frames, tokens)

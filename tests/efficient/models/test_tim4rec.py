@@ -1,7 +1,7 @@
 """TiM4Rec / SSD4Rec: a float64 numpy forward written from the reference code (with the explicit
 time-aware mask), TiSSD == Mamba-2 mixer when τ ≡ 1, the quadratic form with the time-aware
 log-decays == the chunked run, causality and what the time branch breaks of it, padding with and
-without `mask_padding`, parameter counts, gradients, bf16, the NNX bridge, bad inputs."""
+without `mask_padding`, parameter counts, gradients, bf16, sharding, the NNX bridge, bad inputs."""
 
 import dataclasses
 import math
@@ -17,6 +17,8 @@ from flax.nnx import bridge
 
 from efficient.models.tim4rec import TiM4Rec, TiM4RecConfig, TimeBranch, TiSSD
 from efficient.nn import Mamba2Mixer, ssd_chunked, ssd_quadratic
+from efficient.sharding import MeshConfig, batch_sharding, logical_to_sharding, make_mesh
+from tests.efficient.models._sharding import assert_logically_annotated
 
 SMOKE = TiM4RecConfig.smoke()  # L 16, D 16, H 4 heads of 8, N 8: Hardswish
 # Shape and dtype errors meet jaxtyping's run-time check first in the test run (the import hook
@@ -480,6 +482,28 @@ def test_logical_axes():
     assert names[f"{time}['scale_in']['kernel']"] == (None, "seq")
     assert names[f"{time}['conv_1']['kernel']"] == ("conv_width", "heads")
     assert names["['layers_0']['fc1']['kernel']"] == ("embed", "mlp")
+
+
+def test_sharded_forward_equals_unsharded():
+    batch = _batch(lengths=(16, 9, 1, 5))
+    abstract = jax.eval_shape(lambda: MODEL.init(jax.random.key(0), *batch))
+    assert_logically_annotated(abstract)
+    params = _perturbed(PARAMS)
+    want = SCORES(params, *batch)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    sharded = jax.device_put(params, logical_to_sharding(abstract["params"], mesh))
+    layer, P = sharded["layers_0"], jax.sharding.PartitionSpec
+    mixer, time = layer["tissd"]["mixer"], layer["tissd"]["time"]
+    assert mixer["in_proj"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    assert mixer["out_proj"]["kernel"].sharding.spec == P("tensor", "fsdp")
+    assert mixer["A_log"].sharding.spec == P("tensor")
+    assert time["conv_1"]["kernel"].sharding.spec == P(None, "tensor")
+    assert layer["fc1"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    # 33 item rows (padding + 32) do not divide the tensor axis: only the width is split.
+    assert sharded["item_embedding"]["embedding"].sharding.spec == P(None, "fsdp")
+    with jax.set_mesh(mesh):
+        got = SCORES(sharded, *jax.device_put(batch, batch_sharding(mesh)))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_nnx_bridge_matches_linen():

@@ -18,6 +18,7 @@ from efficient.models.transformer import (
     sample_logits,
 )
 from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
+from tests.efficient.models._sharding import assert_logically_annotated
 
 SMOKE = TransformerConfig.smoke()
 
@@ -172,6 +173,7 @@ def test_sharded_forward_equals_unsharded():
     model = Transformer(config)
     tokens = _tokens(B=4)
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(1), tokens))
+    assert_logically_annotated(abstract)
     params = nn.unbox(model.init(jax.random.key(1), tokens))
     want = model.apply(params, tokens)
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))

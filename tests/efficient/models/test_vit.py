@@ -1,4 +1,4 @@
-"""ViT/DeiT: parameter counts from a closed-form formula, shapes, bf16, config errors."""
+"""ViT/DeiT: parameter counts from a closed-form formula, shapes, bf16, sharding, config errors."""
 
 import dataclasses
 
@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from efficient.models.vit import ViT, ViTConfig
+from efficient.sharding import MeshConfig, batch_sharding, logical_to_sharding, make_mesh
+from tests.efficient.models._sharding import assert_logically_annotated
 
 
 def _vit_parameters(cfg: ViTConfig) -> int:
@@ -85,6 +87,30 @@ def test_fashion_mnist_shape_and_drop_path():
     a, b = run(variables, jax.random.key(0)), run(variables, jax.random.key(1))
     assert a.shape == (4, 10)
     assert not np.allclose(a, b)
+
+
+def test_sharded_forward_equals_unsharded():
+    cfg = ViTConfig.smoke()
+    model = ViT(cfg)
+    x = jax.random.normal(jax.random.key(4), (4, 32, 32, 3))
+    variables, abstract = _random_params(cfg, x.shape)
+    assert_logically_annotated(abstract)
+    want = model.apply(variables, x, train=False)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    sharded = jax.device_put(variables, logical_to_sharding(abstract, mesh))
+    p, P = sharded["params"], jax.sharding.PartitionSpec
+    block = p["blocks_0"]
+    assert block["attention"]["query"]["kernel"].sharding.spec == P("fsdp", "tensor", None)
+    assert block["attention"]["out"]["kernel"].sharding.spec == P("tensor", None, "fsdp")
+    assert block["mlp"]["fc1"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    assert block["mlp"]["fc2"]["kernel"].sharding.spec == P("tensor", "fsdp")
+    assert p["patch_embed"]["proj"]["kernel"].sharding.spec == P(None, None, None, "fsdp")
+    assert p["pos_embed"].sharding.spec == P(None, None, "fsdp")
+    assert p["head"]["kernel"].sharding.spec == P("fsdp", None)
+    with jax.set_mesh(mesh):
+        run = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        got = run(sharded, jax.device_put(x, batch_sharding(mesh)))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_errors():

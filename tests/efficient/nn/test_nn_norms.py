@@ -1,5 +1,6 @@
 """BatchNorm / GroupNorm / LayerNorm against float64 numpy, and bf16 under strict promotion."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,9 +50,12 @@ def test_batch_norm_train_and_running_stats_follow_torch():
     layer = BatchNorm()
     variables = layer.init(jax.random.key(0), jnp.zeros(x.shape), use_running_average=False)
     assert variables["params"]["scale"].names == ("norm",)
+    assert variables["batch_stats"]["var"].names == ("norm",)
     y, updates = layer.apply(
         variables, jnp.asarray(x, jnp.float32), use_running_average=False, mutable=["batch_stats"]
     )
+    assert updates["batch_stats"]["mean"].names == ("norm",)  # the update keeps the box
+    updates = nn.unbox(updates)
     np.testing.assert_allclose(np.asarray(y), _normalise(x, (0, 1, 2), 1e-5), rtol=1e-5, atol=1e-5)
     n = x.size // 5
     # torch: running = (1 - 0.1) running + 0.1 batch, with the unbiased batch variance.
