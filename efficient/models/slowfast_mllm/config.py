@@ -14,6 +14,9 @@ import jax.numpy as jnp
 from efficient.models.transformer import TransformerConfig
 from efficient.models.vit import ViTConfig
 
+# frames -> (fast-token sampling stride, temporal pool) of the released fine-tuning scripts.
+_RELEASED = {16: (1, 1), 64: (1, 4), 96: (1, 6), 128: (2, 4)}
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TokenPipelineConfig:
@@ -56,32 +59,36 @@ class TokenPipelineConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
 
     @classmethod
+    def released(cls, frames: int, **overrides) -> "TokenPipelineConfig":
+        """The fine-tuning scripts' configs (scripts/finetune): 64 frames (sampling stride 1,
+        temporal pool 4), 96 (1, 6), 128 (2, 4), all giving 16 fast frames; and 16 frames with no
+        temporal reduction (the 16-frame base).
+
+        Raises:
+          ValueError: `frames` is not one of 16, 64, 96, 128.
+        """
+        if frames not in _RELEASED:
+            raise ValueError(f"frames={frames}: the released configs have {sorted(_RELEASED)}.")
+        stride, pool = _RELEASED[frames]
+        return cls(**{**dict(
+            num_frames=frames, temporal_sampling_stride=stride, temporal_pool=pool,
+        ), **overrides})  # fmt: skip
+
+    @classmethod
     def frames64(cls, **overrides) -> "TokenPipelineConfig":
-        """64 frames, sampling stride 1, temporal pool 4: 16 fast frames (scripts/finetune)."""
-        return cls(
-            **{**dict(num_frames=64, temporal_sampling_stride=1, temporal_pool=4), **overrides}
-        )
+        return cls.released(64, **overrides)
 
     @classmethod
     def frames96(cls, **overrides) -> "TokenPipelineConfig":
-        """96 frames, sampling stride 1, temporal pool 6: 16 fast frames."""
-        return cls(
-            **{**dict(num_frames=96, temporal_sampling_stride=1, temporal_pool=6), **overrides}
-        )
+        return cls.released(96, **overrides)
 
     @classmethod
     def frames128(cls, **overrides) -> "TokenPipelineConfig":
-        """128 frames, sampling stride 2, temporal pool 4: 16 fast frames."""
-        return cls(
-            **{**dict(num_frames=128, temporal_sampling_stride=2, temporal_pool=4), **overrides}
-        )
+        return cls.released(128, **overrides)
 
     @classmethod
     def frames16(cls, **overrides) -> "TokenPipelineConfig":
-        """16 frames, no temporal reduction: every frame is a fast frame (the 16-frame base)."""
-        return cls(
-            **{**dict(num_frames=16, temporal_sampling_stride=1, temporal_pool=1), **overrides}
-        )
+        return cls.released(16, **overrides)
 
     @classmethod
     def all_fast(cls, num_frames: int, **overrides) -> "TokenPipelineConfig":
@@ -223,17 +230,10 @@ class SlowFastConfig:
         """The released model: Qwen2-7B, hybrid layers {0, 8, 16, 24}, frames pre-encoded by the
         CLIP ConvNeXt-XXL tower (3072 channels, 18 x 18 at 576 px), 64 / 96 / 128 frames
         (16 gives the 16-frame fast-only base with `hybrid=False`)."""
-        pipelines = {
-            16: TokenPipelineConfig.frames16,
-            64: TokenPipelineConfig.frames64,
-            96: TokenPipelineConfig.frames96,
-            128: TokenPipelineConfig.frames128,
-        }
-        if frames not in pipelines:
-            raise ValueError(f"frames={frames}: the released configs have {sorted(pipelines)}.")
         return cls(**{**dict(
             llm=TransformerConfig.qwen2_7b(), vision=None, vision_features=3072,
-            feature_grid=18, tokens=pipelines[frames](), cross_attn_every_n_layers=8,
+            feature_grid=18, tokens=TokenPipelineConfig.released(frames),
+            cross_attn_every_n_layers=8,
             dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
         ), **overrides})  # fmt: skip
 
@@ -242,14 +242,6 @@ class SlowFastConfig:
         """A CPU model for Fashion-MNIST clips: a 2-layer ViT (28 px, patch 7: 4 x 4 patches,
         pooled to 2 x 2 = 4 tokens per frame), a 4-layer byte-level decoder of width 128 with
         hybrid layers {0, 2}; the frame pipeline of the released config with that many frames."""
-        pipelines = {
-            16: TokenPipelineConfig.frames16,
-            64: TokenPipelineConfig.frames64,
-            96: TokenPipelineConfig.frames96,
-            128: TokenPipelineConfig.frames128,
-        }
-        if frames not in pipelines:
-            raise ValueError(f"frames={frames}: expected one of {sorted(pipelines)}.")
         vision = ViTConfig(
             image_size=28, patch_size=7, in_channels=1, num_classes=10, features=64,
             num_layers=2, num_heads=2, mlp_dim=128,
@@ -260,7 +252,7 @@ class SlowFastConfig:
         )  # fmt: skip
         return cls(**{**dict(
             llm=llm, vision=vision, vision_features=64, feature_grid=4,
-            tokens=pipelines[frames](), cross_attn_every_n_layers=2,
+            tokens=TokenPipelineConfig.released(frames), cross_attn_every_n_layers=2,
         ), **overrides})  # fmt: skip
 
     @classmethod
