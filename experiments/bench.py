@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
-import functools
-import inspect
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -22,7 +19,7 @@ examples:
   python -m experiments.bench lowformer                      # the paper's protocol, all models
   python -m experiments.bench lowformer --models b0,deit_tiny --batch 32 --repeats 5
   python -m experiments.bench lowformer --lower-only         # FLOPs/memory only, nothing allocated
-  python -m experiments.bench slowfast --text-len 256        # a bench's own option
+  python -m experiments.bench slowfast --text-len 256        # multimodal prefill text length
 Unset options take the bench's protocol defaults (shown by each bench's --list description).
 Results are appended to runs/bench/NAME.jsonl (one JSON object per measurement).
 """
@@ -105,11 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         close = difflib.get_close_matches(args.name, list(BENCHES), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         return _fail(f"unknown bench {args.name!r}{hint} (see --list)")
-    if args.text_len is not None:
-        # A bench's own option: passed to the specs whose `run` takes it, refused by the others.
-        if "text_len" not in inspect.signature(spec.run).parameters:
-            return _fail(f"--text-len is not an option of bench {args.name!r}")
-        spec = dataclasses.replace(spec, run=functools.partial(spec.run, text_len=args.text_len))
     models = None
     if args.models:
         try:
@@ -123,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         models=models,
         image_size=args.image_size,
+        text_len=args.text_len,
         lower_only=args.lower_only,
         precision=args.precision,
         out=args.out or pathlib.Path("runs/bench") / f"{args.name}.jsonl",

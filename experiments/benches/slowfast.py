@@ -334,25 +334,26 @@ def _train(key: str, entry: TrainEntry, args: BenchArgs, optimizer: Any) -> Benc
     )  # fmt: skip
 
 
-def run(args: BenchArgs, *, text_len: int = TEXT_LEN) -> Iterator[BenchResult]:
+def run(args: BenchArgs) -> Iterator[BenchResult]:
     """Yield the results of the entries that `--models` names (default: every non-quick one).
 
-    Prefill rows are compiled on shapes only (batch 1, T_text = `text_len`); train rows time one
+    Prefill rows are compiled on shapes only (batch 1, T_text = `--text-len`, default 128);
+    train rows time one
     step (synthetic weights, normal frames, zero tokens; items are clips) unless `--lower-only`.
     `--batch` sets the train rows' B.
 
     Args:
         args: Bench options.
-        text_len: T_text of the prefill rows (`--text-len`).
 
     Yields:
         `BenchResult`s named "slowfast/<key>/prefill" and "slowfast/<key>/train".
 
     Raises:
-        ValueError: `text_len` < 1.
+        ValueError: `args.text_len` < 1.
     """
     from efficient.train import OptimizerConfig, make_optimizer
 
+    text_len = TEXT_LEN if args.text_len is None else args.text_len
     if text_len < 1:
         raise ValueError(f"text_len={text_len}: expected >= 1.")
     keys = resolve_models(SPEC, args.models) if args.models else DEFAULT_MODELS

@@ -28,6 +28,7 @@ class BenchArgs:
         warmup: Untimed calls per measurement.
         models: Subset of the spec's model keys (None: all).
         image_size: Square input resolution, for image models.
+        text_len: Text tokens after the visual tokens, for multimodal prefill rows (slowfast).
         lower_only: Compile only: FLOPs and memory, no allocation, no timing.
         precision: `jax.default_matmul_precision` for the run ("default": the backend's choice,
             which permits TF32 for fp32 on recent NVIDIA GPUs, as cuDNN convolutions do in PyTorch).
@@ -40,6 +41,7 @@ class BenchArgs:
     warmup: int | None = None
     models: tuple[str, ...] | None = None
     image_size: int | None = None
+    text_len: int | None = None
     lower_only: bool = False
     precision: Literal["default", "high", "highest"] = "default"
     out: pathlib.Path = pathlib.Path("runs/bench/bench.jsonl")
