@@ -8,6 +8,12 @@
 #   bash tools/gpu_bench.sh            # on a machine with a CUDA GPU and jax[cuda]
 #   QUICK=1 bash tools/gpu_bench.sh    # smoke check of the script itself (any machine)
 #   STEPS="check rational" bash ...    # a subset, in that order
+#   STEPS="train tim4rec lact" bash ... # the training runs (below), then the GPU-only benches
+# The `train` step runs the CPU presets whose figures the README still lacks, side by side on the
+# one GPU (each process allocates on demand): the 3-seed MovieLens table (TiM4Rec, SSD4Rec,
+# SASRec; `experiments.recommendation_table`) and KAT vs ViT on Fashion-MNIST. Runs land in $RUNS
+# (default /tmp/efficient_runs); their summaries, metrics and logs (no checkpoints) come back
+# packed in $OUT/runs.tgz, with the bench JSON written there too.
 # On a copy of the tree inside another checkout (a lent GPU machine), set EFFICIENT_GIT_COMMIT to
 # the commit that runs: the JSON would otherwise record the outer checkout's HEAD.
 set -u
@@ -68,6 +74,41 @@ for name in ${STEPS:-check fft_conv rational_tiles rational hyena kat lowformer}
     kat)
       step kat 45 "$PY" -m experiments.bench kat --batch 128 --repeats 10 --out "$OUT/kat.jsonl"
       ;;
+    train)
+      RUNS=${RUNS:-/tmp/efficient_runs}
+      mkdir -p "$RUNS"
+      echo "=== train (limit ${TRAIN_SECONDS:-210}s per process)" | tee -a "$LOG"
+      start=$SECONDS
+      pids=()
+      for preset in tim4rec/ml100k ssd4rec/ml100k sasrec/ml100k; do
+        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout --signal=INT --kill-after=10 \
+          "${TRAIN_SECONDS:-210}" "$PY" -m experiments.recommendation_table "$preset" --seeds 3 \
+          --runs-dir "$RUNS/seeds" --train.progress False >"$RUNS/${preset%%/*}.log" 2>&1 &
+        pids+=($!)
+      done
+      for preset in kat/fashion_mnist vit/fashion_mnist; do
+        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout --signal=INT --kill-after=10 \
+          "${TRAIN_SECONDS:-210}" "$PY" -m experiments.run "$preset" --workdir \
+          "$RUNS/${preset%%/*}_fashion_mnist" --train.progress False \
+          >"$RUNS/${preset%%/*}_fashion_mnist.log" 2>&1 &
+        pids+=($!)
+      done
+      for pid in "${pids[@]}"; do wait "$pid"; echo "pid $pid exit $?" | tee -a "$LOG"; done
+      echo "=== train: $((SECONDS - start))s" | tee -a "$LOG"
+      # Every run finished: this only reads them back and writes the table.
+      timeout 60 "$PY" -m experiments.recommendation_table --seeds 3 --runs-dir "$RUNS/seeds" \
+        2>&1 | tee -a "$LOG"
+      tail -n 5 "$RUNS"/*.log >>"$LOG" 2>&1
+      ;;
+    tim4rec)
+      step tim4rec 45 "$PY" -m experiments.bench tim4rec --repeats 10 \
+        --out "${RUNS:-/tmp/efficient_runs}/bench/tim4rec.jsonl"
+      ;;
+    lact)
+      step lact 60 "$PY" -m experiments.bench lact --repeats 5 \
+        --models util_c64,util_c256,util_c1024,util_c2048,util_c4096,lm_4k_lact,lm_4k_transformer \
+        --out "${RUNS:-/tmp/efficient_runs}/bench/lact.jsonl"
+      ;;
     lowformer)
       step lowformer 45 "$PY" -m experiments.bench lowformer --repeats 10 \
         --out "$OUT/lowformer.jsonl"
@@ -75,4 +116,7 @@ for name in ${STEPS:-check fft_conv rational_tiles rational hyena kat lowformer}
     *) echo "unknown step $name" | tee -a "$LOG" ;;
   esac
 done
+if [ -d "${RUNS:-/tmp/efficient_runs}" ]; then
+  tar czf "$OUT/runs.tgz" --exclude=checkpoints -C "${RUNS:-/tmp/efficient_runs}" . || true
+fi
 grep -E "^(ok|FAIL)|jnp.fft / impl|/ (gelu|xla)|===" "$LOG" | tail -80
