@@ -117,6 +117,6 @@ for name in ${STEPS:-check fft_conv rational_tiles rational hyena kat lowformer}
   esac
 done
 if [ -d "${RUNS:-/tmp/efficient_runs}" ]; then
-  tar czf "$OUT/runs.tgz" --exclude=checkpoints -C "${RUNS:-/tmp/efficient_runs}" . || true
+  tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=best --exclude=plots --exclude=tb -C "${RUNS:-/tmp/efficient_runs}" . || true
 fi
 grep -E "^(ok|FAIL)|jnp.fft / impl|/ (gelu|xla)|===" "$LOG" | tail -80
