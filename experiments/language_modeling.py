@@ -154,7 +154,7 @@ def train_and_sample(
     summary["data"] = {k: v for k, v in info.items() if k != "train_windows"}
     if config.position_bucket and summary.get("status") == "completed":
         curve = per_position_loss(
-            model, result.state.params, text_eval_dataset(config.data), config.position_bucket
+            model, result.params, text_eval_dataset(config.data), config.position_bucket
         )
         summary["per_position_eval"] = curve
         (workdir / "per_position_loss.json").write_text(json.dumps(curve, indent=2))
@@ -163,7 +163,7 @@ def train_and_sample(
         )
         print(f"validation loss by position: {format_per_position(curve)}")
     if config.sample.max_new_tokens and summary.get("status") == "completed":
-        samples = sample_text(model, result.state.params, config.sample)
+        samples = sample_text(model, result.params, config.sample)
         pairs = list(zip(config.sample.prompts, samples, strict=True))
         (workdir / "samples.txt").write_text("".join(f"--- prompt {p!r}\n{s}\n" for p, s in pairs))
         for prompt, text in pairs:

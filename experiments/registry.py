@@ -13,6 +13,7 @@ PAPER_MODULES = (
     "experiments.kat",
     "experiments.lact",
     "experiments.lowformer",
+    "experiments.noloco",
     "experiments.sasrec",
     "experiments.slowfast",
     "experiments.tim4rec",

@@ -1,7 +1,7 @@
 """The one training loop: state, steps, checkpoints, metrics. Knows no model."""
 
 from efficient.train.checkpoint import Checkpointer
-from efficient.train.config import OptimizerConfig, TrainConfig
+from efficient.train.config import OptimizerConfig, OuterConfig, TrainConfig
 from efficient.train.loop import NonFiniteLossError, TrainResult, evaluate, init_state, train
 from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics
 from efficient.train.optimizer import learning_rate_schedule, make_optimizer
@@ -20,6 +20,7 @@ __all__ = [
     "MetricsWriter",
     "NonFiniteLossError",
     "OptimizerConfig",
+    "OuterConfig",
     "Task",
     "TrainConfig",
     "TrainResult",

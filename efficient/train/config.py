@@ -36,6 +36,38 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class OuterConfig:
+    """Low-communication training across the mesh's `replica` axis: every replica keeps its own
+    parameters and optimizer state and runs the inner optimizer (`OptimizerConfig`) on its share
+    of the batch; every `sync_period` steps the outer step of `efficient.optim.diloco` (all
+    replicas average, `pmean`) or `efficient.optim.noloco` (random groups, `ppermute`) runs
+    inside the jitted step.
+
+    Attributes:
+      name: "diloco" or "noloco".
+      sync_period: H, inner steps per outer step.
+      learning_rate: the outer learning rate (both papers: 0.7).
+      momentum: the outer momentum (DiLoCo 0.9 Nesterov; NoLoCo 0.5 heavy ball).
+      nesterov: DiLoCo only: Nesterov (True, the paper) or heavy-ball momentum.
+      group_size: NoLoCo only: replicas averaged together (2: random pairs).
+    """
+
+    name: Literal["diloco", "noloco"] = "noloco"
+    sync_period: int = 50
+    learning_rate: float = 0.7
+    momentum: float = 0.5
+    nesterov: bool = True
+    group_size: int = 2
+
+    def __post_init__(self):
+        if self.name not in ("diloco", "noloco"):
+            raise ValueError(f"OuterConfig.name={self.name!r}: use 'diloco' or 'noloco'.")
+        for name in ("sync_period", "group_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"OuterConfig.{name}={getattr(self, name)}: must be >= 1.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How long to train, what to log and keep, and what to do when things go wrong.
 
@@ -57,6 +89,10 @@ class TrainConfig:
       keep_best: keep the parameters (and model state) of the best evaluation: in device
         memory while training (one extra copy of the parameters), in `workdir/best/` at every
         checkpoint, and in `TrainResult.best_variables`; test data is then evaluated with them.
+      outer: None: the mesh's `replica` axis is plain data parallelism (one model, gradients
+        all-reduced). An `OuterConfig`: the state holds one copy per replica (every leaf gets a
+        leading axis of size `mesh.replica`, sharded over it; checkpoints hold all of them),
+        and evaluation uses the replica mean of the parameters.
     """
 
     steps: int = 1000
@@ -73,6 +109,7 @@ class TrainConfig:
     keep_best: bool = False
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    outer: OuterConfig | None = None
 
     def __post_init__(self):
         for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):

@@ -24,6 +24,8 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from efficient.sharding import BATCH_AXES, batch_sharding, logical_to_sharding, make_mesh
+from efficient.sharding.collectives import collectives, sync_bytes
+from efficient.train import replicas as replicas_lib
 from efficient.train.checkpoint import Checkpointer, abstract_like
 from efficient.train.config import TrainConfig
 from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics
@@ -55,13 +57,23 @@ class TrainResult:
       summary: the run's summary (also in `workdir/summary.json`).
       workdir: the run directory.
       best_variables: `{"params": ..., **model_state}` of the best evaluation when
-        `TrainConfig.keep_best` is set and an evaluation happened; else None.
+        `TrainConfig.keep_best` is set and an evaluation happened; else None. (Stacked per
+        replica, like `state`, when `TrainConfig.outer` is set.)
+      replicas: R when the state is stacked per replica (`TrainConfig.outer`), else None.
     """
 
     state: TrainState
     summary: dict[str, Any]
     workdir: pathlib.Path
     best_variables: dict[str, Any] | None = None
+    replicas: int | None = None
+
+    @property
+    def params(self) -> Any:
+        """The model's parameters: the state's, or their replica mean (what evaluation used)."""
+        if self.replicas is None:
+            return self.state.params
+        return replicas_lib.replica_mean(self.state).params
 
 
 class _BestTracker:
@@ -123,9 +135,18 @@ def _record_metrics(record: dict) -> dict[str, float]:
 
 
 def init_state(
-    task: Task, tx: optax.GradientTransformation, example_batch, seed: int, mesh
+    task: Task,
+    tx: optax.GradientTransformation,
+    example_batch,
+    seed: int,
+    mesh,
+    replicas: int | None = None,
 ) -> tuple[TrainState, Any]:
-    """Initialise a sharded TrainState directly on the mesh; returns (state, its shardings)."""
+    """Initialise a sharded TrainState directly on the mesh; returns (state, its shardings).
+
+    With `replicas` = R, R copies stacked on a leading axis sharded over the mesh's `replica`
+    axis (`efficient.train.replicas.stack_replicas`: equal parameters, per-replica dropout keys).
+    """
 
     def init_fn(rng_data):
         rng = jax.random.wrap_key_data(rng_data)
@@ -157,8 +178,12 @@ def init_state(
     rng_data = jax.random.key_data(jax.random.key(seed))
     boxed = jax.eval_shape(init_fn, rng_data)
     shardings = logical_to_sharding(boxed, mesh)
+    make = lambda r: nn.unbox(init_fn(r))  # noqa: E731
+    if replicas is not None:
+        shardings = replicas_lib.stacked_shardings(shardings, mesh)
+        make = lambda r: replicas_lib.stack_replicas(nn.unbox(init_fn(r)), replicas)  # noqa: E731
     with jax.set_mesh(mesh):
-        state = jax.jit(lambda r: nn.unbox(init_fn(r)), out_shardings=shardings)(rng_data)
+        state = jax.jit(make, out_shardings=shardings)(rng_data)
     return state, shardings
 
 
@@ -294,8 +319,12 @@ def train(
 
     tx = make_optimizer(config.optimizer, config.steps)
     schedule = learning_rate_schedule(config.optimizer, config.steps)
-    state, shardings = init_state(task, tx, example, config.seed, mesh)
+    replicas = mesh.shape[replicas_lib.AXIS] if config.outer is not None else None
+    if replicas is not None:
+        tx = replicas_lib.outer_optimizer(config.outer, tx)
+    state, shardings = init_state(task, tx, example, config.seed, mesh, replicas)
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    num_params //= replicas or 1  # one model's parameters
 
     checkpointer = Checkpointer(
         workdir, keep=config.keep_checkpoints, async_save=config.async_checkpointing
@@ -313,7 +342,7 @@ def train(
             train_iter.set_state(data_state)
         elif not stateful:
             log.warning("resuming with a data iterator that has no state: data restarts.")
-        start = int(state.step)
+        start = _step_number(state)
         log.info("resumed from step %d in %s", start, checkpointer.directory)
     elif resume:
         log.info("no checkpoint in %s; starting from step 0", checkpointer.directory)
@@ -355,14 +384,24 @@ def train(
             )  # fmt: skip
             best_variables = copy_variables(state)
     data_sharding = batch_sharding(mesh)
+    step_fn = make_train_step(task, tx)
+    eval_fn = make_eval_step(task)
+    if replicas is not None:
+        step_fn = replicas_lib.replica_train_step(step_fn, mesh)
+        eval_fn = lambda s, b, base=eval_fn: base(replicas_lib.replica_mean(s), b)  # noqa: E731
     train_step = jax.jit(
-        make_train_step(task, tx),
+        step_fn,
         in_shardings=(shardings, data_sharding),  # one sharding for every batch leaf
         out_shardings=shardings,
         donate_argnums=0,
     )
+    communication = None
+    if mesh.devices.size > 1:  # compile ahead once, to read what the step sends
+        with jax.set_mesh(mesh):
+            train_step = train_step.lower(state, _device_batch(example, data_sharding)).compile()
+        communication = _communication(train_step.as_text(), mesh, config)
     reset_metrics = jax.jit(TrainState.reset_metrics, out_shardings=shardings, donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(task), in_shardings=(shardings, data_sharding))
+    eval_step = jax.jit(eval_fn, in_shardings=(shardings, data_sharding))
 
     def run_eval(step: int) -> dict[str, float] | None:
         if eval_data is None:
@@ -413,6 +452,10 @@ def train(
                             state.first_nonfinite_step,
                         )
                     )
+                    if replicas is not None:
+                        sums, count, bad, first_bad = replicas_lib.host_counters(
+                            sums, count, bad, first_bad
+                        )
                     if bad and config.on_nonfinite == "stop":
                         status = "diverged"
                         raise NonFiniteLossError(int(first_bad))
@@ -459,7 +502,7 @@ def train(
                     break
             if status == "completed" and test_data is not None:
                 test_state = state
-                test_step = int(jax.device_get(state.step))
+                test_step = _step_number(state)
                 if best_variables is not None:
                     test_state = state.replace(**best_variables)
                     test_step = tracker.best_step
@@ -474,7 +517,7 @@ def train(
         wall = time.perf_counter() - t_start
         summary = {
             "status": status,
-            "step": int(jax.device_get(state.step)) if status != "diverged" else None,
+            "step": _step_number(state) if status != "diverged" else None,
             "steps": config.steps,
             "num_params": num_params,
             "final_train": last_train,
@@ -485,9 +528,10 @@ def train(
             "stop_reason": "non-finite loss" if status == "diverged" else stop_reason,
             "test": test_metrics,
             "test_step": test_step,
-            "skipped_updates": int(jax.device_get(state.nonfinite_count)),
+            "skipped_updates": int(np.sum(jax.device_get(state.nonfinite_count))),
             "wall_time_s": wall,
             "mesh": dict(mesh.shape),
+            "communication": communication,
             **_provenance(),
         }
         if primary:
@@ -496,7 +540,32 @@ def train(
     best = None
     if best_variables is not None:
         best = {"params": best_variables["params"], **best_variables["model_state"]}
-    return TrainResult(state=state, summary=summary, workdir=workdir, best_variables=best)
+    return TrainResult(
+        state=state, summary=summary, workdir=workdir, best_variables=best, replicas=replicas
+    )
+
+
+def _communication(hlo: str, mesh, config: TrainConfig) -> dict[str, Any]:
+    """What one device sends, read from the compiled train step's collectives
+    (`efficient.sharding.collectives`): per execution of its costliest path ("per sync": every
+    step without an outer optimizer, the outer step's exchange with one) and averaged per step."""
+    found = collectives(hlo)
+    ops: dict[str, int] = {}
+    for c in found:
+        ops[c.op] = ops.get(c.op, 0) + 1
+    per_sync = sync_bytes(found, mesh.devices.size)
+    period = config.outer.sync_period if config.outer is not None else 1
+    return {
+        "collective_ops": ops,
+        "bytes_per_device_per_sync": per_sync,
+        "sync_period": period,
+        "bytes_per_device_per_step": per_sync / period,
+    }
+
+
+def _step_number(state: TrainState) -> int:
+    """The state's step (every replica of a stacked state is at the same step)."""
+    return int(np.max(jax.device_get(state.step)))
 
 
 def _restore_best(checkpointer: Checkpointer, step: int, like, shardings):

@@ -12,6 +12,7 @@ FEATURES = 16
 
 class ToyNet(nn.Module):
     classes: int = 4
+    dropout: float = 0.1
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -23,7 +24,7 @@ class ToyNet(nn.Module):
         )(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = nn.relu(x)
-        x = nn.Dropout(0.1, deterministic=not train)(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(
             self.classes,
             kernel_init=nn.with_logical_partitioning(
@@ -32,9 +33,9 @@ class ToyNet(nn.Module):
         )(x)
 
 
-def toy_task() -> Task:
+def toy_task(dropout: float = 0.1) -> Task:
     return Task(
-        model=ToyNet(),
+        model=ToyNet(dropout=dropout),
         loss_fn=classification_loss(0.0),
         inputs=lambda b: (b["x"],),
     )
