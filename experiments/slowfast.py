@@ -230,6 +230,16 @@ def run(config: VideoQA, workdir: pathlib.Path, resume: bool = False) -> dict:
 
 # The CPU recipe (all six video_qa presets): batch 32 clips, AdamW 1e-3, cosine, 600 steps.
 VIDEO_QA_STEPS = 600
+# "present" needs the slow tokens, "scene" only the fast ones (the control); "what" and "count"
+# stayed at chance for every model in the CPU probes (README of models/slowfast_mllm).
+VIDEO_QA_QUESTIONS = ("scene", "present")
+VISION_PRETRAIN_STEPS = 3000
+# The hybrid layers' gate scalar at init. The paper's alpha = 0 keeps a pretrained LLM's output
+# at step 0; here the LLM trains from scratch, so there is nothing to keep, and a closed gate
+# barely opens: at alpha = 0 the only gradient is alpha's, tanh(gate) x cross-attention output,
+# a random-sign sum while the cross-attention is untrained (probe: slowfast/video_qa, 300 steps,
+# "present" 46% = chance, "scene" 98%). tanh(1) = 0.76 lets every cross parameter learn at once.
+VIDEO_QA_ALPHA_INIT = 1.0
 
 
 def video_qa(frames: int, *, hybrid: bool, steps: int = VIDEO_QA_STEPS) -> VideoQA:
@@ -242,12 +252,14 @@ def video_qa(frames: int, *, hybrid: bool, steps: int = VIDEO_QA_STEPS) -> Video
     300 steps of the QA task learned only the answer priors (fastonly/video_qa_f16: 22.3% exact
     match = the 22.2% chance rate). The projector, the LLM and the hybrid layers train.
     """
-    model = SlowFastConfig.video_qa(frames, hybrid=hybrid, freeze_vision=True)
+    model = SlowFastConfig.video_qa(
+        frames, hybrid=hybrid, freeze_vision=True, alpha_init=VIDEO_QA_ALPHA_INIT
+    )
     return VideoQA(
         model=model,
         data=VideoQADataConfig(
             source="fashion-mnist", clip_frames=128, num_frames=frames, batch_size=32,
-            eval_batch_size=128, eval_clips=1024,
+            eval_batch_size=128, eval_clips=1024, question_types=VIDEO_QA_QUESTIONS,
         ),
         train=TrainConfig(
             steps=steps, log_every=25, eval_every=150, checkpoint_every=150,
@@ -258,7 +270,8 @@ def video_qa(frames: int, *, hybrid: bool, steps: int = VIDEO_QA_STEPS) -> Video
             model=model.vision,
             data=ImageDataConfig(source="fashion_mnist", batch_size=128, eval_batch_size=500),
             train=TrainConfig(
-                steps=500, log_every=50, eval_every=0, checkpoint_every=500,
+                steps=VISION_PRETRAIN_STEPS, log_every=100, eval_every=0,
+                checkpoint_every=VISION_PRETRAIN_STEPS,
                 optimizer=OptimizerConfig(learning_rate=2e-3, warmup_steps=25,
                                           weight_decay=0.05),
             ),

@@ -31,7 +31,7 @@ Batch = dict[str, np.ndarray]
 
 SOURCES = ("fashion-mnist", "synthetic")
 SPLITS = ("train", "test")  # image splits: training clips and evaluation clips
-QUESTION_TYPES = ("what", "count")
+QUESTION_TYPES = ("what", "count", "scene", "present")
 CLASS_NAMES = (
     "T-shirt/top",
     "Trouser",
@@ -48,6 +48,8 @@ NUM_CLASSES = len(CLASS_NAMES)
 FRAME_SHAPE = fashion_mnist.IMAGE_SHAPE
 WHAT_QUESTION = "Which item flashes by? "
 COUNT_QUESTION = "How many times does a {} flash by? "
+SCENE_QUESTION = "Which item is on screen? "
+PRESENT_QUESTION = "Does a {} flash by? "
 # `token_types` values, numbered as in the Slow-Fast code, where 3 marks the visual tokens that
 # the model inserts into its LLM input (none of them are in this text).
 QUESTION_TOKEN = 1
@@ -78,7 +80,11 @@ class VideoQADataConfig:
         event_length: frames per flash; flashes never touch (at least one background frame
             between two of them).
         question_types: the question types drawn from (uniformly, per clip): "what" (which
-            class flashes by) and/or "count" (how many times).
+            class flashes by), "count" (how many times), "present" ("Does a <item> flash by?",
+            yes or no: the asked item is the flashing one for half the clips, else another class
+            that is neither the flash nor the background — a retrieval the text can aim at the
+            slow tokens), "scene" (the background class: a control that the pooled fast frames
+            answer, so a model that fails it does not read the frames at all).
         text_len: bytes of question + answer, zero-padded.
         batch_size: global training batch size, over all processes together.
         eval_batch_size: global evaluation batch size; the last batch is padded with mask 0.
@@ -95,7 +101,7 @@ class VideoQADataConfig:
     scene_length: int = 8
     max_events: int = 3
     event_length: int = 1
-    question_types: tuple[str, ...] = QUESTION_TYPES
+    question_types: tuple[str, ...] = ("what", "count")
     text_len: int = 64
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -175,13 +181,21 @@ def _images_per_class(max_events: int) -> int:
 # ---------------------------------------------------------------------------- text
 
 
-def clip_text(question_type: str, event_class: int, num_events: int) -> tuple[str, str]:
+def clip_text(
+    question_type: str,
+    event_class: int,
+    num_events: int,
+    background_class: int = 0,
+    asked_class: int | None = None,
+) -> tuple[str, str]:
     """The question and answer of a clip.
 
     Args:
-        question_type: "what" or "count".
+        question_type: "what", "count", "scene" or "present".
         event_class: the class that flashes by, in [0, 10).
         num_events: how many times it does.
+        background_class: the class of the other frames, in [0, 10) (the "scene" answer).
+        asked_class: the class a "present" question names (default: `event_class`).
 
     Returns:
         `(question, answer)`; the answer ends with "\\n".
@@ -189,13 +203,21 @@ def clip_text(question_type: str, event_class: int, num_events: int) -> tuple[st
     name = CLASS_NAMES[event_class]
     if question_type == "what":
         return WHAT_QUESTION, f"{name}\n"
+    if question_type == "scene":
+        return SCENE_QUESTION, f"{CLASS_NAMES[background_class]}\n"
+    if question_type == "present":
+        asked = event_class if asked_class is None else asked_class
+        return PRESENT_QUESTION.format(
+            CLASS_NAMES[asked]
+        ), "yes\n" if asked == event_class else "no\n"
     return COUNT_QUESTION.format(name), f"{num_events}\n"
 
 
 def max_text_len(question_types: tuple[str, ...], max_events: int) -> int:
     """Bytes of the longest question + answer of these question types."""
     return max(
-        sum(len(part.encode()) for part in clip_text(t, c, max_events))
+        sum(len(part.encode()) for part in clip_text(t, c, max_events, c, a))
+        for a in range(NUM_CLASSES)
         for t in question_types
         for c in range(NUM_CLASSES)
     )
@@ -281,7 +303,12 @@ def _plan(
     frame_image = order[offsets[b] + np.repeat(ranks, config.scene_length)[:T]]  # [T]
     event_ranks = rng.choice(int(offsets[e + 1] - offsets[e]), n, replace=False)  # [n]
     frame_image[event_frames] = np.repeat(order[offsets[e] + event_ranks], L)
-    question, answer = clip_text(kind, e, n)
+    asked = e
+    # Drawn last, and only for "present", so that the clips of the other types stay as they were.
+    if kind == "present" and rng.integers(2):
+        others = [c for c in range(NUM_CLASSES) if c not in (b, e)]
+        asked = others[int(rng.integers(len(others)))]
+    question, answer = clip_text(kind, e, n, b, asked)
     return ClipPlan(
         background_class=b,
         event_class=e,
@@ -419,7 +446,8 @@ def video_qa_dataset_info(config: VideoQADataConfig) -> dict:
     """Describes the data a config yields, without loading it.
 
     Chance accuracies are those of a model that knows the answer format and the background class
-    but not the events: "what" picks one of the 9 other classes, "count" one of 1..max_events.
+    but not the events: "what" picks one of the 9 other classes, "count" one of 1..max_events;
+    "scene" (the background class itself) is 1/10 for a model that does not see the frames.
 
     Args:
         config: the pipeline settings.
@@ -432,7 +460,12 @@ def video_qa_dataset_info(config: VideoQADataConfig) -> dict:
         types, "mean_chance_accuracy", "every_event_sampled": whether every event overlaps a
         sampled frame (event_length >= frame_stride)}`.
     """
-    chance = {"what": 1 / (NUM_CLASSES - 1), "count": 1 / config.max_events}
+    chance = {
+        "what": 1 / (NUM_CLASSES - 1),
+        "count": 1 / config.max_events,
+        "scene": 1 / NUM_CLASSES,
+        "present": 1 / 2,
+    }
     chance = {t: chance[t] for t in config.question_types}
     return {
         "source": config.source,

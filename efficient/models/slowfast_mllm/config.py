@@ -119,6 +119,9 @@ class SlowFastConfig:
       cross_attn_min_layer: the first hybrid layer.
       freeze_vision: no gradient flows into the vision encoder (a pretrained tower kept
         fixed, as LLaVA-style training does; the projector still learns).
+      alpha_init: initial gate scalar alpha of every hybrid layer. The paper's 0 makes a hybrid
+        layer start as its plain layer, preserving a pretrained LLM; the CPU video-QA presets,
+        whose LLM trains from scratch, start the gate open (see experiments/slowfast.py).
       dtype: compute dtype of the vision encoder and projector.
       param_dtype: their parameter dtype.
     """
@@ -132,6 +135,7 @@ class SlowFastConfig:
     cross_attn_every_n_layers: int = 8
     cross_attn_min_layer: int = 0
     freeze_vision: bool = False
+    alpha_init: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 

@@ -52,9 +52,12 @@ class HybridAttention(nn.Module):
 
     Attributes:
       config: the decoder's configuration.
+      alpha_init: initial value of the gate scalar alpha (the paper: 0, so that the layer starts
+        as the plain self-attention layer).
     """
 
     config: TransformerConfig
+    alpha_init: float = 0.0
 
     @nn.compact
     def __call__(
@@ -134,7 +137,10 @@ class HybridAttention(nn.Module):
             **dtypes,
         )(a[:, cross_from:].reshape(B, n, H * K))  # [B, n, 1]
         alpha = self.param(
-            "alpha", nn.with_logical_partitioning(initializers.zeros, ()), (), c.param_dtype
+            "alpha",
+            nn.with_logical_partitioning(initializers.constant(self.alpha_init), ()),
+            (),
+            c.param_dtype,
         )
         g = jnp.tanh(gate.astype(jnp.float32)) * jnp.tanh(alpha.astype(jnp.float32))  # [B, n, 1]
         reads = query_mask[:, cross_from:] & jnp.any(slow_mask, axis=-1, keepdims=True)  # [B, n]
@@ -151,9 +157,11 @@ class HybridDecoderBlock(nn.Module):
 
     Attributes:
       config: the decoder's configuration.
+      alpha_init: `HybridAttention.alpha_init`.
     """
 
     config: TransformerConfig
+    alpha_init: float = 0.0
 
     @nn.compact
     def __call__(
@@ -169,7 +177,7 @@ class HybridDecoderBlock(nn.Module):
         dtypes = dict(dtype=c.dtype, param_dtype=c.param_dtype)
         kernel_init, out_init = residual_inits(c)
         norm = RMSNorm(c.norm_eps, name="attention_norm", **dtypes)  # shared by x and the slow
-        y = HybridAttention(c, name="attention")(
+        y = HybridAttention(c, self.alpha_init, name="attention")(
             norm(x), norm(slow), positions=positions, slow_mask=slow_mask,
             query_mask=query_mask, cross_from=cross_from,
         )  # fmt: skip
@@ -250,7 +258,7 @@ class SlowFastDecoder(nn.Module):
         hybrid = set(sf.hybrid_layers)
         for i in range(c.num_layers):
             if i in hybrid:
-                x = HybridDecoderBlock(c, name=f"layer_{i}")(
+                x = HybridDecoderBlock(c, sf.alpha_init, name=f"layer_{i}")(
                     x, positions, slow, slow_mask, query_mask, P
                 )
             else:

@@ -498,3 +498,39 @@ def test_fashion_mnist_eval_uses_test_images(monkeypatch):
     np.testing.assert_array_equal(mask, np.r_[np.ones(10), np.zeros(2)])
     real = {k: np.concatenate([b[k] for b in batches])[:10] for k in batches[0]}
     _check_batch_against_plans(config, real, images, labels, "test", range(10))
+
+
+def test_present_and_scene_questions_follow_the_clip():
+    """A "present" question asks the flashing class or one that is neither it nor the
+    background, and answers yes exactly when it is the flash; "scene" answers the background."""
+    config = dataclasses.replace(SMALL, question_types=("present", "scene"))
+    labels = np.repeat(np.arange(video_qa.NUM_CLASSES), 6)
+    answers = collections.Counter()
+    for index in range(400):
+        plan = video_qa.make_clip(config, labels, split="train", index=index)
+        kind = video_qa.QUESTION_TYPES[plan.question_type]
+        if kind == "scene":
+            assert plan.question == video_qa.SCENE_QUESTION
+            assert plan.answer == video_qa.CLASS_NAMES[plan.background_class] + "\n"
+            continue
+        asked = next(
+            c for c, name in enumerate(video_qa.CLASS_NAMES)
+            if plan.question == video_qa.PRESENT_QUESTION.format(name)
+        )  # fmt: skip
+        assert asked != plan.background_class
+        assert plan.answer == ("yes\n" if asked == plan.event_class else "no\n")
+        answers[plan.answer] += 1
+    assert 0.4 < answers["yes\n"] / sum(answers.values()) < 0.6
+
+
+def test_present_questions_keep_the_clips_of_the_other_types():
+    """The asked class is drawn last: with as many question types, clip k shows the same frames
+    whichever types they are."""
+    labels = np.repeat(np.arange(video_qa.NUM_CLASSES), 6)
+    for index in range(20):
+        a = video_qa.make_clip(SMALL, labels, split="test", index=index)
+        b = video_qa.make_clip(
+            dataclasses.replace(SMALL, question_types=("scene", "present")), labels, split="test",
+            index=index,
+        )  # fmt: skip
+        np.testing.assert_array_equal(a.frame_image, b.frame_image)

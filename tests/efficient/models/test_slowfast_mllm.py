@@ -470,3 +470,13 @@ def test_frozen_vision_gets_no_gradient():
         vision = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads["vision"]))
         projector = float(jnp.max(jnp.abs(grads["projector_fc1"]["kernel"])))
         assert (vision == 0.0) == freeze and projector > 0
+
+
+def test_alpha_init_sets_every_hybrid_gate():
+    config = dataclasses.replace(SMOKE, alpha_init=1.0)
+    params = nn.unbox(SlowFastMLLM(config).init(jax.random.key(0), _frames(), _tokens()))
+    for i in config.hybrid_layers:
+        assert float(params["params"]["llm"][f"layer_{i}"]["attention"]["alpha"]) == 1.0
+    default = nn.unbox(SlowFastMLLM(SMOKE).init(jax.random.key(0), _frames(), _tokens()))
+    for i in SMOKE.hybrid_layers:
+        assert float(default["params"]["llm"][f"layer_{i}"]["attention"]["alpha"]) == 0.0
