@@ -2,13 +2,14 @@
 
 NoLoCo (Kolehmainen et al., arXiv:2506.10911) against DiLoCo (Douillard et al.,
 arXiv:2311.08105) and the all-reduce baseline. All three train `transformer/kjv`'s model and
-recipe (byte-level KJV, T = 256, global batch 32, AdamW 2e-3 cosine) on a mesh of 8 replicas,
+recipe (byte-level KJV, T = 256, global batch 32, AdamW 2e-3 cosine; 500 steps, a CPU budget)
+on a mesh of 8 replicas,
 4 sequences each per step:
 
 - `dataparallel/kjv`: one model, gradients averaged over the 8 replicas every step;
-- `diloco/kjv`: 8 models, AdamW inside, every H = 50 steps an all-replica outer step
+- `diloco/kjv`: 8 models, AdamW inside, every H = 25 steps an all-replica outer step
   (Nesterov, lr 0.7, momentum 0.9);
-- `noloco/kjv`: 8 models, every H = 50 steps each averages with one random peer (heavy ball,
+- `noloco/kjv`: 8 models, every H = 25 steps each averages with one random peer (heavy ball,
   lr 0.7, momentum 0.5).
 
 Evaluations use the replica mean of the parameters. Each run's summary records what a device
@@ -32,8 +33,8 @@ from experiments.registry import register
 from experiments.transformer import kjv
 
 REPLICAS = 8
-SYNC_PERIOD = 50
-STEPS = 700  # transformer/kjv's budget: 700 x 32 x 256 tokens
+SYNC_PERIOD = 25
+STEPS = 500  # 500 x 32 x 256 = 4.1M tokens (transformer/kjv: 700 steps), 20 syncs
 OUTER = {
     "dataparallel": None,
     "diloco": OuterConfig(
