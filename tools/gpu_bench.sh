@@ -100,6 +100,36 @@ for name in ${STEPS:-check fft_conv rational_tiles rational hyena kat lowformer}
         2>&1 | tee -a "$LOG"
       tail -n 5 "$RUNS"/*.log >>"$LOG" 2>&1
       ;;
+    video_qa) # issue 8: the six video-QA presets (slow-fast vs fast-only x 16/64/128 frames),
+      # 5x-longer runs of the 128-frame pair (and hybrid layers {1, 3}), and KAT on
+      # Fashion-MNIST, side by side on the one GPU
+      RUNS=${RUNS:-/tmp/efficient_runs}
+      mkdir -p "$RUNS"
+      echo "=== video_qa (limit ${TRAIN_SECONDS:-300}s per process)" | tee -a "$LOG"
+      start=$SECONDS
+      pids=()
+      while read -r name preset args; do
+        # shellcheck disable=SC2086  # $args: several overrides
+        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout --signal=INT --kill-after=10 \
+          "${TRAIN_SECONDS:-300}" "$PY" -m experiments.run "$preset" --workdir "$RUNS/$name" \
+          --train.progress False $args >"$RUNS/$name.log" 2>&1 &
+        pids+=($!)
+      done <<'RUNS'
+slowfast_f128 slowfast/video_qa
+slowfast_f64 slowfast/video_qa_f64
+slowfast_f16 slowfast/video_qa_f16
+fastonly_f128 fastonly/video_qa_f128
+fastonly_f64 fastonly/video_qa_f64
+fastonly_f16 fastonly/video_qa_f16
+slowfast_f128_3000 slowfast/video_qa --train.steps 3000 --train.eval_every 500
+slowfast_f128_3000_l13 slowfast/video_qa --train.steps 3000 --train.eval_every 500 --model.cross_attn_min_layer 1
+fastonly_f128_3000 fastonly/video_qa_f128 --train.steps 3000 --train.eval_every 500
+kat_fashion_mnist kat/fashion_mnist
+RUNS
+      for pid in "${pids[@]}"; do wait "$pid"; echo "pid $pid exit $?" | tee -a "$LOG"; done
+      echo "=== video_qa: $((SECONDS - start))s" | tee -a "$LOG"
+      grep -H -E "^accuracy|final_eval|wall time|vision encoder|Error" "$RUNS"/*.log | tee -a "$LOG"
+      ;;
     tim4rec)
       step tim4rec 45 "$PY" -m experiments.bench tim4rec --repeats 10 \
         --out "${RUNS:-/tmp/efficient_runs}/bench/tim4rec.jsonl"

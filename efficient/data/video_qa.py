@@ -49,7 +49,7 @@ FRAME_SHAPE = fashion_mnist.IMAGE_SHAPE
 WHAT_QUESTION = "Which item flashes by? "
 COUNT_QUESTION = "How many times does a {} flash by? "
 SCENE_QUESTION = "Which item is on screen? "
-PRESENT_QUESTION = "Does a {} flash by? "
+PRESENT_QUESTION = "Does this flash by: {}? "  # the item last, next to the answer
 # `token_types` values, numbered as in the Slow-Fast code, where 3 marks the visual tokens that
 # the model inserts into its LLM input (none of them are in this text).
 QUESTION_TOKEN = 1
@@ -80,7 +80,7 @@ class VideoQADataConfig:
         event_length: frames per flash; flashes never touch (at least one background frame
             between two of them).
         question_types: the question types drawn from (uniformly, per clip): "what" (which
-            class flashes by), "count" (how many times), "present" ("Does a <item> flash by?",
+            class flashes by), "count" (how many times), "present" ("Does this flash by: <item>?",
             yes or no: the asked item is the flashing one for half the clips, else another class
             that is neither the flash nor the background — a retrieval the text can aim at the
             slow tokens), "scene" (the background class: a control that the pooled fast frames
