@@ -3,8 +3,7 @@
 NoLoCo (Kolehmainen et al., arXiv:2506.10911) against DiLoCo (Douillard et al.,
 arXiv:2311.08105) and the all-reduce baseline. All three train `transformer/kjv`'s model and
 recipe (byte-level KJV, T = 256, global batch 32, AdamW 2e-3 cosine; 500 steps, a CPU budget)
-on a mesh of 8 replicas,
-4 sequences each per step:
+on a mesh of 8 replicas, 4 sequences each per step:
 
 - `dataparallel/kjv`: one model, gradients averaged over the 8 replicas every step;
 - `diloco/kjv`: 8 models, AdamW inside, every H = 25 steps an all-replica outer step
@@ -31,6 +30,8 @@ from experiments.language_modeling import LanguageModeling, run
 from experiments.language_modeling import check_compatible as check_language
 from experiments.registry import register
 from experiments.transformer import kjv
+
+METHODS = ("dataparallel", "diloco", "noloco")
 
 REPLICAS = 8
 SYNC_PERIOD = 25
