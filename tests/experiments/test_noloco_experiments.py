@@ -74,13 +74,15 @@ def _fake_run(directory, loss, per_step, num_params=1000):
     (directory / "summary.json").write_text(json.dumps(summary))
 
 
-@pytest.mark.parametrize(("noloco_loss", "verdict"), [(1.01, "met"), (1.10, "not met")])
+@pytest.mark.parametrize(
+    ("noloco_loss", "verdict"), [(1.01, "met"), (0.90, "met"), (1.10, "not met")]
+)
 def test_report_table_plots_and_verdict(tmp_path, noloco_loss, verdict):
     _fake_run(tmp_path / "diloco", 1.0, 350.0)
     _fake_run(tmp_path / "noloco", noloco_loss, 800.0)
     assert noloco_report.main(["--runs-dir", str(tmp_path)]) == 0
     text = (tmp_path / "noloco_report.md").read_text()
-    assert f"goal within 2%: {verdict})" in text
+    assert f"goal: at most 2% above DiLoCo's: {verdict})" in text
     assert "| noloco | " in text and "| diloco | " in text and "dataparallel" not in text
     for name in ("loss_vs_step", "loss_vs_bytes", "sync_time"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
