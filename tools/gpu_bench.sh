@@ -131,11 +131,11 @@ RUNS
       grep -H -E "^accuracy|final_eval|wall time|vision encoder|Error" "$RUNS"/*.log | tee -a "$LOG"
       ;;
     tim4rec)
-      step tim4rec 45 "$PY" -m experiments.bench tim4rec --repeats 10 \
+      step tim4rec 150 "$PY" -m experiments.bench tim4rec --repeats 10 \
         --out "${RUNS:-/tmp/efficient_runs}/bench/tim4rec.jsonl"
       ;;
     lact)
-      step lact 60 "$PY" -m experiments.bench lact --repeats 5 \
+      step lact 180 "$PY" -m experiments.bench lact --repeats 5 \
         --models util_c64,util_c256,util_c1024,util_c2048,util_c4096,lm_4k_lact,lm_4k_transformer \
         --out "${RUNS:-/tmp/efficient_runs}/bench/lact.jsonl"
       ;;
