@@ -26,9 +26,9 @@ import numpy as np
 
 from efficient.sharding.collectives import sync_time
 from efficient.train import read_metrics
+from experiments.noloco import METHODS
 
 RUNS_DIR = pathlib.Path("runs/noloco_kjv")
-METHODS = ("dataparallel", "diloco", "noloco")
 LABELS = {"dataparallel": "data parallel (all-reduce every step)", "diloco": "DiLoCo",
           "noloco": "NoLoCo"}  # fmt: skip
 # The sync-time model's network: 10 us per message, 25 GB/s per link (200 Gb/s), typical of

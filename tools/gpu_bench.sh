@@ -44,6 +44,23 @@ step() { # step NAME SECONDS COMMAND...: run with a time limit, log, never abort
   git rev-parse --short HEAD 2>/dev/null || true
 } | tee -a "$LOG"
 
+# launch NAME SECONDS ARGS...: `python -m ARGS` in the background with a time limit, allocating GPU
+# memory on demand (several share the card), logging to $RUNS/NAME.log; wait_all reports each.
+pids=()
+launch() {
+  local name=$1 seconds=$2
+  shift 2
+  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout --signal=INT --kill-after=10 "$seconds" \
+    "$PY" -m "$@" >"$RUNS/$name.log" 2>&1 &
+  pids+=($!)
+}
+wait_all() { # wait_all LABEL START
+  for pid in "${pids[@]}"; do wait "$pid"; echo "pid $pid exit $?" | tee -a "$LOG"; done
+  pids=()
+  echo "=== $1: $((SECONDS - $2))s" | tee -a "$LOG"
+}
+RUNS=${RUNS:-/tmp/efficient_runs}
+
 if [ -n "${QUICK:-}" ]; then
   step check 300 "$PY" -m pallas_kernels.check --quick --out "$OUT/check.json"
   step fft_conv 300 "$PY" -m pallas_kernels.fft_conv.bench --quick --section cpu \
@@ -75,26 +92,19 @@ for name in ${STEPS:-check fft_conv rational_tiles rational hyena kat lowformer}
       step kat 45 "$PY" -m experiments.bench kat --batch 128 --repeats 10 --out "$OUT/kat.jsonl"
       ;;
     train)
-      RUNS=${RUNS:-/tmp/efficient_runs}
       mkdir -p "$RUNS"
-      echo "=== train (limit ${TRAIN_SECONDS:-210}s per process)" | tee -a "$LOG"
+      limit=${TRAIN_SECONDS:-210}
+      echo "=== train (limit ${limit}s per process)" | tee -a "$LOG"
       start=$SECONDS
-      pids=()
       for preset in tim4rec/ml100k ssd4rec/ml100k sasrec/ml100k; do
-        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout --signal=INT --kill-after=10 \
-          "${TRAIN_SECONDS:-210}" "$PY" -m experiments.recommendation_table "$preset" --seeds 3 \
-          --runs-dir "$RUNS/seeds" --train.progress False >"$RUNS/${preset%%/*}.log" 2>&1 &
-        pids+=($!)
+        launch "${preset%%/*}" "$limit" experiments.recommendation_table "$preset" --seeds 3 \
+          --runs-dir "$RUNS/seeds" --train.progress False
       done
       for preset in kat/fashion_mnist vit/fashion_mnist; do
-        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout --signal=INT --kill-after=10 \
-          "${TRAIN_SECONDS:-210}" "$PY" -m experiments.run "$preset" --workdir \
-          "$RUNS/${preset%%/*}_fashion_mnist" --train.progress False \
-          >"$RUNS/${preset%%/*}_fashion_mnist.log" 2>&1 &
-        pids+=($!)
+        launch "${preset%%/*}_fashion_mnist" "$limit" experiments.run "$preset" \
+          --workdir "$RUNS/${preset%%/*}_fashion_mnist" --train.progress False
       done
-      for pid in "${pids[@]}"; do wait "$pid"; echo "pid $pid exit $?" | tee -a "$LOG"; done
-      echo "=== train: $((SECONDS - start))s" | tee -a "$LOG"
+      wait_all train "$start"
       # Every run finished: this only reads them back and writes the table.
       timeout 60 "$PY" -m experiments.recommendation_table --seeds 3 --runs-dir "$RUNS/seeds" \
         2>&1 | tee -a "$LOG"
@@ -103,17 +113,14 @@ for name in ${STEPS:-check fft_conv rational_tiles rational hyena kat lowformer}
     video_qa) # issue 8: the six video-QA presets (slow-fast vs fast-only x 16/64/128 frames),
       # 5x-longer runs of the 128-frame pair (and hybrid layers {1, 3}), and KAT on
       # Fashion-MNIST, side by side on the one GPU
-      RUNS=${RUNS:-/tmp/efficient_runs}
       mkdir -p "$RUNS"
-      echo "=== video_qa (limit ${TRAIN_SECONDS:-300}s per process)" | tee -a "$LOG"
+      limit=${TRAIN_SECONDS:-300}
+      echo "=== video_qa (limit ${limit}s per process)" | tee -a "$LOG"
       start=$SECONDS
-      pids=()
       while read -r name preset args; do
         # shellcheck disable=SC2086  # $args: several overrides
-        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout --signal=INT --kill-after=10 \
-          "${TRAIN_SECONDS:-300}" "$PY" -m experiments.run "$preset" --workdir "$RUNS/$name" \
-          --train.progress False $args >"$RUNS/$name.log" 2>&1 &
-        pids+=($!)
+        launch "$name" "$limit" experiments.run "$preset" --workdir "$RUNS/$name" \
+          --train.progress False $args
       done <<'RUNS'
 slowfast_f128 slowfast/video_qa
 slowfast_f64 slowfast/video_qa_f64
@@ -126,18 +133,17 @@ slowfast_f128_3000_l13 slowfast/video_qa --train.steps 3000 --train.eval_every 5
 fastonly_f128_3000 fastonly/video_qa_f128 --train.steps 3000 --train.eval_every 500
 kat_fashion_mnist kat/fashion_mnist
 RUNS
-      for pid in "${pids[@]}"; do wait "$pid"; echo "pid $pid exit $?" | tee -a "$LOG"; done
-      echo "=== video_qa: $((SECONDS - start))s" | tee -a "$LOG"
+      wait_all video_qa "$start"
       grep -H -E "^accuracy|final_eval|wall time|vision encoder|Error" "$RUNS"/*.log | tee -a "$LOG"
       ;;
     tim4rec)
       step tim4rec 150 "$PY" -m experiments.bench tim4rec --repeats 10 \
-        --out "${RUNS:-/tmp/efficient_runs}/bench/tim4rec.jsonl"
+        --out "$RUNS/bench/tim4rec.jsonl"
       ;;
     lact)
       step lact 180 "$PY" -m experiments.bench lact --repeats 5 \
         --models util_c64,util_c256,util_c1024,util_c2048,util_c4096,lm_4k_lact,lm_4k_transformer \
-        --out "${RUNS:-/tmp/efficient_runs}/bench/lact.jsonl"
+        --out "$RUNS/bench/lact.jsonl"
       ;;
     lowformer)
       step lowformer 45 "$PY" -m experiments.bench lowformer --repeats 10 \
@@ -146,7 +152,7 @@ RUNS
     *) echo "unknown step $name" | tee -a "$LOG" ;;
   esac
 done
-if [ -d "${RUNS:-/tmp/efficient_runs}" ]; then
-  tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=best --exclude=plots --exclude=tb -C "${RUNS:-/tmp/efficient_runs}" . || true
+if [ -d "$RUNS" ]; then
+  tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=best --exclude=plots --exclude=tb -C "$RUNS" . || true
 fi
 grep -E "^(ok|FAIL)|jnp.fft / impl|/ (gelu|xla)|===" "$LOG" | tail -80

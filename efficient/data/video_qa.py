@@ -207,9 +207,8 @@ def clip_text(
         return SCENE_QUESTION, f"{CLASS_NAMES[background_class]}\n"
     if question_type == "present":
         asked = event_class if asked_class is None else asked_class
-        return PRESENT_QUESTION.format(
-            CLASS_NAMES[asked]
-        ), "yes\n" if asked == event_class else "no\n"
+        answer = "yes\n" if asked == event_class else "no\n"
+        return PRESENT_QUESTION.format(CLASS_NAMES[asked]), answer
     return COUNT_QUESTION.format(name), f"{num_events}\n"
 
 
@@ -447,7 +446,8 @@ def video_qa_dataset_info(config: VideoQADataConfig) -> dict:
 
     Chance accuracies are those of a model that knows the answer format and the background class
     but not the events: "what" picks one of the 9 other classes, "count" one of 1..max_events;
-    "scene" (the background class itself) is 1/10 for a model that does not see the frames.
+    "scene" (the background class itself) is 1/10 for a model that does not see the frames,
+    "present" 1/2 (yes and no are equally likely).
 
     Args:
         config: the pipeline settings.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -550,9 +551,7 @@ def _communication(hlo: str, mesh, config: TrainConfig) -> dict[str, Any]:
     (`efficient.sharding.collectives`): per execution of its costliest path ("per sync": every
     step without an outer optimizer, the outer step's exchange with one) and averaged per step."""
     found = collectives(hlo)
-    ops: dict[str, int] = {}
-    for c in found:
-        ops[c.op] = ops.get(c.op, 0) + 1
+    ops = dict(collections.Counter(c.op for c in found))
     per_sync = sync_bytes(found, mesh.devices.size)
     period = config.outer.sync_period if config.outer is not None else 1
     return {
