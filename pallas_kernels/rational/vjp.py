@@ -108,7 +108,14 @@ def _backward(config, residuals, dy):
     x, numerator, denominator = residuals
     dy = jnp.asarray(dy)  # jax.test_util.check_grads passes numpy cotangents
     if config.implementation == "xla":
+        # Fences around the jnp backward. Without them XLA fuses its producers (the fc1 matmul's
+        # bias add, the LayerNorm) into it and it into every consumer of dx (the fc1 backward's
+        # transposes and adds), so the polynomials and divisions were recomputed per consumer:
+        # on CPU the KAT train step took 1.7x the ViT's at 6 blocks, 1.16x with dx fenced and
+        # 1.10x with the inputs fenced too (experiments/benches/kat.py, README).
+        x, dy = lax.optimization_barrier((x, dy))
         dx, sum_a, sum_b = _xla_backward(x, dy, numerator, denominator)
+        dx = lax.optimization_barrier(dx)
     else:
         dx, sum_a, sum_b = kernel.rational_bwd(
             x,
