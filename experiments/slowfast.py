@@ -3,14 +3,14 @@
 Slow-Fast Architecture for Video Multi-Modal Large Language Models (Shi et al.,
 arXiv:2504.01328): the LLM input holds 16 pooled frames (the fast tokens) whatever the clip
 length; hybrid layers let the text read every frame (the slow tokens). The task
-(`efficient.data.video_qa`): a 128-frame clip of one Fashion-MNIST class with 1-3 single-frame
-flashes of another; "Which item flashes by?" / "How many times does a <item> flash by?". A flash
-is 1/4 of one pooled fast frame at 64 frames (1/8 at 128 after the stride-2 sampling), and a
-16-frame sampling of the clip misses 7 of 8 flashes, so the answer needs the fine temporal
-detail the paper's design keeps.
+(`efficient.data.video_qa`): a 128-frame clip, empty but for 1-3 single-frame flashes of a
+Fashion-MNIST item; "Which item flashes by?". A flash is 1/4 of one pooled fast frame at 64
+frames and at 128 (where the stride-2 sampling also drops every other frame), and a 16-frame
+sampling of the clip misses 7 of 8 flashes, so the answer needs the fine temporal detail the
+paper's design keeps.
 
-Presets, all with `SlowFastConfig.video_qa(frames)` (LLM input: 64 fast tokens + 64 text
-bytes whatever the frames) and one recipe:
+Presets, all with `SlowFastConfig.video_qa(frames)` at one token per frame (LLM input: 16 fast
+tokens + 40 text bytes whatever the frames) and one recipe:
 - `slowfast/video_qa` (128 frames), `slowfast/video_qa_f64`, `slowfast/video_qa_f16`;
 - `fastonly/video_qa_f128`, `fastonly/video_qa_f64`, `fastonly/video_qa_f16`: the same model
   without hybrid layers (equal LLM input length);
@@ -230,9 +230,17 @@ def run(config: VideoQA, workdir: pathlib.Path, resume: bool = False) -> dict:
 
 # The CPU recipe (all six video_qa presets): batch 32 clips, AdamW 1e-3, cosine, 600 steps.
 VIDEO_QA_STEPS = 600
-# "present" needs the slow tokens, "scene" only the fast ones (the control); "what" and "count"
-# stayed at chance for every model in the CPU probes (README of models/slowfast_mllm).
-VIDEO_QA_QUESTIONS = ("scene", "present")
+# "Which item flashes by?" on a blank stage. With scene backgrounds (a slideshow of another
+# class between the flashes) every model stayed at chance on "what", "count" and "present" (the
+# H100 runs of the README, and CPU probes: "present" stayed at chance even with 16-frame flashes
+# that the fast tokens show plainly, so the byte-level decoder trained from scratch did not bind
+# an item named in the question to the frames); on a blank stage the slow path learns "what" in
+# a few hundred steps (README of models/slowfast_mllm).
+VIDEO_QA_QUESTIONS = ("what",)
+VIDEO_QA_BACKGROUND = "blank"
+# One token per frame (the 4 x 4 ViT patch map pooled whole): a 28-px item is one object, and
+# the slow path then searches 128 tokens, not 512, at 128 frames.
+VIDEO_QA_FRAME_POOLING = 4
 VISION_PRETRAIN_STEPS = 3000
 # The hybrid layers' gate scalar at init. The paper's alpha = 0 keeps a pretrained LLM's output
 # at step 0; here the LLM trains from scratch, so there is nothing to keep, and a closed gate
@@ -243,8 +251,9 @@ VIDEO_QA_ALPHA_INIT = 1.0
 
 
 def video_qa(frames: int, *, hybrid: bool, steps: int = VIDEO_QA_STEPS) -> VideoQA:
-    """`SlowFastConfig.video_qa(frames)` (slow-fast or fast-only) on 128-frame clips sampled to
-    `frames` frames; the LLM input is 64 fast tokens + 64 text bytes in every case.
+    """`SlowFastConfig.video_qa(frames)` (slow-fast or fast-only) at one token per frame, on
+    128-frame clips sampled to `frames` frames; the LLM input is 16 fast tokens + 40 text bytes
+    in every case.
 
     As the paper's MLLM starts from a pretrained vision tower, the ViT is first trained as a
     Fashion-MNIST classifier (500 steps of 128 images, about a minute) and then kept frozen
@@ -253,13 +262,15 @@ def video_qa(frames: int, *, hybrid: bool, steps: int = VIDEO_QA_STEPS) -> Video
     match = the 22.2% chance rate). The projector, the LLM and the hybrid layers train.
     """
     model = SlowFastConfig.video_qa(
-        frames, hybrid=hybrid, freeze_vision=True, alpha_init=VIDEO_QA_ALPHA_INIT
-    )
+        frames, hybrid=hybrid, freeze_vision=True, alpha_init=VIDEO_QA_ALPHA_INIT,
+        tokens=TokenPipelineConfig.released(frames, frame_pooling=VIDEO_QA_FRAME_POOLING),
+    )  # fmt: skip
     return VideoQA(
         model=model,
         data=VideoQADataConfig(
-            source="fashion-mnist", clip_frames=128, num_frames=frames, batch_size=32,
-            eval_batch_size=128, eval_clips=1024, question_types=VIDEO_QA_QUESTIONS,
+            source="fashion-mnist", background=VIDEO_QA_BACKGROUND, clip_frames=128,
+            num_frames=frames, batch_size=32, eval_batch_size=128, eval_clips=1024,
+            question_types=VIDEO_QA_QUESTIONS, text_len=40,
         ),
         train=TrainConfig(
             steps=steps, log_every=25, eval_every=150, checkpoint_every=150,
@@ -326,7 +337,7 @@ for _frames in (128, 64, 16):
     register(
         f"slowfast/video_qa{_suffix}",
         f"Slow-Fast MLLM (hybrid layers 0, 2) on Fashion-MNIST video QA, {_frames} frames "
-        f"(64 fast tokens in the LLM input, {_frames * 4} slow), {VIDEO_QA_STEPS} steps.",
+        f"(16 fast tokens in the LLM input, {_frames} slow), {VIDEO_QA_STEPS} steps.",
         video_qa(_frames, hybrid=True),
         run,
         check_compatible,

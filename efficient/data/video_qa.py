@@ -4,9 +4,10 @@ Slow-Fast Architecture for Video Multi-Modal Large Language Models (arXiv:2504.0
 and 4: the LLM reads a compact "fast" set of pooled frame tokens and cross-attends to the "slow"
 tokens of every frame. This task needs the slow path: a clip is a slideshow of one background
 class (a new image of it every `scene_length` frames) interrupted by 1..`max_events` flashes of
-`event_length` frames showing a second class. Asking which item flashes by, or how many times,
-needs single frames that 16 pooled frames average away (a 1-frame flash is 1/8 of a pooled frame
-of a 128-frame clip) and that uniform 16-frame sampling usually misses.
+`event_length` frames showing a second class — or, with `background="blank"`, by empty frames.
+Asking which item flashes by, or how many times, needs single frames that 16 pooled frames
+average away (a 1-frame flash is 1/4 of a pooled frame of a 128-frame clip when its frame is
+sampled at all) and that uniform 16-frame sampling usually misses.
 
 Clips are assembled from real Fashion-MNIST images: training clips from the training split,
 evaluation clips from the test split, so no image is shared. Every clip is a pure function of
@@ -30,6 +31,7 @@ from efficient.data.text import VOCAB_SIZE, encode
 Batch = dict[str, np.ndarray]
 
 SOURCES = ("fashion-mnist", "synthetic")
+BACKGROUNDS = ("scenes", "blank")
 SPLITS = ("train", "test")  # image splits: training clips and evaluation clips
 QUESTION_TYPES = ("what", "count", "scene", "present")
 CLASS_NAMES = (
@@ -56,6 +58,8 @@ QUESTION_TOKEN = 1
 ANSWER_TOKEN = 2
 VISUAL_TOKEN = 3
 PADDING_TOKEN = 4
+# `ClipPlan.frame_image` of an empty frame (every pixel 0; background="blank").
+BLANK_IMAGE = -1
 
 # Independent streams derived from `VideoQADataConfig.seed`, so that no two uses share a seed.
 _CLIP_STREAM = 0
@@ -69,6 +73,12 @@ class VideoQADataConfig:
     Attributes:
         source: "fashion-mnist" (the Debian package) or "synthetic" (`synthetic.synthetic_images`
             at 28x28 with 10 classes, for smoke runs).
+        background: what the frames between the flashes show. "scenes": a slideshow of one
+            class (a new image every `scene_length` frames). "blank": an empty frame (every
+            pixel 0), so the flashes are the only content of the clip; the background class is
+            then -1 and the "scene" question has no answer (rejected). With "scenes", no model
+            of the suite learned to find a 1-frame flash among the scene frames (README of
+            models/slowfast_mllm); on a blank stage the slow path finds it.
         clip_frames: frames of the underlying clip.
         num_frames: F, frames given to the model: clip frames 0, s, 2s, ... with
             `s = clip_frames // num_frames`. With `s > event_length` some flashes fall between
@@ -96,6 +106,7 @@ class VideoQADataConfig:
     """
 
     source: Literal["fashion-mnist", "synthetic"] = "fashion-mnist"
+    background: Literal["scenes", "blank"] = "scenes"
     clip_frames: int = 128
     num_frames: int = 128
     scene_length: int = 8
@@ -113,6 +124,10 @@ class VideoQADataConfig:
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(
+                f"background={self.background!r}: expected one of {', '.join(BACKGROUNDS)}."
+            )
         positive = (
             "clip_frames",
             "num_frames",
@@ -150,6 +165,11 @@ class VideoQADataConfig:
             raise ValueError(
                 f"question_types={types!r}: expected a non-empty tuple of distinct types from "
                 f"{QUESTION_TYPES}."
+            )
+        if self.background == "blank" and "scene" in types:
+            raise ValueError(
+                f"question_types={types!r}: the 'scene' question asks the background class, "
+                "which background='blank' clips do not have."
             )
         longest = max_text_len(types, self.max_events)
         if self.text_len < longest:
@@ -242,14 +262,15 @@ class ClipPlan:
     """Which source image shows at each frame of one clip, and its question.
 
     Attributes:
-        background_class: b, the class of every non-event frame.
+        background_class: b, the class of every non-event frame (-1: blank frames).
         event_class: e != b, the class of the event frames.
         num_events: n in 1..max_events.
         question_type: index into `QUESTION_TYPES`.
         question: the question text.
         answer: the answer text, ending with "\\n".
         event_frames: int32 [n * event_length] the clip frames of the events, ascending.
-        frame_image: int64 [clip_frames] the index (into the split) of the image at each frame.
+        frame_image: int64 [clip_frames] the index (into the split) of the image at each frame,
+            `BLANK_IMAGE` (-1) for an empty frame.
     """
 
     background_class: int
@@ -302,6 +323,9 @@ def _plan(
     frame_image = order[offsets[b] + np.repeat(ranks, config.scene_length)[:T]]  # [T]
     event_ranks = rng.choice(int(offsets[e + 1] - offsets[e]), n, replace=False)  # [n]
     frame_image[event_frames] = np.repeat(order[offsets[e] + event_ranks], L)
+    if config.background == "blank":  # same draws as "scenes", then the scene frames emptied
+        frame_image[np.setdiff1d(np.arange(T), event_frames)] = BLANK_IMAGE
+        b = -1
     asked = e
     # Drawn last, and only for "present", so that the clips of the other types stay as they were.
     if kind == "present" and rng.integers(2):
@@ -391,12 +415,16 @@ def render_clips(
     Args:
         images: the split's uint8 images.
         frame_image: image indices, e.g. `plan.frame_image[sample_frames(...)]`, or a batch of
-            them [B, F].
+            them [B, F]; `BLANK_IMAGE` (-1) renders an empty frame (every pixel 0).
 
     Returns:
         float32 frames normalised with the Fashion-MNIST mean and standard deviation.
     """
-    return _NORMALISE[images[frame_image]]
+    frame_image = np.asarray(frame_image)
+    blank = frame_image == BLANK_IMAGE
+    frames = _NORMALISE[images[np.where(blank, 0, frame_image)]]
+    frames[blank] = _NORMALISE[0]
+    return frames
 
 
 # ---------------------------------------------------------------------------- sources
@@ -453,15 +481,15 @@ def video_qa_dataset_info(config: VideoQADataConfig) -> dict:
         config: the pipeline settings.
 
     Returns:
-        `{"source", "train_images", "eval_images" (images of the two splits), "eval_clips",
-        "clip_frames", "num_frames", "frame_stride", "frame_shape", "scene_length", "max_events",
-        "event_length", "num_classes", "class_names", "question_types", "text_len",
+        `{"source", "background", "train_images", "eval_images" (images of the two splits),
+        "eval_clips", "clip_frames", "num_frames", "frame_stride", "frame_shape", "scene_length",
+        "max_events", "event_length", "num_classes", "class_names", "question_types", "text_len",
         "max_text_len", "vocab_size", "chance_accuracy": {type: accuracy} for the configured
         types, "mean_chance_accuracy", "every_event_sampled": whether every event overlaps a
         sampled frame (event_length >= frame_stride)}`.
     """
-    chance = {
-        "what": 1 / (NUM_CLASSES - 1),
+    chance = {  # on a blank stage the flash is any of the 10 classes
+        "what": 1 / (NUM_CLASSES - (config.background == "scenes")),
         "count": 1 / config.max_events,
         "scene": 1 / NUM_CLASSES,
         "present": 1 / 2,
@@ -469,6 +497,7 @@ def video_qa_dataset_info(config: VideoQADataConfig) -> dict:
     chance = {t: chance[t] for t in config.question_types}
     return {
         "source": config.source,
+        "background": config.background,
         "train_images": _split_size(config, "train"),
         "eval_images": _split_size(config, "test"),
         "eval_clips": config.eval_clips,

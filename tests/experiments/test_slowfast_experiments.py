@@ -112,8 +112,9 @@ def test_video_qa_presets_compare_at_equal_llm_input():
         hybrid = registered[name].config
         fast_only = registered[f"fastonly/video_qa_f{frames}"].config
         assert hybrid.model.hybrid and not fast_only.model.hybrid
-        assert hybrid.model.num_fast_tokens == fast_only.model.num_fast_tokens == 64
-        assert hybrid.model.num_slow_tokens == 4 * frames
+        assert hybrid.model.num_fast_tokens == fast_only.model.num_fast_tokens == 16
+        assert hybrid.model.num_slow_tokens == frames  # one token per frame
+        assert hybrid.data.background == "blank" and hybrid.data.question_types == ("what",)
         assert hybrid.data == fast_only.data and hybrid.train == fast_only.train
         assert hybrid.model.hybrid_layers == (0, 2)
         assert dataclasses.replace(hybrid.model, hybrid=False) == fast_only.model

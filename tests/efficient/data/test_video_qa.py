@@ -140,6 +140,14 @@ def test_config_validation(kwargs, match):
         VideoQADataConfig(**kwargs)
 
 
+def test_blank_background_has_no_scene_question():
+    with pytest.raises(ValueError, match="'scene' question asks the background class"):
+        VideoQADataConfig(background="blank", question_types=("what", "scene"))
+    # The run-time type checks of the test session reject the Literal first.
+    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="background"):
+        VideoQADataConfig(background="noise")
+
+
 def test_boundary_configs_are_accepted():
     VideoQADataConfig(clip_frames=8, num_frames=8, event_length=2, text_len=46)
     VideoQADataConfig(text_len=35, question_types=("what",))
@@ -299,6 +307,59 @@ def test_render_clips_normalises_the_planned_images():
     got = render_clips(images, idx)
     assert got.shape == (2, 3, 28, 28, 1) and got.dtype == np.float32
     np.testing.assert_allclose(got, _reference_normalise(images[idx]), rtol=0, atol=1e-6)
+
+
+def test_blank_background_empties_the_scene_frames_and_keeps_the_rest_of_the_clip():
+    """With background="blank" a clip is its "scenes" twin (same events, flash images and
+    question) with every other frame empty."""
+    labels = _labels()
+    blank = dataclasses.replace(SMALL, background="blank", question_types=("what", "present"))
+    scenes = dataclasses.replace(blank, background="scenes")
+    answers = collections.Counter()
+    for index in range(200):
+        a = make_clip(blank, labels, split="train", index=index)
+        b = make_clip(scenes, labels, split="train", index=index)
+        assert a.background_class == -1 and 0 <= a.event_class < 10
+        np.testing.assert_array_equal(a.event_frames, b.event_frames)
+        is_event = np.isin(np.arange(blank.clip_frames), a.event_frames)
+        np.testing.assert_array_equal(a.frame_image[is_event], b.frame_image[is_event])
+        assert (a.frame_image[~is_event] == video_qa.BLANK_IMAGE).all()
+        assert (labels[a.frame_image[is_event]] == a.event_class).all()
+        assert (a.event_class, a.num_events, a.question_type) == (
+            b.event_class, b.num_events, b.question_type,
+        )  # fmt: skip
+        if video_qa.QUESTION_TYPES[a.question_type] == "present":
+            asked = next(
+                c for c, name in enumerate(video_qa.CLASS_NAMES)
+                if a.question == video_qa.PRESENT_QUESTION.format(name)
+            )  # fmt: skip
+            assert a.answer == ("yes\n" if asked == a.event_class else "no\n")
+            answers[a.answer] += 1
+        else:
+            assert (a.question, a.answer) == (b.question, b.answer)
+    assert answers["yes\n"] > 20 and answers["no\n"] > 20
+
+
+def test_blank_frames_render_empty_and_batches_follow_the_plans():
+    images, labels = _synthetic(SMALL, "train")
+    got = render_clips(images, np.array([[video_qa.BLANK_IMAGE, 3], [7, video_qa.BLANK_IMAGE]]))
+    want_blank = _reference_normalise(np.zeros((28, 28, 1), np.uint8))
+    np.testing.assert_allclose(got[0, 0], want_blank, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[1, 1], want_blank, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[0, 1], _reference_normalise(images[3]), rtol=0, atol=1e-6)
+    config = dataclasses.replace(SMALL, background="blank", num_frames=16)
+    (batch,) = _take(iter(video_qa_train_dataset(config)), 1)
+    sampled = sample_frames(config.clip_frames, config.num_frames)
+    assert (batch["background_class"] == -1).all()
+    for r in range(config.batch_size):
+        plan = make_clip(config, labels, split="train", index=r)
+        is_event = np.isin(sampled, plan.event_frames)
+        np.testing.assert_allclose(batch["frames"][r][~is_event], np.broadcast_to(
+            want_blank, (int((~is_event).sum()), 28, 28, 1)), rtol=0, atol=1e-6)  # fmt: skip
+        want = _reference_normalise(images[plan.frame_image[sampled][is_event]])
+        np.testing.assert_allclose(batch["frames"][r][is_event], want, rtol=0, atol=1e-6)
+    info = video_qa_dataset_info(dataclasses.replace(config, question_types=("what",)))
+    assert info["background"] == "blank" and info["chance_accuracy"] == {"what": 0.1}
 
 
 # ---------------------------------------------------------------------------- batches
