@@ -14,6 +14,8 @@ tokens + 40 text bytes whatever the frames) and one recipe:
 - `slowfast/video_qa` (128 frames), `slowfast/video_qa_f64`, `slowfast/video_qa_f16`;
 - `fastonly/video_qa_f128`, `fastonly/video_qa_f64`, `fastonly/video_qa_f16`: the same model
   without hybrid layers (equal LLM input length);
+- `allfast/video_qa_f128`: the "more fast tokens" baseline, all 128 frames' tokens in the LLM
+  input and no hybrid layers;
 - `slowfast/smoke`: a tiny model on synthetic clips, seconds on CPU.
 
 Metric: exact-match answer accuracy (every answer byte, the final newline included, is the
@@ -250,10 +252,13 @@ VISION_PRETRAIN_STEPS = 3000
 VIDEO_QA_ALPHA_INIT = 1.0
 
 
-def video_qa(frames: int, *, hybrid: bool, steps: int = VIDEO_QA_STEPS) -> VideoQA:
+def video_qa(
+    frames: int, *, hybrid: bool, steps: int = VIDEO_QA_STEPS, all_fast: bool = False
+) -> VideoQA:
     """`SlowFastConfig.video_qa(frames)` (slow-fast or fast-only) at one token per frame, on
     128-frame clips sampled to `frames` frames; the LLM input is 16 fast tokens + 40 text bytes
-    in every case.
+    in every case — except with `all_fast`: every frame's token in the LLM input (the "more fast
+    tokens" baseline: `frames` + 40 tokens, no hybrid layers).
 
     As the paper's MLLM starts from a pretrained vision tower, the ViT is first trained as a
     Fashion-MNIST classifier (500 steps of 128 images, about a minute) and then kept frozen
@@ -261,10 +266,14 @@ def video_qa(frames: int, *, hybrid: bool, steps: int = VIDEO_QA_STEPS) -> Video
     300 steps of the QA task learned only the answer priors (fastonly/video_qa_f16: 22.3% exact
     match = the 22.2% chance rate). The projector, the LLM and the hybrid layers train.
     """
+    if all_fast and hybrid:
+        raise ValueError("all_fast puts every frame in the LLM input: it has no hybrid layers.")
+    tokens = (TokenPipelineConfig.all_fast if all_fast else TokenPipelineConfig.released)(
+        frames, frame_pooling=VIDEO_QA_FRAME_POOLING
+    )
     model = SlowFastConfig.video_qa(
-        frames, hybrid=hybrid, freeze_vision=True, alpha_init=VIDEO_QA_ALPHA_INIT,
-        tokens=TokenPipelineConfig.released(frames, frame_pooling=VIDEO_QA_FRAME_POOLING),
-    )  # fmt: skip
+        frames, hybrid=hybrid, freeze_vision=True, alpha_init=VIDEO_QA_ALPHA_INIT, tokens=tokens
+    )
     return VideoQA(
         model=model,
         data=VideoQADataConfig(
@@ -325,6 +334,14 @@ def smoke() -> VideoQA:
     )  # fmt: skip
 
 
+register(
+    "allfast/video_qa_f128",
+    "The 'more fast tokens' baseline: all 128 frames' tokens in the LLM input (128 + 40 "
+    f"tokens, 3x the others'), no hybrid layers, {VIDEO_QA_STEPS} steps.",
+    video_qa(128, hybrid=False, all_fast=True),
+    run,
+    check_compatible,
+)
 register(
     "slowfast/smoke",
     "Tiny Slow-Fast MLLM on synthetic 16-frame clips: 30 steps, seconds on CPU (CI runs it).",

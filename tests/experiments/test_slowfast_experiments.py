@@ -121,6 +121,16 @@ def test_video_qa_presets_compare_at_equal_llm_input():
         slowfast.check_compatible(hybrid)
 
 
+def test_all_fast_baseline_puts_every_frame_in_the_llm_input():
+    config = presets()["allfast/video_qa_f128"].config
+    reference = presets()["slowfast/video_qa"].config
+    assert not config.model.hybrid and config.model.num_fast_tokens == 128
+    assert config.data == reference.data and config.train == reference.train
+    slowfast.check_compatible(config)
+    with pytest.raises(ValueError, match="no hybrid layers"):
+        slowfast.video_qa(128, hybrid=True, all_fast=True)
+
+
 def test_mismatched_frames_are_rejected():
     config = presets()["slowfast/video_qa"].config
     bad = dataclasses.replace(config, data=dataclasses.replace(config.data, num_frames=64))
