@@ -128,8 +128,8 @@ slowfast_f16 slowfast/video_qa_f16
 fastonly_f128 fastonly/video_qa_f128
 fastonly_f64 fastonly/video_qa_f64
 fastonly_f16 fastonly/video_qa_f16
+allfast_f128 allfast/video_qa_f128
 slowfast_f128_3000 slowfast/video_qa --train.steps 3000 --train.eval_every 500
-slowfast_f128_3000_l13 slowfast/video_qa --train.steps 3000 --train.eval_every 500 --model.cross_attn_min_layer 1
 fastonly_f128_3000 fastonly/video_qa_f128 --train.steps 3000 --train.eval_every 500
 kat_fashion_mnist kat/fashion_mnist
 RUNS
