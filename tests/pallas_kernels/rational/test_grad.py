@@ -122,3 +122,23 @@ def test_check_grads_xla_path():
         )
 
     jax.test_util.check_grads(fn, (x, num, den), order=1, modes=["rev"], atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 257, 128 * 197, 4096])
+def test_xla_backward_row_split(rows):
+    """The XLA backward reduces rows as [R1, R2] with R1 the largest divisor <= 256 (a prime row
+    count gives R1 = 1); the gradients must not depend on that split."""
+    from pallas_kernels.rational.vjp import _row_split
+
+    outer, inner = _row_split(rows)
+    assert outer * inner == rows and 1 <= outer <= 256
+    assert all(rows % d for d in range(outer + 1, min(rows, 256) + 1))
+    if rows == 0:
+        return
+    x, dy, num, den = inputs(rows, (rows, 16), 4, shared=False)
+    dx, dnum, dden = _grads(_op("xla"), x, dy, num, den)
+    rx, rnum, rden = _grads(group_rational_reference, x, dy, num, den)
+    np.testing.assert_allclose(f64(dx), f64(rx), atol=1e-5 * np.max(np.abs(f64(rx))), rtol=0)
+    atol_a, atol_b = coefficient_atol(x, dy, num, den)
+    assert_coefficients_close(dnum, rnum, 2 * atol_a, "dnumerator")
+    assert_coefficients_close(dden, rden, 2 * atol_b, "ddenominator")
