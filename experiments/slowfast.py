@@ -261,10 +261,11 @@ def video_qa(
     tokens" baseline: `frames` + 40 tokens, no hybrid layers).
 
     As the paper's MLLM starts from a pretrained vision tower, the ViT is first trained as a
-    Fashion-MNIST classifier (500 steps of 128 images, about a minute) and then kept frozen
-    (`freeze_vision`; no weight decay, so it stays exactly as pretrained): with a random encoder
-    300 steps of the QA task learned only the answer priors (fastonly/video_qa_f16: 22.3% exact
-    match = the 22.2% chance rate). The projector, the LLM and the hybrid layers train.
+    Fashion-MNIST classifier (`VISION_PRETRAIN_STEPS` steps of 128 images, 1-2 minutes on CPU)
+    and then kept frozen (`freeze_vision`; no weight decay, so it stays exactly as pretrained):
+    with a random encoder 300 steps of the QA task learned only the answer priors
+    (fastonly/video_qa_f16: 22.3% exact match = the 22.2% chance rate). The projector, the LLM
+    and the hybrid layers train.
     """
     if all_fast and hybrid:
         raise ValueError("all_fast puts every frame in the LLM input: it has no hybrid layers.")
