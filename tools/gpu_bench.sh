@@ -71,12 +71,18 @@ if [ -n "${QUICK:-}" ]; then
 fi
 
 # STEPS picks and orders the steps (default: all, in this order).
-for name in ${STEPS:-check fft_conv rational_tiles rational hyena kat lowformer}; do
+for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat lowformer}; do
   case $name in
     check) step check 75 "$PY" -m pallas_kernels.check --out "$OUT/check.json" ;;
     fft_conv)
       step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
         --sizes ${FFT_SIZES:-256 1024 4096 16384} --out "$OUT/fft_conv.json"
+      ;;
+    fft_tune) # the fft_conv kernels' tilings (heads and backward batch rows per program, warps)
+      step fft_tune 180 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
+        --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations jnp_fft \
+        pallas:h16b8w4 pallas:h4b4w4 pallas:h1b2w4 pallas:h4b8w8 pallas:h1b4w8 pallas:h1b1w4 \
+        --out "$OUT/fft_tune.json"
       ;;
     rational_tiles) # the Pallas tiling on the KAT-B widths, against the XLA path
       step rational_tiles 60 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \

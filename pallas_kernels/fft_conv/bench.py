@@ -5,6 +5,12 @@ FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
 baseline is torch.fft in fp32).
 
     python -m pallas_kernels.fft_conv.bench [--quick] [--section cpu|gpu|sparse|all] [--out PATH]
+    python -m pallas_kernels.fft_conv.bench --section gpu --sizes 1024 4096 --gated-only \
+        --implementations jnp_fft pallas:h16b8w4 pallas:h2b4w8    # a tiling sweep
+
+Implementations: "monarch_xla", "jnp_fft", "torch_fft" (GPU, forward), "pallas" (default
+`BlockSizes`) and "pallas:<spec>" (`BlockSizes.parse`: h = heads per program, b = batch rows per
+backward program, w = warps, s = stages).
 
 Timing and provenance come from `pallas_kernels/_bench.py` (`pallas_kernels` imports nothing of
 `efficient`, DESIGN.md).
@@ -21,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels._bench import environment, time_fn, time_torch_cuda
-from pallas_kernels.fft_conv import api, reference, vjp
+from pallas_kernels.fft_conv import api, kernel, reference, vjp
 
 __all__ = ["Case", "main"]
 
@@ -65,12 +71,14 @@ def _conv(case: Case, implementation: str):
             kept_frequencies=case.kept_frequencies,
         )
         return lambda u, k, pregate, postgate: ref(u, k, pregate=pregate, postgate=postgate)
+    name, _, spec = implementation.partition(":")
     config = vjp.ConvConfig(
         fft_size=n,
         seq_len=case.length,
         filter_len=case.partial_taps or case.length,
         kept_frequencies=case.kept_frequencies,
-        implementation="xla" if implementation == "monarch_xla" else "pallas",
+        implementation="xla" if name == "monarch_xla" else "pallas",
+        block_sizes=kernel.BlockSizes.parse(spec) if spec else kernel.BlockSizes(),
     )
 
     def conv(u, k, pregate, postgate):
@@ -135,7 +143,7 @@ def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: i
         if timing is None:
             return record | {"skipped": "torch with CUDA is not importable"}
         return record | timing
-    if implementation == "pallas" and case.fft_size > api._max_pallas_size():
+    if implementation.startswith("pallas") and case.fft_size > api._max_pallas_size():
         return record | {"skipped": f"the kernel supports N <= {api._max_pallas_size()} here"}
     conv = _conv(case, implementation)
     fn = conv if mode == "fwd" else _fwd_bwd(conv)
@@ -145,7 +153,7 @@ def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: i
 
 
 def _sections(
-    quick: bool, sizes: tuple[int, ...] | None = None
+    quick: bool, sizes: tuple[int, ...] | None = None, gated: tuple[bool, ...] = (False, True)
 ) -> dict[str, list[tuple[Case, tuple[str, ...], tuple[str, ...]]]]:
     cpu_sizes = (256, 1024, 4096) if quick else (256, 512, 1024, 2048, 4096, 8192, 16384)
     cpu_sizes = sizes or cpu_sizes
@@ -175,7 +183,7 @@ def _sections(
             ("fwd", "fwd_bwd"),
         )
         for n in gpu_sizes
-        for g in (False, True)
+        for g in gated
     ]
     return {"cpu": cpu, "sparse": sparse, "gpu": gpu}
 
@@ -195,8 +203,34 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="FFT sizes N to run")
+    parser.add_argument(
+        "--implementations",
+        nargs="*",
+        default=None,
+        help="replace each section's implementations (e.g. jnp_fft pallas:h4b8w8)",
+    )
+    parser.add_argument("--gated-only", action="store_true", help="GPU section: gated cases only")
     args = parser.parse_args(argv)
-    sections = _sections(args.quick, tuple(args.sizes) if args.sizes else None)
+    for impl in args.implementations or ():
+        name, _, spec = impl.partition(":")
+        if name not in ("monarch_xla", "jnp_fft", "torch_fft", "pallas") or (
+            spec and name != "pallas"
+        ):
+            parser.error(
+                f"--implementations {impl!r}: use monarch_xla, jnp_fft, torch_fft, pallas[:spec]"
+            )
+        if spec:
+            kernel.BlockSizes.parse(spec)  # a bad spec fails here, not after an hour of rows
+    sections = _sections(
+        args.quick,
+        tuple(args.sizes) if args.sizes else None,
+        (True,) if args.gated_only else (False, True),
+    )
+    if args.implementations:
+        sections = {
+            name: [(case, tuple(args.implementations), modes) for case, _, modes in rows]
+            for name, rows in sections.items()
+        }
     if args.section == "auto":
         names = ["gpu"] if jax.default_backend() == "gpu" else ["cpu", "sparse"]
     elif args.section == "all":

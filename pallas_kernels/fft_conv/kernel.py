@@ -10,14 +10,18 @@ postgate, and writes the row: u, the gates and y each cross memory once. The DFT
 twiddles are kernel inputs (constants of the plan), and the math is `monarch.forward` /
 `inverse_real`, the same code the XLA path runs, so the kernel has a jnp twin by construction.
 
-Backward: one program handles `block_h` heads for the whole batch (vjp.py has the formulas):
-it recomputes DFT(x) and z, writes du, dpregate, dpostgate, and accumulates the filter-spectrum
-cotangent sum_B DFT(dz) conj(DFT(x)) on chip, so no [B, H, N] spectrum ever reaches memory and
-no two programs write the same block (no atomics).
+Backward: one program handles `block_b` batch rows of `block_h` heads (vjp.py has the formulas):
+it recomputes DFT(x) and z, writes du, dpregate, dpostgate, and accumulates its rows' share of the
+filter-spectrum cotangent sum_B DFT(dz) conj(DFT(x)) on chip. Each program writes its own partial
+block [1, block_h, spectrum] (no two programs write the same block: no atomics); XLA adds the
+B / block_b partials afterwards. block_b trades parallelism (the grid is B / block_b x H / block_h
+programs) against the partials' memory (B / block_b spectra per head); block_b = B is one program
+per head block looping over the whole batch.
 """
 
 import dataclasses
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -35,13 +39,42 @@ class BlockSizes:
 
     Attributes:
         block_h: Heads per program (the largest power of two dividing H and <= this is used).
+        block_b: Batch rows per backward program, whose spectrum cotangents it sums on chip (the
+            largest power of two dividing B and <= this is used).
         num_warps: Triton warps per program (GPU only).
         num_stages: Triton pipelining stages (GPU only).
     """
 
     block_h: int = 16
+    block_b: int = 8
     num_warps: int = 4
     num_stages: int = 1
+
+    def __post_init__(self):
+        for name in ("block_h", "block_b", "num_warps", "num_stages"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BlockSizes.{name} must be a positive int, got {value!r}")
+
+    @classmethod
+    def parse(cls, spec: str) -> "BlockSizes":
+        """From a spec like "h16b8w4s1" (any subset of h, b, w, s; the rest default).
+
+        Used by the benchmark's tuning rows (`pallas:h4b8w8`).
+        """
+        fields = {"h": "block_h", "b": "block_b", "w": "num_warps", "s": "num_stages"}
+        parts = re.findall(r"([a-z])(\d+)", spec)
+        if not parts or "".join(f"{k}{v}" for k, v in parts) != spec:
+            raise ValueError(
+                f"block sizes spec {spec!r}: expected letters h (block_h), b (block_b), "
+                "w (num_warps), s (num_stages) each followed by a positive int, e.g. 'h4b8w8'"
+            )
+        unknown = sorted({k for k, _ in parts} - set(fields))
+        if unknown:
+            raise ValueError(
+                f"block sizes spec {spec!r}: unknown letters {unknown}; use h, b, w, s"
+            )
+        return cls(**{fields[k]: int(v) for k, v in parts})
 
 
 def _next_pow2(n: int) -> int:
@@ -160,7 +193,7 @@ def spectral_conv(
     return monarch.from_digits(y, plan, length)
 
 
-def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, batch, block_h):
+def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h):
     refs = list(refs)
     u_ref, dy_ref = refs.pop(0), refs.pop(0)
     pre_ref = refs.pop(0) if has_pre else None
@@ -195,9 +228,9 @@ def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, batch, block_h):
             return acc[0] + ds[0], acc[1] + ds[1]
 
         zero = jnp.zeros(sr_ref.shape[1:], jnp.float32)
-        dsr, dsi = lax.fori_loop(0, batch, row, (zero, zero))
-        dsr_ref[h] = dsr
-        dsi_ref[h] = dsi
+        dsr, dsi = lax.fori_loop(0, block_b, row, (zero, zero))
+        dsr_ref[0, h] = dsr
+        dsi_ref[0, h] = dsi
         return carry
 
     lax.fori_loop(0, block_h, head, 0)
@@ -236,37 +269,41 @@ def spectral_conv_bwd(
     rows = _next_pow2(max(plan.rows_in, plan.rows_out))
     plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
     block_h = math.gcd(heads, _next_pow2(block_sizes.block_h + 1) // 2)
+    block_b = math.gcd(batch, _next_pow2(block_sizes.block_b + 1) // 2)
+    num_partials = batch // block_b
     order = len(plan.factors)
     zeros = (0,) * order
     flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
-    row_spec = pl.BlockSpec((batch, block_h, *plan.in_shape), lambda h: (0, h, *zeros))
-    spectrum_spec = pl.BlockSpec((block_h, *plan.spectrum_shape), lambda h: (h, *zeros))
+    row_spec = pl.BlockSpec((block_b, block_h, *plan.in_shape), lambda b, h: (b, h, *zeros))
+    spectrum_spec = pl.BlockSpec((block_h, *plan.spectrum_shape), lambda b, h: (h, *zeros))
+    partial_spec = pl.BlockSpec((1, block_h, *plan.spectrum_shape), lambda b, h: (b, h, *zeros))
     gates = [g for g in (pregate, postgate) if g is not None]
     data = [monarch.to_digits(a, plan) for a in (u, dy, *gates)]
     data += [*spectrum, *flat]
     specs = [row_spec] * (2 + len(gates)) + [spectrum_spec] * 2
-    specs += [pl.BlockSpec(a.shape, lambda h, n=a.ndim: (0,) * n) for a in flat]
+    specs += [pl.BlockSpec(a.shape, lambda b, h, n=a.ndim: (0,) * n) for a in flat]
     row_shape = (batch, heads, *plan.in_shape)
+    partial_shape = (num_partials, heads, *plan.spectrum_shape)
     out_shape = [jax.ShapeDtypeStruct(row_shape, u.dtype)]
     out_shape += [jax.ShapeDtypeStruct(row_shape, g.dtype) for g in gates]
-    out_shape += [jax.ShapeDtypeStruct((heads, *plan.spectrum_shape), jnp.float32)] * 2
-    out_specs = [row_spec] * (1 + len(gates)) + [spectrum_spec] * 2
+    out_shape += [jax.ShapeDtypeStruct(partial_shape, jnp.float32)] * 2
+    out_specs = [row_spec] * (1 + len(gates)) + [partial_spec] * 2
     kernel = lambda *refs: _bwd_kernel(  # noqa: E731
         *refs,
         treedef=treedef,
         num_mats=len(flat),
         has_pre=pregate is not None,
         has_post=postgate is not None,
-        batch=batch,
+        block_b=block_b,
         block_h=block_h,
     )
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shape,
-        grid=(heads // block_h,),
+        grid=(num_partials, heads // block_h),
         in_specs=specs,
         out_specs=out_specs,
-        compiler_params=_compiler_params(block_sizes, interpret, ("parallel",)),
+        compiler_params=_compiler_params(block_sizes, interpret),
         interpret=interpret,
         name="fft_conv_bwd",
     )(*data)
@@ -274,4 +311,5 @@ def spectral_conv_bwd(
     du = monarch.from_digits(outs.pop(0), plan, length)
     d_pre = monarch.from_digits(outs.pop(0), plan, length) if pregate is not None else None
     d_post = monarch.from_digits(outs.pop(0), plan, length) if postgate is not None else None
-    return du, d_pre, d_post, (outs[0], outs[1])
+    # The B / block_b partial spectrum cotangents, added in one fixed order.
+    return du, d_pre, d_post, (outs[0].sum(axis=0), outs[1].sum(axis=0))

@@ -6,7 +6,7 @@ import jaxtyping
 import numpy as np
 import pytest
 
-from pallas_kernels.fft_conv import api, fft_conv, fft_conv_reference
+from pallas_kernels.fft_conv import BlockSizes, api, fft_conv, fft_conv_reference
 from tests.pallas_kernels.fft_conv.common import assert_close, inputs
 
 # Shape and annotation mismatches meet jaxtyping's run-time check first in the test run (the
@@ -119,3 +119,18 @@ def test_auto_follows_the_measurements(monkeypatch, backend, expected):
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
     assert api.resolve_implementation("auto", 4096) == expected
     assert api.resolve_implementation("pallas", 4096) == "pallas"
+
+
+def test_block_sizes_parse_and_errors():
+    assert BlockSizes.parse("h4b8w8") == BlockSizes(block_h=4, block_b=8, num_warps=8)
+    assert BlockSizes.parse("s2") == BlockSizes(num_stages=2)
+    for spec, match in [
+        ("", "expected letters h"),
+        ("h4x", "expected letters h"),
+        ("h4q2", r"unknown letters \['q'\]"),
+        ("h0", "BlockSizes.block_h must be a positive int, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            BlockSizes.parse(spec)
+    with pytest.raises(ValueError, match="BlockSizes.block_b must be a positive int"):
+        BlockSizes(block_b=-1)
