@@ -162,9 +162,13 @@ def pretrain_vision(config: VideoQA, workdir: pathlib.Path) -> tuple[dict, dict]
     """
     pre = config.vision_pretrain
     directory = workdir / "vision_pretrain"
+    # `--train.progress False` silences the pretraining's bar as well.
+    pre_train = dataclasses.replace(
+        pre.train, progress=pre.train.progress and config.train.progress
+    )
     result = train(
         Task(model=ViT(pre.model), loss_fn=classification_loss(pre.label_smoothing)),
-        pre.train,
+        pre_train,
         train_data=image_train_dataset(pre.data),
         eval_data=lambda: image_eval_dataset(pre.data),
         workdir=directory,
