@@ -219,8 +219,11 @@ def main(argv=None) -> None:
             parser.error(
                 f"--implementations {impl!r}: use monarch_xla, jnp_fft, torch_fft, pallas[:spec]"
             )
-        if spec:
-            kernel.BlockSizes.parse(spec)  # a bad spec fails here, not after an hour of rows
+        if spec:  # a bad spec fails here, not after an hour of rows
+            try:
+                kernel.BlockSizes.parse(spec)
+            except ValueError as e:
+                parser.error(f"--implementations {impl!r}: {e}")
     sections = _sections(
         args.quick,
         tuple(args.sizes) if args.sizes else None,

@@ -32,3 +32,14 @@ def test_check_passes_in_interpret_mode_and_fails_on_a_wrong_kernel(tmp_path, mo
     assert check.main(["--quick", "--out", str(out)]) == 1
     rational = json.loads(out.read_text())["results"][1]
     assert not rational["ok"] and rational["rel_err"]["y"] > 5e-3
+
+
+def test_fft_conv_bench_implementations_override(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--section", "cpu", "--sizes", "256", "--out", str(out)]
+    fft_conv_bench.main([*args, "--implementations", "jnp_fft"])
+    rows = json.loads(out.read_text())["results"]
+    assert {r["implementation"] for r in rows} == {"jnp_fft"} and len(rows) == 2  # fwd, fwd_bwd
+    for bad in ("pallas:h4x", "cufft", "jnp_fft:h4"):  # checked before any row is timed
+        with pytest.raises(SystemExit):
+            fft_conv_bench.main([*args, "--implementations", bad])
