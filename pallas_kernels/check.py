@@ -4,11 +4,15 @@ The unit tests run the kernels in interpret mode on CPU; this runs them compiled
 Mosaic on TPU) at the benchmark shapes, forward and every gradient, and prints the relative error
 ||out - ref|| / ||ref|| of each against the float32 jnp reference at "highest" matmul precision:
 
-    python -m pallas_kernels.check [--quick] [--out PATH]
+    python -m pallas_kernels.check [--quick] [--fft-variants r128-tf32x3 -bf16 ...] [--out PATH]
+
+`--fft-variants` adds fft_conv cases at N = 1024 and 4096 (256 with --quick) with those kernel
+options (`fft_conv.BlockSizes.parse` specs: larger radices, tensor-core matmul arithmetic).
 
 Exit status 1 if any error exceeds its tolerance (float32 inputs 2e-3: Triton's float32 dots may
-use TF32; bfloat16/float16 inputs 2e-2, the FlashFFTConv tests' atol 1e-2 on unit-scale outputs), a
-result is not finite, or the rational coefficient gradients differ bit for bit between two runs.
+use TF32; bfloat16/float16 inputs, and 10- or 8-bit-mantissa matmuls ("tf32", "bf16"), 2e-2: the
+FlashFFTConv tests' atol 1e-2 on unit-scale outputs), a result is not finite, or the rational
+coefficient gradients differ bit for bit between two runs.
 On CPU the kernels run in interpret mode (slow: use --quick).
 """
 
@@ -23,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels._bench import environment
+from pallas_kernels.fft_conv import BlockSizes
 from pallas_kernels.fft_conv import api as fft_api
 from pallas_kernels.fft_conv import reference as fft_reference
 from pallas_kernels.rational import api as rational_api
@@ -46,8 +51,12 @@ def _implementation() -> str:
     return "interpret" if jax.default_backend() == "cpu" else "pallas"
 
 
-def check_fft_conv(fft_size: int, *, batch: int, heads: int, dtype: str, gated: bool) -> dict:
-    """Causal y, du, dk (and dpregate, dpostgate if gated) of `fft_conv` vs jnp.fft."""
+def check_fft_conv(
+    fft_size: int, *, batch: int, heads: int, dtype: str, gated: bool, block_sizes: str = ""
+) -> dict:
+    """Causal y, du, dk (and dpregate, dpostgate if gated) of `fft_conv` vs jnp.fft; block_sizes
+    is a `BlockSizes.parse` spec ("" for the defaults)."""
+    blocks = BlockSizes.parse(block_sizes) if block_sizes else BlockSizes()
     length = fft_size // 2
     rng = np.random.default_rng(fft_size + gated)
     shape = (batch, heads, length)
@@ -61,7 +70,12 @@ def check_fft_conv(fft_size: int, *, batch: int, heads: int, dtype: str, gated: 
         y = conv(u, k, pregate=pre, postgate=post)
         return jnp.sum(y.astype(jnp.float32) * dy), y
 
-    fast = functools.partial(fft_api.fft_conv, fft_size=fft_size, implementation=_implementation())
+    fast = functools.partial(
+        fft_api.fft_conv,
+        fft_size=fft_size,
+        implementation=_implementation(),
+        block_sizes=blocks,
+    )
     ref = functools.partial(fft_reference.fft_conv_reference, fft_size=fft_size)
     argnums = tuple(range(1, 3 + len(gates)))
     grads_of = jax.jit(jax.grad(loss, argnums=argnums, has_aux=True), static_argnums=0)
@@ -71,7 +85,7 @@ def check_fft_conv(fft_size: int, *, batch: int, heads: int, dtype: str, gated: 
     names = ("du", "dk", "dpregate", "dpostgate")[: len(argnums)]
     errors = {"y": _rel_err(fast_y, ref_y)}
     errors |= {n: _rel_err(a, b) for n, a, b in zip(names, fast_grads, ref_grads, strict=True)}
-    tolerance = TOLERANCE[dtype]
+    tolerance = TOLERANCE["bfloat16" if blocks.dot in ("tf32", "bf16") else dtype]
     return {
         "op": "fft_conv",
         "fft_size": fft_size,
@@ -79,6 +93,7 @@ def check_fft_conv(fft_size: int, *, batch: int, heads: int, dtype: str, gated: 
         "heads": heads,
         "dtype": dtype,
         "gated": gated,
+        "block_sizes": block_sizes,
         "rel_err": errors,
         "tolerance": tolerance,
         "ok": all(e <= tolerance for e in errors.values()),
@@ -130,10 +145,15 @@ def check_rational(width: int, *, rows: int, dtype: str, shared: bool) -> dict:
     }
 
 
-def _cases(quick: bool):
+def _cases(quick: bool, fft_variants: tuple[str, ...] = ()):
     if quick:
         yield functools.partial(check_fft_conv, 256, batch=1, heads=4, dtype="float32", gated=True)
         yield functools.partial(check_rational, 64, rows=24, dtype="float32", shared=True)
+        for spec in fft_variants:
+            yield functools.partial(
+                check_fft_conv, 256, batch=1, heads=4, dtype="bfloat16", gated=True,
+                block_sizes=spec,
+            )  # fmt: skip
         return
     # Cheapest compiles first: a time-limited run reports as many cases as it can.
     for width in (192, 768, 3072):
@@ -141,14 +161,22 @@ def _cases(quick: bool):
             yield functools.partial(
                 check_rational, width, rows=128 * 197, dtype=dtype, shared=width != 768
             )
-    for n in (256, 1024, 4096, 16_384, 32_768):
+    fft = functools.partial(check_fft_conv, batch=2, heads=64)
+    for n in (256, 1024, 4096):
         for dtype, gated in (("float32", False), ("bfloat16", True)):
-            yield functools.partial(check_fft_conv, n, batch=2, heads=64, dtype=dtype, gated=gated)
+            yield functools.partial(fft, n, dtype=dtype, gated=gated)
+    for spec in fft_variants:
+        for n in (1024, 4096):
+            yield functools.partial(fft, n, dtype="bfloat16", gated=True, block_sizes=spec)
+    for n in (16_384, 32_768):
+        for dtype, gated in (("float32", False), ("bfloat16", True)):
+            yield functools.partial(fft, n, dtype=dtype, gated=gated)
 
 
 def _line(r: dict) -> str:
     what = (
         f"fft_conv N={r['fft_size']:6} {'gated' if r['gated'] else 'plain'}"
+        + (f" {r['block_sizes']}" if r["block_sizes"] else "")
         if r["op"] == "fft_conv"
         else f"rational D={r['width']:5} {'shared' if r['shared_numerator'] else 'per-G'}"
     )
@@ -164,12 +192,23 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("bench_results/check.json")
     )
+    parser.add_argument(
+        "--fft-variants",
+        nargs="*",
+        default=(),
+        help="BlockSizes specs for extra fft_conv cases at N = 1024, 4096 (e.g. r128-tf32x3)",
+    )
     args = parser.parse_args(argv)
+    for spec in args.fft_variants:
+        try:
+            BlockSizes.parse(spec)
+        except ValueError as e:
+            parser.error(f"--fft-variants {spec!r}: {e}")
     env = environment()
     print(json.dumps(env), flush=True)
     results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for case in _cases(args.quick):
+    for case in _cases(args.quick, tuple(args.fft_variants)):
         try:
             record = case()
         except Exception as e:  # report every case, even when one fails to compile

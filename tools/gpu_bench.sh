@@ -73,16 +73,20 @@ fi
 # STEPS picks and orders the steps (default: all, in this order).
 for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat lowformer}; do
   case $name in
-    check) step check 75 "$PY" -m pallas_kernels.check --out "$OUT/check.json" ;;
+    check)
+      step check 120 "$PY" -m pallas_kernels.check --fft-variants r128-tf32x3 -bf16 \
+        --out "$OUT/check.json"
+      ;;
     fft_conv)
       step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
         --sizes ${FFT_SIZES:-256 1024 4096 16384} --out "$OUT/fft_conv.json"
       ;;
-    fft_tune) # the fft_conv kernels' tilings (heads and backward batch rows per program, warps)
-      step fft_tune 180 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
-        --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations jnp_fft \
-        pallas:h16b8w4 pallas:h4b4w4 pallas:h1b2w4 pallas:h4b8w8 pallas:h1b4w8 pallas:h1b1w4 \
-        --out "$OUT/fft_tune.json"
+    fft_tune) # fft_conv kernel options: tilings (heads, backward batch rows per program, warps),
+      # order 2 with 64/128 radices (r128), tensor-core matmul arithmetic (-tf32, -bf16, ...)
+      step fft_tune 240 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
+        --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations jnp_fft pallas \
+        pallas:-tf32 pallas:-bf16 pallas:r128-tf32 pallas:h4b4w4-tf32 pallas:r128h4b4w8-tf32 \
+        pallas:h1b2w4-tf32 pallas:h16b8w4-tf32x3 --out "$OUT/fft_tune.json"
       ;;
     rational_tiles) # the Pallas tiling on the KAT-B widths, against the XLA path
       step rational_tiles 60 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \

@@ -35,7 +35,7 @@ __all__ = ["BlockSizes", "spectral_conv", "spectral_conv_bwd"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BlockSizes:
-    """Kernel tiling.
+    """The kernels' tiling and arithmetic (the XLA path ignores all of it).
 
     Attributes:
         block_h: Heads per program (the largest power of two dividing H and <= this is used).
@@ -43,38 +43,68 @@ class BlockSizes:
             largest power of two dividing B and <= this is used).
         num_warps: Triton warps per program (GPU only).
         num_stages: Triton pipelining stages (GPU only).
+        max_radix: The decomposition's `monarch.monarch_factors(N, max_radix)`: 32 is
+            FlashFFTConv's plan (order 3 from N = 4096); 64, 128, 256 keep order 2 longer with
+            larger matmuls (128: up to N = 16384 = 128 x 128).
+        dot: The matmuls' arithmetic (`monarch.DOT_PRECISIONS`; f32 accumulation always): "f32"
+            (exact f32, no tensor cores on GPU), "tf32x3" (about f32 accuracy on tensor cores),
+            "tf32", "bf16x3", "bf16" (the paper runs its DFT matmuls in 16-bit). The tf32 kinds
+            need a GPU: XLA:CPU has no TF32, so interpret mode rejects them.
     """
 
     block_h: int = 16
     block_b: int = 8
     num_warps: int = 4
     num_stages: int = 1
+    max_radix: int = 32
+    dot: str = "f32"
 
     def __post_init__(self):
         for name in ("block_h", "block_b", "num_warps", "num_stages"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"BlockSizes.{name} must be a positive int, got {value!r}")
+        if self.max_radix not in (32, 64, 128, 256):
+            raise ValueError(
+                f"BlockSizes.max_radix must be one of 32, 64, 128, 256, got {self.max_radix!r}"
+            )
+        if self.dot not in monarch.DOT_PRECISIONS:
+            raise ValueError(
+                f"BlockSizes.dot must be one of {sorted(monarch.DOT_PRECISIONS)}, got {self.dot!r}"
+            )
 
     @classmethod
     def parse(cls, spec: str) -> "BlockSizes":
-        """From a spec like "h16b8w4s1" (any subset of h, b, w, s; the rest default).
+        """From a spec like "h16b8w4s1r128-tf32x3": any subset of the letters h (block_h),
+        b (block_b), w (num_warps), s (num_stages), r (max_radix), each followed by a positive
+        int, then optionally "-" and a `dot` kind; the rest default.
 
-        Used by the benchmark's tuning rows (`pallas:h4b8w8`).
+        Used by the benchmark's tuning rows (`pallas:h4b8w8`, `pallas:r128-bf16`).
         """
         fields = {"h": "block_h", "b": "block_b", "w": "num_warps", "s": "num_stages"}
-        parts = re.findall(r"([a-z])(\d+)", spec)
-        if not parts or "".join(f"{k}{v}" for k, v in parts) != spec:
+        fields["r"] = "max_radix"
+        sizes, _, dot = spec.partition("-")
+        parts = re.findall(r"([a-z])(\d+)", sizes)
+        if (not parts and not dot) or "".join(f"{k}{v}" for k, v in parts) != sizes:
             raise ValueError(
                 f"block sizes spec {spec!r}: expected letters h (block_h), b (block_b), "
-                "w (num_warps), s (num_stages) each followed by a positive int, e.g. 'h4b8w8'"
+                "w (num_warps), s (num_stages), r (max_radix) each followed by a positive int, "
+                "then optionally -<dot>, e.g. 'h4b8w8' or 'r128-tf32x3'"
             )
         unknown = sorted({k for k, _ in parts} - set(fields))
         if unknown:
             raise ValueError(
-                f"block sizes spec {spec!r}: unknown letters {unknown}; use h, b, w, s"
+                f"block sizes spec {spec!r}: unknown letters {unknown}; use h, b, w, s, r"
             )
-        return cls(**{fields[k]: int(v) for k, v in parts})
+        return cls(**{fields[k]: int(v) for k, v in parts}, **({"dot": dot} if dot else {}))
+
+
+def _check_interpretable(block_sizes: BlockSizes, interpret: bool) -> None:
+    if interpret and block_sizes.dot.startswith("tf32"):
+        raise ValueError(
+            f"BlockSizes.dot={block_sizes.dot!r} needs a GPU (XLA:CPU has no TF32); in interpret "
+            "mode use 'f32', 'bf16x3' or 'bf16'"
+        )
 
 
 def _next_pow2(n: int) -> int:
@@ -98,7 +128,7 @@ def _compiler_params(block_sizes: BlockSizes, interpret: bool, semantics=("paral
     return None
 
 
-def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h):
+def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h, dot):
     refs = list(refs)
     u_ref = refs.pop(0)
     pre_ref = refs.pop(0) if has_pre else None
@@ -111,8 +141,9 @@ def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h):
         x = u_ref[0, h].astype(jnp.float32)  # [rows_in, N_1, ...]
         if pre_ref is not None:
             x = x * pre_ref[0, h].astype(jnp.float32)
-        x_f = monarch.forward(x, mats, two_d=True)  # [N_0, N_1, ..., kept]
-        z = monarch.inverse_real(monarch.cmul(x_f, (sr_ref[h], si_ref[h])), mats, two_d=True)
+        x_f = monarch.forward(x, mats, two_d=True, dot=dot)  # [N_0, N_1, ..., kept]
+        z = monarch.cmul(x_f, (sr_ref[h], si_ref[h]))
+        z = monarch.inverse_real(z, mats, two_d=True, dot=dot)
         if post_ref is not None:
             z = z * post_ref[0, h].astype(jnp.float32)  # [rows_out, N_1, ...]
         o_ref[0, h] = z.astype(o_ref.dtype)
@@ -149,6 +180,7 @@ def spectral_conv(
     Returns:
         [B, H, length] in out_dtype.
     """
+    _check_interpretable(block_sizes, interpret)
     batch, heads, _ = u.shape
     plan = dataclasses.replace(
         plan, rows_in=_next_pow2(plan.rows_in), rows_out=_next_pow2(plan.rows_out)
@@ -179,6 +211,7 @@ def spectral_conv(
         has_pre=pregate is not None,
         has_post=postgate is not None,
         block_h=block_h,
+        dot=block_sizes.dot,
     )
     y = pl.pallas_call(
         kernel,
@@ -193,7 +226,7 @@ def spectral_conv(
     return monarch.from_digits(y, plan, length)
 
 
-def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h):
+def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h, dot):
     refs = list(refs)
     u_ref, dy_ref = refs.pop(0), refs.pop(0)
     pre_ref = refs.pop(0) if has_pre else None
@@ -213,13 +246,14 @@ def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h):
             u = u_ref[b, h].astype(jnp.float32)  # [rows, N_1, ...]
             x = u if pre_ref is None else u * pre_ref[b, h].astype(jnp.float32)
             g = dy_ref[b, h].astype(jnp.float32)
-            x_f = monarch.forward(x, mats, two_d=True)  # [N_0, ..., kept]
+            x_f = monarch.forward(x, mats, two_d=True, dot=dot)  # [N_0, ..., kept]
             if post_ref is not None:
-                z = monarch.inverse_real(monarch.cmul(x_f, s), mats, two_d=True)
+                z = monarch.inverse_real(monarch.cmul(x_f, s), mats, two_d=True, dot=dot)
                 dpost_ref[b, h] = (g * z).astype(dpost_ref.dtype)
                 g = g * post_ref[b, h].astype(jnp.float32)
-            g_f = monarch.forward(g, mats, two_d=True)
-            dx = monarch.inverse_real(monarch.cmul(g_f, s, conj_b=True), mats, two_d=True)
+            g_f = monarch.forward(g, mats, two_d=True, dot=dot)
+            dx = monarch.cmul(g_f, s, conj_b=True)
+            dx = monarch.inverse_real(dx, mats, two_d=True, dot=dot)
             if pre_ref is not None:
                 dpre_ref[b, h] = (dx * u).astype(dpre_ref.dtype)
                 dx = dx * pre_ref[b, h].astype(jnp.float32)
@@ -265,6 +299,7 @@ def spectral_conv_bwd(
         du (u.dtype), dpregate, dpostgate (gate dtypes, or None) [B, H, L], and the spectrum
         cotangent planes [H, *plan.spectrum_shape] in f32.
     """
+    _check_interpretable(block_sizes, interpret)
     batch, heads, _ = u.shape
     rows = _next_pow2(max(plan.rows_in, plan.rows_out))
     plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
@@ -296,6 +331,7 @@ def spectral_conv_bwd(
         has_post=postgate is not None,
         block_b=block_b,
         block_h=block_h,
+        dot=block_sizes.dot,
     )
     outs = pl.pallas_call(
         kernel,

@@ -24,6 +24,7 @@ import numpy as np
 from jax import lax
 
 __all__ = [
+    "DOT_PRECISIONS",
     "MonarchMatrices",
     "MonarchPlan",
     "cmul",
@@ -38,15 +39,21 @@ __all__ = [
 Planes = tuple[jax.Array, jax.Array]
 
 
-def monarch_factors(fft_size: int) -> tuple[int, ...]:
-    """Radices of the decomposition: as few levels as keep every radix in [16, 64].
+def monarch_factors(fft_size: int, max_radix: int = 32) -> tuple[int, ...]:
+    """Radices of the decomposition: as few levels as keep every radix in [16, max_radix] (one
+    radix may reach 2 * max_radix where one level fewer would push a radix below 16).
 
-    256 = 16*16, 512 = 16*32, 1024 = 32*32, 2048 = 32*64, 4096 = 16^3, 8192 = 16*16*32,
-    16384 = 16*32*32, 32768 = 32^3, 65536 = 16^4 ... 2^20 = 32^4 (FlashFFTConv's plan, except
-    512/2048 where it uses a real-to-real trick instead).
+    max_radix = 32 (the default, FlashFFTConv's plan, except 512/2048 where it uses a real-to-real
+    trick instead): 256 = 16*16, 512 = 16*32, 1024 = 32*32, 2048 = 32*64, 4096 = 16^3,
+    8192 = 16*16*32, 16384 = 16*32*32, 32768 = 32^3, 65536 = 16^4 ... 2^20 = 32^4.
+    max_radix = 128 keeps order 2 up to 16384 = 128*128 (4096 = 64*64, 8192 = 64*128): fewer,
+    larger matmuls and no middle contraction, for matrix units that want big tiles.
+    The last radix never shrinks as max_radix grows, so frequency-sparsity steps stay valid.
     """
+    if max_radix not in (32, 64, 128, 256):
+        raise ValueError(f"max_radix={max_radix!r}: must be one of 32, 64, 128, 256")
     bits = fft_size.bit_length() - 1
-    order = max(2, -(-bits // 5))
+    order = max(2, -(-bits // (max_radix.bit_length() - 1)))
     if bits // order < 4:
         order -= 1
     base, extra = divmod(bits, order)
@@ -152,13 +159,26 @@ def monarch_matrices(plan: MonarchPlan) -> MonarchMatrices:
     )
 
 
-def _apply(mat: jax.Array, x: jax.Array, axis: int, two_d: bool = False) -> jax.Array:
+# The matmuls' arithmetic: f32 throughout unless a kernel asks for its matrix units' formats.
+DOT_PRECISIONS = {
+    "f32": lax.Precision.HIGHEST,
+    "tf32x3": lax.DotAlgorithmPreset.TF32_TF32_F32_X3,
+    "tf32": lax.DotAlgorithmPreset.TF32_TF32_F32,
+    "bf16x3": lax.DotAlgorithmPreset.BF16_BF16_F32_X3,
+    "bf16": lax.DotAlgorithmPreset.BF16_BF16_F32,
+}
+
+
+def _apply(
+    mat: jax.Array, x: jax.Array, axis: int, two_d: bool = False, dot: str = "f32"
+) -> jax.Array:
     """Contract `x`'s `axis` with `mat` [out, in]; the result keeps the axis position.
 
     `two_d` spells it with 2-D dots, transposes and reshapes only (what Triton lowers): the last
     axis as x[rest, n] @ mat^T, any other axis moved to the front and done as mat @ x[n, rest].
+    `dot` names the matmul arithmetic (`DOT_PRECISIONS`); accumulation is f32 in every case.
     """
-    precision, f32 = lax.Precision.HIGHEST, jnp.float32
+    precision, f32 = DOT_PRECISIONS[dot], jnp.float32
     if two_d:
         last = x.ndim - 1
         if axis == last:
@@ -185,14 +205,15 @@ def _apply(mat: jax.Array, x: jax.Array, axis: int, two_d: bool = False) -> jax.
     )
 
 
-def _capply(mat: Planes, x: tuple[jax.Array, jax.Array | None], axis: int, two_d: bool) -> Planes:
+def _capply(
+    mat: Planes, x: tuple[jax.Array, jax.Array | None], axis: int, two_d: bool, dot: str
+) -> Planes:
     mr, mi = mat
     xr, xi = x
+    apply = functools.partial(_apply, axis=axis, two_d=two_d, dot=dot)
     if xi is None:  # real input: half the matmuls
-        return _apply(mr, xr, axis, two_d), _apply(mi, xr, axis, two_d)
-    re = _apply(mr, xr, axis, two_d) - _apply(mi, xi, axis, two_d)
-    im = _apply(mr, xi, axis, two_d) + _apply(mi, xr, axis, two_d)
-    return re, im
+        return apply(mr, xr), apply(mi, xr)
+    return apply(mr, xr) - apply(mi, xi), apply(mr, xi) + apply(mi, xr)
 
 
 def _expand(a: jax.Array, ndim: int) -> jax.Array:
@@ -208,10 +229,13 @@ def cmul(a: Planes, b: Planes, *, conj_b: bool = False) -> Planes:
     return ar * br - ai * bi, ar * bi + ai * br
 
 
-def forward(x: jax.Array, mats: MonarchMatrices, *, two_d: bool = False) -> Planes:
+def forward(
+    x: jax.Array, mats: MonarchMatrices, *, two_d: bool = False, dot: str = "f32"
+) -> Planes:
     """Unnormalised DFT of a real signal in digit layout [..., rows_in, N_1, ...].
 
     `two_d`: only 2-D dots (the kernels' spelling, for Triton); the same numbers either way.
+    `dot`: the matmuls' arithmetic (`DOT_PRECISIONS`).
 
     Returns:
         (re, im) in the permuted layout [..., N_0, N_1, ..., kept last digits].
@@ -220,16 +244,18 @@ def forward(x: jax.Array, mats: MonarchMatrices, *, two_d: bool = False) -> Plan
     lead = x.ndim - order
     planes: tuple[jax.Array, jax.Array | None] = (x, None)
     for level in range(order):
-        planes = _capply(mats.fwd[level], planes, lead + level, two_d)
+        planes = _capply(mats.fwd[level], planes, lead + level, two_d, dot)
         if level < order - 1:
             planes = cmul(planes, mats.twiddle[level])  # type: ignore[arg-type]
     return planes  # type: ignore[return-value]
 
 
-def inverse_real(spectrum: Planes, mats: MonarchMatrices, *, two_d: bool = False) -> jax.Array:
+def inverse_real(
+    spectrum: Planes, mats: MonarchMatrices, *, two_d: bool = False, dot: str = "f32"
+) -> jax.Array:
     """Real part of the unnormalised inverse DFT of a permuted-layout spectrum.
 
-    `two_d`: as in `forward`.
+    `two_d`, `dot`: as in `forward`.
 
     Returns:
         [..., rows_out, N_1, ..., N_{r-1}] in natural digit layout.
@@ -242,8 +268,8 @@ def inverse_real(spectrum: Planes, mats: MonarchMatrices, *, two_d: bool = False
             planes = cmul(planes, mats.twiddle[level], conj_b=True)
         if level == 0:  # only the real part of the last contraction is needed
             (gr, gi), (pr, pi) = mats.inv[0], planes
-            return _apply(gr, pr, lead, two_d) - _apply(gi, pi, lead, two_d)
-        planes = _capply(mats.inv[level], planes, lead + level, two_d)
+            return _apply(gr, pr, lead, two_d, dot) - _apply(gi, pi, lead, two_d, dot)
+        planes = _capply(mats.inv[level], planes, lead + level, two_d, dot)
     raise AssertionError("unreachable")
 
 

@@ -44,8 +44,14 @@ class ConvConfig:
     implementation: Literal["xla", "pallas", "interpret"] = "xla"
     block_sizes: kernel.BlockSizes = kernel.BlockSizes()
 
+    @property
+    def factors(self) -> tuple[int, ...]:
+        """The decomposition: the kernels may ask for larger radices (`BlockSizes.max_radix`)."""
+        max_radix = 32 if self.implementation == "xla" else self.block_sizes.max_radix
+        return monarch.monarch_factors(self.fft_size, max_radix)
+
     def _plan(self, rows_in: int, rows_out: int) -> monarch.MonarchPlan:
-        factors = monarch.monarch_factors(self.fft_size)
+        factors = self.factors
         kept_last = None
         if self.kept_frequencies is not None and self.kept_frequencies < self.fft_size:
             kept_last = self.kept_frequencies * factors[-1] // (2 * self.fft_size)
@@ -60,13 +66,13 @@ class ConvConfig:
     @property
     def plan(self) -> monarch.MonarchPlan:
         """Plan for u (and dy) -> y (and du)."""
-        rows = -(-self.seq_len // (self.fft_size // monarch.monarch_factors(self.fft_size)[0]))
+        rows = -(-self.seq_len // (self.fft_size // self.factors[0]))
         return self._plan(rows, rows)
 
     @property
     def filter_plan(self) -> monarch.MonarchPlan:
         """Plan for k -> its spectrum (forward only)."""
-        row = self.fft_size // monarch.monarch_factors(self.fft_size)[0]
+        row = self.fft_size // self.factors[0]
         return self._plan(-(-self.filter_len // row), 1)
 
 

@@ -43,3 +43,15 @@ def test_fft_conv_bench_implementations_override(tmp_path):
     for bad in ("pallas:h4x", "cufft", "jnp_fft:h4"):  # checked before any row is timed
         with pytest.raises(SystemExit):
             fft_conv_bench.main([*args, "--implementations", bad])
+
+
+def test_check_runs_fft_variants_and_rejects_bad_specs(tmp_path):
+    from pallas_kernels import check
+
+    out = tmp_path / "check.json"
+    assert check.main(["--quick", "--fft-variants", "r64-bf16", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r.get("block_sizes") for r in rows] == ["", None, "r64-bf16"]
+    assert rows[2]["ok"] and rows[2]["tolerance"] == check.TOLERANCE["bfloat16"]
+    with pytest.raises(SystemExit):
+        check.main(["--quick", "--fft-variants", "r100", "--out", str(out)])

@@ -134,3 +134,15 @@ def test_block_sizes_parse_and_errors():
             BlockSizes.parse(spec)
     with pytest.raises(ValueError, match="BlockSizes.block_b must be a positive int"):
         BlockSizes(block_b=-1)
+    assert BlockSizes.parse("r128-tf32x3") == BlockSizes(max_radix=128, dot="tf32x3")
+    assert BlockSizes.parse("-bf16") == BlockSizes(dot="bf16")
+    with pytest.raises(ValueError, match="BlockSizes.max_radix must be one of 32, 64, 128, 256"):
+        BlockSizes.parse("r100")
+    with pytest.raises(ValueError, match=r"BlockSizes.dot must be one of \['bf16', 'bf16x3'"):
+        BlockSizes.parse("h4-fp8")
+
+
+def test_tf32_needs_a_gpu():
+    u, k = _uk()
+    with pytest.raises(ValueError, match="BlockSizes.dot='tf32x3' needs a GPU"):
+        fft_conv(u, k, implementation="interpret", block_sizes=BlockSizes(dot="tf32x3"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from pallas_kernels.fft_conv import BlockSizes, api, fft_conv, fft_conv_reference
+from pallas_kernels.fft_conv import BlockSizes, api, fft_conv, fft_conv_reference, monarch
 from tests.pallas_kernels.fft_conv.common import assert_close, inputs, numpy_conv
 
 # (N, L, Lk): causal (default N) unless L = N (circular, fft_size=L).
@@ -33,6 +33,17 @@ def _monarch_everywhere(monkeypatch):
     # implementation="xla" may pick jnp.fft at sizes where it is faster; these tests are about the
     # Monarch path itself.
     monkeypatch.setattr(api, "_JNP_FFT_SIZES", {})
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs nested in its equations' parameters."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
 
 
 def _args(n, length):
@@ -173,3 +184,64 @@ class TestInterpret(TestXla):
         _, want_vjp = jax.vjp(ref, u, k, pre, post)
         for name, g, w in zip(("du", "dk", "dpre", "dpost"), vjp_fn(dy), want_vjp(dy), strict=True):
             assert_close(g, w, jnp.float32, name)
+
+    @pytest.mark.parametrize(
+        ("n", "spec", "factors"),
+        [
+            (4096, "r128", (64, 64)),  # order 2 where the default is 16^3
+            (8192, "r128h2b1", (64, 128)),
+            (16384, "r128w8", (128, 128)),
+        ],
+    )
+    def test_larger_radices(self, n, spec, factors):
+        """Kernels on the max_radix plans: forward and every gradient equal the reference."""
+        blocks = BlockSizes.parse(spec)
+        length = n // 2
+        config = api.vjp.ConvConfig(
+            fft_size=n, seq_len=length, filter_len=length, implementation="interpret",
+            block_sizes=blocks,
+        )  # fmt: skip
+        assert config.plan.factors == factors
+        u, k, pre, post = inputs(14, 2, 2, length, length, gated=True)
+        dy = jnp.asarray(np.random.default_rng(15).standard_normal(u.shape), jnp.float32)
+
+        def ours(u, k, pre, post):
+            return fft_conv(
+                u, k, pregate=pre, postgate=post, implementation="interpret", block_sizes=blocks
+            )
+
+        def ref(u, k, pre, post):
+            return fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post)
+
+        y, vjp_fn = jax.vjp(jax.jit(ours), u, k, pre, post)
+        want_y, want_vjp = jax.vjp(ref, u, k, pre, post)
+        assert_close(y, want_y, jnp.float32, "y")
+        for name, g, w in zip(("du", "dk", "dpre", "dpost"), vjp_fn(dy), want_vjp(dy), strict=True):
+            assert_close(g, w, jnp.float32, name)
+
+    @pytest.mark.parametrize("dot", ["bf16", "bf16x3"])
+    def test_dot_arithmetic_reaches_every_kernel_matmul(self, dot):
+        """The kernels' dots carry BlockSizes.dot's algorithm. (Numerically XLA:CPU computes these
+        in f32, so only a GPU shows the arithmetic's error: `python -m pallas_kernels.check
+        --fft-variants -bf16`.)"""
+        u, k, pre, post = inputs(16, 1, 2, 300, 300, gated=True)
+        blocks = BlockSizes(dot=dot)
+
+        def loss(u, k, pre, post):
+            y = fft_conv(
+                u, k, pregate=pre, postgate=post, implementation="interpret", block_sizes=blocks
+            )
+            return y.sum()
+
+        jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2, 3)))(u, k, pre, post).jaxpr
+        kernels = [
+            e.params["jaxpr"] for e in _equations(jaxpr) if e.primitive.name == "pallas_call"
+        ]
+        assert len(kernels) == 2  # forward, backward
+        for body in kernels:
+            precisions = [
+                e.params["precision"] for e in _equations(body) if e.primitive.name == "dot_general"
+            ]
+            assert precisions and all(p == monarch.DOT_PRECISIONS[dot] for p in precisions), (
+                precisions
+            )

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from pallas_kernels.fft_conv import monarch, vjp
+from pallas_kernels.fft_conv import BlockSizes, monarch, vjp
 from tests.pallas_kernels.conftest import TRITON_DEPRECATION
 
 
-def _lower(platform, n, gated, kept_frequencies=None):
+def _lower(platform, n, gated, kept_frequencies=None, block_sizes=""):
     length = n // 2
     config = vjp.ConvConfig(
         fft_size=n,
@@ -20,6 +20,7 @@ def _lower(platform, n, gated, kept_frequencies=None):
         filter_len=length,
         kept_frequencies=kept_frequencies,
         implementation="pallas",
+        block_sizes=BlockSizes.parse(block_sizes) if block_sizes else BlockSizes(),
     )
     u = jax.ShapeDtypeStruct((2, 16, length), jnp.bfloat16)
     k = jax.ShapeDtypeStruct((16, length), jnp.float32)
@@ -43,11 +44,21 @@ def test_lowers_for_triton(fake_gpu, n, gated, kept):
 
 
 @pytest.mark.filterwarnings(TRITON_DEPRECATION)
+@pytest.mark.parametrize(
+    ("n", "spec"), [(4096, "r128-tf32"), (16384, "r128h4b4w8-bf16"), (1024, "-tf32x3")]
+)
+def test_kernel_options_lower_for_triton(fake_gpu, n, spec):
+    """Order 2 at large N (128 x 128 dots) and the tensor-core arithmetics lower for Triton."""
+    text = _lower("cuda", n, True, block_sizes=spec)
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2
+
+
+@pytest.mark.filterwarnings(TRITON_DEPRECATION)
 def test_einsum_spelling_does_not_lower_for_triton(fake_gpu, monkeypatch):
     # Why the kernels use monarch's two_d spelling: an order-3 plan's middle contraction as an
     # einsum is a 3-D dot, and Triton dots are 2-D.
     original = monarch.forward
-    monkeypatch.setattr(monarch, "forward", lambda x, mats, two_d=False: original(x, mats))
+    monkeypatch.setattr(monarch, "forward", lambda x, mats, **_: original(x, mats))
     with pytest.raises(ValueError, match="must be 2D"):
         _lower("cuda", 4096, False)
 

@@ -49,6 +49,25 @@ def test_factors():
         assert math.prod(factors) == n
 
 
+def test_factors_with_larger_radices():
+    assert monarch.monarch_factors(4096, 64) == (64, 64)
+    assert monarch.monarch_factors(8192, 64) == (16, 16, 32)
+    want = {4096: (64, 64), 8192: (64, 128), 16384: (128, 128), 32768: (32, 32, 32)}
+    for n, factors in want.items():
+        assert monarch.monarch_factors(n, 128) == factors
+    assert monarch.monarch_factors(32768, 256) == (128, 256)
+    for n in (2**e for e in range(8, 21)):
+        default = monarch.monarch_factors(n)
+        for radix in (64, 128, 256):
+            factors = monarch.monarch_factors(n, radix)
+            assert math.prod(factors) == n and min(factors) >= 16
+            assert max(factors) <= 2 * radix
+            # The last radix never shrinks: frequency-sparsity steps (2N / last) stay valid.
+            assert factors[-1] >= default[-1]
+    with pytest.raises(ValueError, match="max_radix=48: must be one of 32, 64, 128, 256"):
+        monarch.monarch_factors(4096, 48)
+
+
 @pytest.mark.parametrize("n", [256, 2048, 4096, 65536])
 def test_forward_is_dft_in_permuted_layout(n):
     plan = _plan(n)
