@@ -46,6 +46,27 @@ def _equations(jaxpr):
                     yield from _equations(inner)
 
 
+def _assert_kernels_match_reference(blocks, n, length, *, batch, heads):
+    """Gated causal convolution of length L (default N = n) through the interpreted kernels with
+    `blocks`: y and all four gradients equal the reference's at the f32 tolerance."""
+    u, k, pre, post = inputs(n + batch, batch, heads, length, length, gated=True)
+    dy = jnp.asarray(np.random.default_rng(n).standard_normal(u.shape), jnp.float32)
+
+    def ours(u, k, pre, post):
+        return fft_conv(
+            u, k, pregate=pre, postgate=post, implementation="interpret", block_sizes=blocks
+        )
+
+    def ref(u, k, pre, post):
+        return fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post)
+
+    y, vjp_fn = jax.vjp(jax.jit(ours), u, k, pre, post)
+    want_y, want_vjp = jax.vjp(ref, u, k, pre, post)
+    assert_close(y, want_y, jnp.float32, "y")
+    for name, g, w in zip(("du", "dk", "dpre", "dpost"), vjp_fn(dy), want_vjp(dy), strict=True):
+        assert_close(g, w, jnp.float32, name)
+
+
 def _args(n, length):
     return {"fft_size": n} if n == length else {}
 
@@ -167,23 +188,8 @@ class TestInterpret(TestXla):
     )
     def test_backward_tilings(self, spec):
         """Every backward grid gives the reference's gradients (the partials add up)."""
-        n, length = 512, 200  # causal: the default N is 512
-        u, k, pre, post = inputs(12, 4, 4, length, length, gated=True)
-        dy = jnp.asarray(np.random.default_rng(13).standard_normal(u.shape), jnp.float32)
-        blocks = BlockSizes.parse(spec)
-
-        def ours(u, k, pre, post):
-            return fft_conv(
-                u, k, pregate=pre, postgate=post, implementation="interpret", block_sizes=blocks
-            )
-
-        def ref(u, k, pre, post):
-            return fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post)
-
-        _, vjp_fn = jax.vjp(jax.jit(ours), u, k, pre, post)
-        _, want_vjp = jax.vjp(ref, u, k, pre, post)
-        for name, g, w in zip(("du", "dk", "dpre", "dpost"), vjp_fn(dy), want_vjp(dy), strict=True):
-            assert_close(g, w, jnp.float32, name)
+        # causal L = 200: the default N is 512
+        _assert_kernels_match_reference(BlockSizes.parse(spec), 512, 200, batch=4, heads=4)
 
     @pytest.mark.parametrize(
         ("n", "spec", "factors"),
@@ -202,22 +208,7 @@ class TestInterpret(TestXla):
             block_sizes=blocks,
         )  # fmt: skip
         assert config.plan.factors == factors
-        u, k, pre, post = inputs(14, 2, 2, length, length, gated=True)
-        dy = jnp.asarray(np.random.default_rng(15).standard_normal(u.shape), jnp.float32)
-
-        def ours(u, k, pre, post):
-            return fft_conv(
-                u, k, pregate=pre, postgate=post, implementation="interpret", block_sizes=blocks
-            )
-
-        def ref(u, k, pre, post):
-            return fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post)
-
-        y, vjp_fn = jax.vjp(jax.jit(ours), u, k, pre, post)
-        want_y, want_vjp = jax.vjp(ref, u, k, pre, post)
-        assert_close(y, want_y, jnp.float32, "y")
-        for name, g, w in zip(("du", "dk", "dpre", "dpost"), vjp_fn(dy), want_vjp(dy), strict=True):
-            assert_close(g, w, jnp.float32, name)
+        _assert_kernels_match_reference(blocks, n, length, batch=2, heads=2)
 
     @pytest.mark.parametrize("dot", ["bf16", "bf16x3"])
     def test_dot_arithmetic_reaches_every_kernel_matmul(self, dot):
