@@ -45,7 +45,7 @@ register(
 )
 register(
     "vit/fashion_mnist",
-    "DeiT-Tiny (patch 7) on Fashion-MNIST with the LowFormer recipe: the baseline (no figure yet).",
+    "DeiT-Tiny (patch 7) on Fashion-MNIST, the LowFormer recipe: KAT's baseline, 87.91% (H100).",
     fashion_mnist(),
     run,
     check_compatible,
