@@ -64,9 +64,10 @@ class BlockSizes:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"BlockSizes.{name} must be a positive int, got {value!r}")
-        if self.max_radix not in (32, 64, 128, 256):
+        if self.max_radix not in monarch.MAX_RADICES:
             raise ValueError(
-                f"BlockSizes.max_radix must be one of 32, 64, 128, 256, got {self.max_radix!r}"
+                f"BlockSizes.max_radix must be one of {', '.join(map(str, monarch.MAX_RADICES))}, "
+                f"got {self.max_radix!r}"
             )
         if self.dot not in monarch.DOT_PRECISIONS:
             raise ValueError(
@@ -81,8 +82,9 @@ class BlockSizes:
 
         Used by the benchmark's tuning rows (`pallas:h4b8w8`, `pallas:r128-bf16`).
         """
-        fields = {"h": "block_h", "b": "block_b", "w": "num_warps", "s": "num_stages"}
-        fields["r"] = "max_radix"
+        fields = {
+            "h": "block_h", "b": "block_b", "w": "num_warps", "s": "num_stages", "r": "max_radix"
+        }  # fmt: skip
         sizes, _, dot = spec.partition("-")
         parts = re.findall(r"([a-z])(\d+)", sizes)
         if (not parts and not dot) or "".join(f"{k}{v}" for k, v in parts) != sizes:

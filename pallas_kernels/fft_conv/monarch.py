@@ -25,6 +25,7 @@ from jax import lax
 
 __all__ = [
     "DOT_PRECISIONS",
+    "MAX_RADICES",
     "MonarchMatrices",
     "MonarchPlan",
     "cmul",
@@ -39,6 +40,10 @@ __all__ = [
 Planes = tuple[jax.Array, jax.Array]
 
 
+# The radix caps `monarch_factors` accepts (kernels choose one with `BlockSizes.max_radix`).
+MAX_RADICES = (32, 64, 128, 256)
+
+
 def monarch_factors(fft_size: int, max_radix: int = 32) -> tuple[int, ...]:
     """Radices of the decomposition: as few levels as keep every radix in [16, max_radix] (one
     radix may reach 2 * max_radix where one level fewer would push a radix below 16).
@@ -50,8 +55,10 @@ def monarch_factors(fft_size: int, max_radix: int = 32) -> tuple[int, ...]:
     larger matmuls and no middle contraction, for matrix units that want big tiles.
     The last radix never shrinks as max_radix grows, so frequency-sparsity steps stay valid.
     """
-    if max_radix not in (32, 64, 128, 256):
-        raise ValueError(f"max_radix={max_radix!r}: must be one of 32, 64, 128, 256")
+    if max_radix not in MAX_RADICES:
+        raise ValueError(
+            f"max_radix={max_radix!r}: must be one of {', '.join(map(str, MAX_RADICES))}"
+        )
     bits = fft_size.bit_length() - 1
     order = max(2, -(-bits // (max_radix.bit_length() - 1)))
     if bits // order < 4:
