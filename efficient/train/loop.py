@@ -489,11 +489,13 @@ def train(
                     save(step)
                 if pause and not final:
                     save(step)
+                    checkpointer.wait()  # say "saved" only once it is on disk
                     status, stop_reason = "paused", f"stop_after={config.stop_after}"
                     bar.write(f"stop_after={config.stop_after}: checkpoint saved at step {step}.")
                     break
                 if stop.signal is not None:
                     save(step)
+                    checkpointer.wait()
                     status = "interrupted"
                     stop_reason = signal.Signals(stop.signal).name
                     bar.write(
