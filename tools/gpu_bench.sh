@@ -74,7 +74,7 @@ fi
 for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat lowformer}; do
   case $name in
     check)
-      step check 120 "$PY" -m pallas_kernels.check --fft-variants r128-tf32x3 -bf16 \
+      step check 120 "$PY" -m pallas_kernels.check --fft-variants r128-tf32x3 -bf16 h8m8-tf32 \
         --out "$OUT/check.json"
       ;;
     fft_conv)
@@ -82,11 +82,13 @@ for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat l
         --sizes ${FFT_SIZES:-256 1024 4096 16384} --out "$OUT/fft_conv.json"
       ;;
     fft_tune) # fft_conv kernel options: tilings (heads, backward batch rows per program, warps),
-      # order 2 with 64/128 radices (r128), tensor-core matmul arithmetic (-tf32, -bf16, ...)
+      # order 2 with 64/128 radices (r128), heads stacked into each matmul (m), tensor-core
+      # matmul arithmetic (-tf32, -bf16, ...); likeliest first (a cut run keeps its rows)
       step fft_tune 240 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
         --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations jnp_fft pallas \
-        pallas:-tf32 pallas:-bf16 pallas:r128-tf32 pallas:h4b4w4-tf32 pallas:r128h4b4w8-tf32 \
-        pallas:h1b2w4-tf32 pallas:h16b8w4-tf32x3 --out "$OUT/fft_tune.json"
+        pallas:-tf32 pallas:h8m8-tf32 pallas:r128-tf32 pallas:r128h4m4w8-tf32 pallas:-bf16 \
+        pallas:h8m8w8-bf16 pallas:h4b4w4-tf32 pallas:h1b2w4-tf32 pallas:h16b8w4-tf32x3 \
+        --out "$OUT/fft_tune.json"
       ;;
     rational_tiles) # the Pallas tiling on the KAT-B widths, against the XLA path
       step rational_tiles 60 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \

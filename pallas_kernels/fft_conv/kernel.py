@@ -3,8 +3,9 @@
 FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
 (arXiv 2311.05908), §3.2.
 
-Forward: one program handles one batch row and `block_h` heads; per head it loads the input row in
-digit layout, applies the pregate, runs the forward Monarch transform, multiplies by the filter
+Forward: one program handles one batch row and `block_h` heads; per head (or per group of
+`heads_per_dot` heads, transformed by the same, taller matmuls) it loads the input row in digit
+layout, applies the pregate, runs the forward Monarch transform, multiplies by the filter
 spectrum (already in the permuted layout, so no bit reversal), runs the inverse transform and the
 postgate, and writes the row: u, the gates and y each cross memory once. The DFT matrices and
 twiddles are kernel inputs (constants of the plan), and the math is `monarch.forward` /
@@ -46,6 +47,11 @@ class BlockSizes:
         max_radix: The decomposition's `monarch.monarch_factors(N, max_radix)`: 32 is
             FlashFFTConv's plan (order 3 from N = 4096); 64, 128, 256 keep order 2 longer with
             larger matmuls (128: up to N = 16384 = 128 x 128).
+        heads_per_dot: Heads stacked into each matmul (the largest power of two dividing block_h
+            and <= this): 1 transforms one head at a time ([N_0, N_0] x [N_0, N_1] dots at
+            order 2); m > 1 transforms m heads together, so the last-axis dots get m times the
+            rows ([m N_0, N_1] x [N_1, N_1]) and the first-axis ones m times the columns, at the
+            cost of moving the head axis inside the tile (a 3-D transpose) around them.
         dot: The matmuls' arithmetic (`monarch.DOT_PRECISIONS`; f32 accumulation always): "f32"
             (exact f32, no tensor cores on GPU), "tf32x3" (about f32 accuracy on tensor cores),
             "tf32", "bf16x3", "bf16" (the paper runs its DFT matmuls in 16-bit). The tf32 kinds
@@ -57,10 +63,11 @@ class BlockSizes:
     num_warps: int = 4
     num_stages: int = 1
     max_radix: int = 32
+    heads_per_dot: int = 1
     dot: str = "f32"
 
     def __post_init__(self):
-        for name in ("block_h", "block_b", "num_warps", "num_stages"):
+        for name in ("block_h", "block_b", "num_warps", "num_stages", "heads_per_dot"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"BlockSizes.{name} must be a positive int, got {value!r}")
@@ -76,27 +83,28 @@ class BlockSizes:
 
     @classmethod
     def parse(cls, spec: str) -> "BlockSizes":
-        """From a spec like "h16b8w4s1r128-tf32x3": any subset of the letters h (block_h),
-        b (block_b), w (num_warps), s (num_stages), r (max_radix), each followed by a positive
-        int, then optionally "-" and a `dot` kind; the rest default.
+        """From a spec like "h16b8w4s1r128m4-tf32x3": any subset of the letters h (block_h),
+        b (block_b), w (num_warps), s (num_stages), r (max_radix), m (heads_per_dot), each
+        followed by a positive int, then optionally "-" and a `dot` kind; the rest default.
 
         Used by the benchmark's tuning rows (`pallas:h4b8w8`, `pallas:r128-bf16`).
         """
         fields = {
-            "h": "block_h", "b": "block_b", "w": "num_warps", "s": "num_stages", "r": "max_radix"
+            "h": "block_h", "b": "block_b", "w": "num_warps", "s": "num_stages", "r": "max_radix",
+            "m": "heads_per_dot",
         }  # fmt: skip
         sizes, _, dot = spec.partition("-")
         parts = re.findall(r"([a-z])(\d+)", sizes)
         if (not parts and not dot) or "".join(f"{k}{v}" for k, v in parts) != sizes:
             raise ValueError(
                 f"block sizes spec {spec!r}: expected letters h (block_h), b (block_b), "
-                "w (num_warps), s (num_stages), r (max_radix) each followed by a positive int, "
-                "then optionally -<dot>, e.g. 'h4b8w8' or 'r128-tf32x3'"
+                "w (num_warps), s (num_stages), r (max_radix), m (heads_per_dot) each followed "
+                "by a positive int, then optionally -<dot>, e.g. 'h4b8w8' or 'r128m4-tf32x3'"
             )
         unknown = sorted({k for k, _ in parts} - set(fields))
         if unknown:
             raise ValueError(
-                f"block sizes spec {spec!r}: unknown letters {unknown}; use h, b, w, s, r"
+                f"block sizes spec {spec!r}: unknown letters {unknown}; use h, b, w, s, r, m"
             )
         return cls(**{fields[k]: int(v) for k, v in parts}, **({"dot": dot} if dot else {}))
 
@@ -111,6 +119,20 @@ def _check_interpretable(block_sizes: BlockSizes, interpret: bool) -> None:
 
 def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
+
+
+def _pow2_divisor(n: int, at_most: int) -> int:
+    """The largest power of two dividing n and <= at_most."""
+    return math.gcd(n, _next_pow2(at_most + 1) // 2)
+
+
+def _head_groups(block_h: int, heads_per_dot: int):
+    """(number of head groups, index of group g): a scalar head for 1 (the [rows, ...] tile of
+    one head), else a slice of `group` heads (a [group, rows, ...] tile)."""
+    group = _pow2_divisor(block_h, heads_per_dot)
+    if group == 1:
+        return block_h, lambda g: g
+    return block_h // group, lambda g: pl.ds(pl.multiple_of(g * group, group), group)
 
 
 def _compiler_params(block_sizes: BlockSizes, interpret: bool, semantics=("parallel", "parallel")):
@@ -130,7 +152,7 @@ def _compiler_params(block_sizes: BlockSizes, interpret: bool, semantics=("paral
     return None
 
 
-def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h, dot):
+def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h, heads_per_dot, dot):
     refs = list(refs)
     u_ref = refs.pop(0)
     pre_ref = refs.pop(0) if has_pre else None
@@ -139,19 +161,22 @@ def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h, dot):
     mats = jax.tree.unflatten(treedef, [r[...] for r in refs[:num_mats]])
     o_ref = refs[num_mats]
 
-    def body(h, carry):
-        x = u_ref[0, h].astype(jnp.float32)  # [rows_in, N_1, ...]
+    num_groups, heads = _head_groups(block_h, heads_per_dot)
+
+    def body(g, carry):
+        h = heads(g)
+        x = u_ref[0, h].astype(jnp.float32)  # [(group,) rows_in, N_1, ...]
         if pre_ref is not None:
             x = x * pre_ref[0, h].astype(jnp.float32)
         x_f = monarch.forward(x, mats, two_d=True, dot=dot)  # [N_0, N_1, ..., kept]
         z = monarch.cmul(x_f, (sr_ref[h], si_ref[h]))
         z = monarch.inverse_real(z, mats, two_d=True, dot=dot)
         if post_ref is not None:
-            z = z * post_ref[0, h].astype(jnp.float32)  # [rows_out, N_1, ...]
+            z = z * post_ref[0, h].astype(jnp.float32)  # [(group,) rows_out, N_1, ...]
         o_ref[0, h] = z.astype(o_ref.dtype)
         return carry
 
-    lax.fori_loop(0, block_h, body, 0)
+    lax.fori_loop(0, num_groups, body, 0)
 
 
 def spectral_conv(
@@ -187,7 +212,7 @@ def spectral_conv(
     plan = dataclasses.replace(
         plan, rows_in=_next_pow2(plan.rows_in), rows_out=_next_pow2(plan.rows_out)
     )
-    block_h = math.gcd(heads, _next_pow2(block_sizes.block_h + 1) // 2)
+    block_h = _pow2_divisor(heads, block_sizes.block_h)
     order = len(plan.factors)
     zeros = (0,) * order
     flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
@@ -213,6 +238,7 @@ def spectral_conv(
         has_pre=pregate is not None,
         has_post=postgate is not None,
         block_h=block_h,
+        heads_per_dot=block_sizes.heads_per_dot,
         dot=block_sizes.dot,
     )
     y = pl.pallas_call(
@@ -228,7 +254,7 @@ def spectral_conv(
     return monarch.from_digits(y, plan, length)
 
 
-def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h, dot):
+def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h, heads_per_dot, dot):
     refs = list(refs)
     u_ref, dy_ref = refs.pop(0), refs.pop(0)
     pre_ref = refs.pop(0) if has_pre else None
@@ -241,11 +267,14 @@ def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h, d
     dpost_ref = refs.pop(0) if has_post else None
     dsr_ref, dsi_ref = refs
 
-    def head(h, carry):
+    num_groups, heads = _head_groups(block_h, heads_per_dot)
+
+    def head(g, carry):
+        h = heads(g)
         s = (sr_ref[h], si_ref[h])
 
         def row(b, acc):
-            u = u_ref[b, h].astype(jnp.float32)  # [rows, N_1, ...]
+            u = u_ref[b, h].astype(jnp.float32)  # [(group,) rows, N_1, ...]
             x = u if pre_ref is None else u * pre_ref[b, h].astype(jnp.float32)
             g = dy_ref[b, h].astype(jnp.float32)
             x_f = monarch.forward(x, mats, two_d=True, dot=dot)  # [N_0, ..., kept]
@@ -263,13 +292,13 @@ def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h, d
             ds = monarch.cmul(g_f, x_f, conj_b=True)
             return acc[0] + ds[0], acc[1] + ds[1]
 
-        zero = jnp.zeros(sr_ref.shape[1:], jnp.float32)
+        zero = jnp.zeros(s[0].shape, jnp.float32)
         dsr, dsi = lax.fori_loop(0, block_b, row, (zero, zero))
         dsr_ref[0, h] = dsr
         dsi_ref[0, h] = dsi
         return carry
 
-    lax.fori_loop(0, block_h, head, 0)
+    lax.fori_loop(0, num_groups, head, 0)
 
 
 def spectral_conv_bwd(
@@ -305,8 +334,8 @@ def spectral_conv_bwd(
     batch, heads, _ = u.shape
     rows = _next_pow2(max(plan.rows_in, plan.rows_out))
     plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
-    block_h = math.gcd(heads, _next_pow2(block_sizes.block_h + 1) // 2)
-    block_b = math.gcd(batch, _next_pow2(block_sizes.block_b + 1) // 2)
+    block_h = _pow2_divisor(heads, block_sizes.block_h)
+    block_b = _pow2_divisor(batch, block_sizes.block_b)
     num_partials = batch // block_b
     order = len(plan.factors)
     zeros = (0,) * order
@@ -333,6 +362,7 @@ def spectral_conv_bwd(
         has_post=postgate is not None,
         block_b=block_b,
         block_h=block_h,
+        heads_per_dot=block_sizes.heads_per_dot,
         dot=block_sizes.dot,
     )
     outs = pl.pallas_call(

@@ -124,11 +124,13 @@ def test_auto_follows_the_measurements(monkeypatch, backend, expected):
 def test_block_sizes_parse_and_errors():
     assert BlockSizes.parse("h4b8w8") == BlockSizes(block_h=4, block_b=8, num_warps=8)
     assert BlockSizes.parse("s2") == BlockSizes(num_stages=2)
+    assert BlockSizes.parse("r128m4-bf16") == BlockSizes(max_radix=128, heads_per_dot=4, dot="bf16")
     for spec, match in [
         ("", "expected letters h"),
         ("h4x", "expected letters h"),
         ("h4q2", r"unknown letters \['q'\]"),
         ("h0", "BlockSizes.block_h must be a positive int, got 0"),
+        ("m0", "BlockSizes.heads_per_dot must be a positive int, got 0"),
     ]:
         with pytest.raises(ValueError, match=match):
             BlockSizes.parse(spec)

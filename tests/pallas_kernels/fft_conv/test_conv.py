@@ -210,6 +210,20 @@ class TestInterpret(TestXla):
         assert config.plan.factors == factors
         _assert_kernels_match_reference(blocks, n, length, batch=2, heads=2)
 
+    @pytest.mark.parametrize(
+        ("n", "length", "spec"),
+        [
+            (512, 200, "h4b2m2"),  # two groups of two heads per program
+            (1024, 512, "h4m4"),  # one group of every head
+            (4096, 2048, "h4b1m4"),  # order 3 (16^3): stacked heads around the middle level
+            (4096, 2048, "r128h4m2"),  # order 2, 64 x 64
+            (8192, 4096, "h8m3"),  # rounded down: 2 heads per dot (block_h = gcd(H, 8) = 4)
+        ],
+    )
+    def test_heads_per_dot(self, n, length, spec):
+        """Heads transformed together by taller matmuls: the reference's forward and gradients."""
+        _assert_kernels_match_reference(BlockSizes.parse(spec), n, length, batch=2, heads=4)
+
     @pytest.mark.parametrize("dot", ["bf16", "bf16x3"])
     def test_dot_arithmetic_reaches_every_kernel_matmul(self, dot):
         """The kernels' dots carry BlockSizes.dot's algorithm. (Numerically XLA:CPU computes these

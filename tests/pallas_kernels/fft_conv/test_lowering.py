@@ -45,10 +45,18 @@ def test_lowers_for_triton(fake_gpu, n, gated, kept):
 
 @pytest.mark.filterwarnings(TRITON_DEPRECATION)
 @pytest.mark.parametrize(
-    ("n", "spec"), [(4096, "r128-tf32"), (16384, "r128h4b4w8-bf16"), (1024, "-tf32x3")]
+    ("n", "spec"),
+    [
+        (4096, "r128-tf32"),
+        (16384, "r128h4b4w8-bf16"),
+        (1024, "-tf32x3"),
+        (1024, "h8m8-tf32"),  # 8 heads per dot: [256, 32] x [32, 32]
+        (8192, "h4m4"),  # heads stacked at order 3 (4-D transposes around the middle level)
+    ],
 )
 def test_kernel_options_lower_for_triton(fake_gpu, n, spec):
-    """Order 2 at large N (128 x 128 dots) and the tensor-core arithmetics lower for Triton."""
+    """Order 2 at large N (128 x 128 dots), the tensor-core arithmetics and stacked heads lower
+    for Triton."""
     text = _lower("cuda", n, True, block_sizes=spec)
     assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2
 
@@ -63,7 +71,8 @@ def test_einsum_spelling_does_not_lower_for_triton(fake_gpu, monkeypatch):
         _lower("cuda", 4096, False)
 
 
-@pytest.mark.parametrize(("n", "gated"), [(1024, True), (4096, False)])
-def test_lowers_for_tpu(n, gated):
-    text = _lower("tpu", n, gated)
+@pytest.mark.parametrize(("n", "gated", "spec"), [(1024, True, ""), (4096, False, ""),
+                                                  (1024, True, "h8m4")])  # fmt: skip
+def test_lowers_for_tpu(n, gated, spec):
+    text = _lower("tpu", n, gated, block_sizes=spec)
     assert text.count("stablehlo.custom_call @tpu_custom_call") == 2  # forward, backward
