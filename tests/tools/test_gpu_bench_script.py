@@ -1,0 +1,76 @@
+"""tools/gpu_bench.sh runs only on a lent GPU, minutes at a time: its kernel options must be
+valid before it gets there (a typo would cost a step of a 15-minute session)."""
+
+import itertools
+import pathlib
+import re
+import subprocess
+
+from pallas_kernels.fft_conv import BlockSizes as FftBlockSizes
+from pallas_kernels.rational.kernel import BlockSizes as RationalBlockSizes
+
+SCRIPT = pathlib.Path(__file__).parents[2] / "tools" / "gpu_bench.sh"
+
+
+def _commands(module: str) -> list[list[str]]:
+    """The argument lists of every `"$PY" -m <module>` call in the script."""
+    text = SCRIPT.read_text().replace("\\\n", " ")
+    return [
+        line.split(f"-m {module} ", 1)[1].split()
+        for line in text.splitlines()
+        if f"-m {module} " in line
+    ]
+
+
+def _values(args: list[str], flag: str) -> list[str]:
+    if flag not in args:
+        return []
+    rest = args[args.index(flag) + 1 :]
+    return list(itertools.takewhile(lambda a: not a.startswith("--"), rest))
+
+
+def test_script_parses():
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+
+
+def test_fft_conv_specs_parse():
+    specs = [
+        impl.partition(":")[2]
+        for args in _commands("pallas_kernels.fft_conv.bench")
+        for impl in _values(args, "--implementations")
+        if impl.startswith("pallas:")
+    ]
+    specs += [
+        v for args in _commands("pallas_kernels.check") for v in _values(args, "--fft-variants")
+    ]
+    assert len(specs) >= 10
+    for spec in specs:
+        FftBlockSizes.parse(spec)
+
+
+def test_rational_tilings_are_valid():
+    tilings = [
+        impl.partition(":")[2]
+        for args in _commands("pallas_kernels.rational.bench")
+        for impl in _values(args, "--implementations")
+        if ":" in impl
+    ]
+    assert tilings
+    for tiling in tilings:
+        match = re.fullmatch(r"(\d+)x(\d+)", tiling)
+        assert match, tiling
+        RationalBlockSizes(block_rows=int(match[1]), block_d=int(match[2]))
+
+
+def test_benches_and_presets_exist():
+    from experiments.benches import BENCHES
+    from experiments.registry import presets
+
+    benches = [args[0] for args in _commands("experiments.bench")]
+    assert benches and set(benches) <= set(BENCHES), set(benches) - set(BENCHES)
+    text = SCRIPT.read_text()
+    names = [n for line in re.findall(r"for preset in ([^;]+);", text) for n in line.split()]
+    for block in re.findall(r"<<'RUNS'\n(.*?)\nRUNS\n", text, flags=re.S):
+        names += [line.split()[1] for line in block.splitlines()]
+    assert len(names) >= 10
+    assert set(names) <= set(presets()), set(names) - set(presets())
