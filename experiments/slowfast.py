@@ -25,7 +25,9 @@ held-out clips made from Fashion-MNIST's test images.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import pathlib
 from typing import Any
@@ -75,12 +77,17 @@ class VideoQA:
         recipe (into `workdir/vision_pretrain/`; its `model` must be `model.vision`) and start
         the video model's encoder from it — the paper's MLLM starts from a pretrained vision
         tower; None: the encoder starts from a random init.
+      vision_pretrain_dir: where that pretraining runs instead of `workdir/vision_pretrain/`.
+        Runs that name one directory share one pretraining: the first trains it (under a file
+        lock, so runs started together wait for it) and the others reuse it. A directory that
+        holds a different `vision_pretrain` recipe is an error, not silently reused.
     """
 
     model: SlowFastConfig
     data: VideoQADataConfig = dataclasses.field(default_factory=VideoQADataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     vision_pretrain: ImageClassification | None = None
+    vision_pretrain_dir: str | None = None
 
 
 def check_compatible(config: VideoQA) -> None:
@@ -153,32 +160,64 @@ def evaluate_accuracy(model: SlowFastMLLM, params: Any, data: VideoQADataConfig)
     return out
 
 
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+    """An exclusive advisory lock on `path` (created), held for the block."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def pretrain_vision(config: VideoQA, workdir: pathlib.Path) -> tuple[dict, dict]:
     """Train the encoder as an image classifier (`config.vision_pretrain`) into
-    `workdir/vision_pretrain/`, resuming or reusing a finished run there.
+    `config.vision_pretrain_dir` (default `workdir/vision_pretrain/`), resuming or reusing a
+    run there.
 
     Returns:
-      (the encoder's parameters without the classifier head, the classifier's summary).
+      (the encoder's parameters without the classifier head, the classifier's summary with
+      "directory" and "reused": whether a finished run was found there).
+
+    Raises:
+      ValueError: the directory holds the pretraining of another recipe.
     """
     pre = config.vision_pretrain
-    directory = workdir / "vision_pretrain"
+    directory = pathlib.Path(config.vision_pretrain_dir or workdir / "vision_pretrain")
+    directory.mkdir(parents=True, exist_ok=True)
+    wanted = json.loads(json.dumps(to_json(pre), default=str))  # as train writes config.json
     # `--train.progress False` silences the pretraining's bar as well.
     pre_train = dataclasses.replace(
         pre.train, progress=pre.train.progress and config.train.progress
     )
-    result = train(
-        Task(model=ViT(pre.model), loss_fn=classification_loss(pre.label_smoothing)),
-        pre_train,
-        train_data=image_train_dataset(pre.data),
-        eval_data=lambda: image_eval_dataset(pre.data),
-        workdir=directory,
-        resume=(directory / "checkpoints").exists(),
-        run_config=to_json(pre),
-    )
-    if result.summary.get("status") != "completed":
-        raise RuntimeError(f"vision pretraining stopped early: {result.summary.get('status')}")
+    with _locked(directory / ".lock"):
+        found = directory / "config.json"
+        if found.exists() and json.loads(found.read_text()) != wanted:
+            raise ValueError(
+                f"{directory} holds the vision pretraining of another recipe (its config.json "
+                "differs from this run's vision_pretrain); choose another vision_pretrain_dir."
+            )
+        record = directory / "summary.json"
+        previous = json.loads(record.read_text()) if record.exists() else {}
+        reused = previous.get("status") == "completed"
+        result = train(
+            Task(model=ViT(pre.model), loss_fn=classification_loss(pre.label_smoothing)),
+            pre_train,
+            train_data=image_train_dataset(pre.data),
+            eval_data=lambda: image_eval_dataset(pre.data),
+            workdir=directory,
+            resume=(directory / "checkpoints").exists(),
+            run_config=to_json(pre),
+        )
+        summary = result.summary
+        if reused:  # keep the record (wall time, ...) of the run that trained it
+            record.write_text(json.dumps(previous, indent=2, default=str))
+            summary = previous
+    if summary.get("status") != "completed":
+        raise RuntimeError(f"vision pretraining stopped early: {summary.get('status')}")
     params = {k: v for k, v in nn.unbox(result.state.params).items() if k != "head"}
-    return jax.device_get(params), result.summary
+    return jax.device_get(params), dict(summary, directory=str(directory), reused=reused)
 
 
 def run(config: VideoQA, workdir: pathlib.Path, resume: bool = False) -> dict:
@@ -190,7 +229,8 @@ def run(config: VideoQA, workdir: pathlib.Path, resume: bool = False) -> dict:
     if config.vision_pretrain is not None:
         vision, pretrain_summary = pretrain_vision(config, workdir)
         accuracy = pretrain_summary["final_eval"]["accuracy"]
-        print(f"vision encoder pretrained: test accuracy {accuracy:.4f}")
+        how = "reused from" if pretrain_summary["reused"] else "pretrained in"
+        print(f"vision encoder {how} {pretrain_summary['directory']}: test accuracy {accuracy:.4f}")
 
         def init_params(params):
             return replace_params(params, ("frames", "vision"), vision)
@@ -220,7 +260,8 @@ def run(config: VideoQA, workdir: pathlib.Path, resume: bool = False) -> dict:
     summary["data"] = info
     if pretrain_summary is not None:
         summary["vision_pretrain"] = {
-            k: pretrain_summary.get(k) for k in ("final_eval", "wall_time_s", "params")
+            k: pretrain_summary.get(k)
+            for k in ("final_eval", "wall_time_s", "params", "directory", "reused")
         }
     if summary.get("status") == "completed":
         scores = evaluate_accuracy(model, result.state.params, config.data)

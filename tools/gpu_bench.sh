@@ -130,9 +130,11 @@ for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat l
       echo "=== video_qa (limit ${limit}s per process)" | tee -a "$LOG"
       start=$SECONDS
       while read -r name preset args; do
+        shared=() # the video models share one encoder pretraining (the first run trains it)
+        [[ $preset == kat/* ]] || shared=(--vision_pretrain_dir "$RUNS/vision_pretrain")
         # shellcheck disable=SC2086  # $args: several overrides
         launch "$name" "$limit" experiments.run "$preset" --workdir "$RUNS/$name" \
-          --train.progress False $args
+          --train.progress False "${shared[@]}" $args
       done <<'RUNS'
 slowfast_f128 slowfast/video_qa
 slowfast_f64 slowfast/video_qa_f64

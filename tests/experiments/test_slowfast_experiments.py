@@ -56,6 +56,36 @@ def test_smoke_trains_and_reports_accuracy_per_type(tmp_path, capfd):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+def test_runs_share_one_vision_pretraining(tmp_path, capsys):
+    shared = tmp_path / "encoder"
+    common = ["--train.progress", "False", "--train.steps", "2", "--train.eval_every", "0",
+              "--vision_pretrain_dir", str(shared)]  # fmt: skip
+    for name in ("a", "b"):
+        assert run_cli.main(["slowfast/smoke", "--workdir", str(tmp_path / name), *common]) == 0
+    out = capsys.readouterr().out
+    assert f"vision encoder pretrained in {shared}" in out
+    assert f"vision encoder reused from {shared}" in out
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("a", "b"))
+    assert a["vision_pretrain"]["reused"] is False and b["vision_pretrain"]["reused"] is True
+    # One pretraining, whose record (wall time included) the reuse leaves as it was.
+    assert a["vision_pretrain"] == dict(b["vision_pretrain"], reused=False)
+    assert not (tmp_path / "a" / "vision_pretrain").exists()
+    record = json.loads((shared / "summary.json").read_text())
+    assert record["wall_time_s"] == a["vision_pretrain"]["wall_time_s"]
+    # Another recipe in the same directory is refused, not silently reused.
+    config = presets()["slowfast/smoke"].config
+    other = dataclasses.replace(
+        config,
+        vision_pretrain=dataclasses.replace(
+            config.vision_pretrain,
+            train=dataclasses.replace(config.vision_pretrain.train, steps=7),
+        ),
+        vision_pretrain_dir=str(shared),
+    )
+    with pytest.raises(ValueError, match="another recipe"):
+        slowfast.pretrain_vision(other, tmp_path / "c")
+
+
 def _batch():
     # Two examples of L = 6: question bytes, then a 2-byte answer, then padding.
     tokens = np.array([[10, 11, 12, 20, 21, 0], [10, 13, 30, 31, 0, 0]], np.int32)
