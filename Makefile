@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUN ?= lowformer/fashion_mnist_quick
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format setup data clean
+.PHONY: run test lint format setup data clean tpu-aot
 .DEFAULT_GOAL := run
 
 setup: $(STAMP) data
@@ -26,7 +26,18 @@ data:
 run: setup
 	$(PY) -m experiments.run $(RUN)
 
-test: setup
+# libtpu, for compiling the Pallas kernels for a TPU without one (pallas_kernels/aot.py): kept in
+# its own folder, off the venv's path, so that nothing else tries to start a TPU runtime.
+LIBTPU := $(VENV)/libtpu
+$(LIBTPU)/.installed: $(STAMP)
+	$(PY) -m pip install -q --no-deps --target $(LIBTPU) \
+	  "$$($(PY) -c 'from pallas_kernels.aot import libtpu_requirement; print(libtpu_requirement())')"
+	@touch $@
+
+tpu-aot: $(LIBTPU)/.installed
+	PYTHONPATH=$(LIBTPU) $(PY) -m pallas_kernels.aot $(AOT_ARGS)
+
+test: setup $(LIBTPU)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

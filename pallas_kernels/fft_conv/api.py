@@ -6,10 +6,10 @@ FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
 
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from pallas_kernels import platform
 from pallas_kernels.fft_conv import kernel, monarch, reference, vjp
 
 __all__ = [
@@ -54,16 +54,16 @@ def _check_int(name: str, value, low: int, high: int, what: str) -> None:
 
 
 def _max_pallas_size() -> int:
-    return MAX_PALLAS_FFT_SIZE_GPU if jax.default_backend() == "gpu" else MAX_PALLAS_FFT_SIZE
+    return MAX_PALLAS_FFT_SIZE_GPU if platform.current() == "gpu" else MAX_PALLAS_FFT_SIZE
 
 
 def resolve_implementation(implementation: str, fft_size: int) -> str:
     """Map "auto" to "pallas" on TPU (if N allows) or "xla"; "xla" to "xla" or "jnp_fft"."""
     if implementation == "auto":
-        on_accelerator = jax.default_backend() in _AUTO_PALLAS_BACKENDS
+        on_accelerator = platform.current() in _AUTO_PALLAS_BACKENDS
         use_pallas = on_accelerator and fft_size <= _max_pallas_size()
         implementation = "pallas" if use_pallas else "xla"
-    if implementation == "xla" and fft_size in _JNP_FFT_SIZES.get(jax.default_backend(), ()):
+    if implementation == "xla" and fft_size in _JNP_FFT_SIZES.get(platform.current(), ()):
         return "jnp_fft"
     return implementation
 
@@ -159,7 +159,7 @@ def fft_conv(
     if implementation in ("pallas", "interpret") and fft_size > max_size:
         raise ValueError(
             f"fft_size={fft_size}: implementation={implementation!r} supports N <= {max_size} "
-            f"on {jax.default_backend()}; use implementation='xla'"
+            f"on {platform.current()}; use implementation='xla'"
         )
     implementation = resolve_implementation(implementation, fft_size)
     if implementation == "jnp_fft":
@@ -177,6 +177,6 @@ def fft_conv(
         filter_len=filter_len,
         kept_frequencies=kept_frequencies,
         implementation=implementation,  # type: ignore[arg-type]
-        block_sizes=block_sizes or kernel.BlockSizes(),
+        block_sizes=block_sizes or kernel.default_block_sizes(fft_size),
     )
     return vjp.monarch_conv(config, u, k, pregate, postgate)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from pallas_kernels import platform
 from pallas_kernels.fft_conv import monarch
 
 __all__ = ["BlockSizes", "spectral_conv", "spectral_conv_bwd"]
@@ -109,6 +110,27 @@ class BlockSizes:
         return cls(**{fields[k]: int(v) for k, v in parts}, **({"dot": dot} if dot else {}))
 
 
+# TPU: the most signal elements a program may hold, block_h * N forward and block_b * block_h * N
+# backward, for the kernels to fit the default 16 MiB scoped VMEM (f32 gated, H = 768: compiled
+# by `python -m pallas_kernels.aot` for v5e; e.g. N = 32K backward needed 17 MiB at 4 heads x 4
+# rows and fit at 4 x 1). With the GPU defaults (radix-16/32 plans) the backward did not fit
+# from N = 4096 on at any tiling: their [.., 32] minor dims fill a quarter of each 128-lane vreg,
+# so every tile takes four times its size.
+_TPU_PROGRAM_ELEMENTS = 2**17
+
+
+def default_block_sizes(fft_size: int) -> BlockSizes:
+    """What `fft_conv(block_sizes=None)` uses: `BlockSizes()` on GPU and in interpret mode; on
+    TPU (`platform.current()`), radices up to 256 (order 2 at every kernel size: the 128-wide
+    MXU gets [.., 64-256] operands, and the vregs full lanes from N = 8K), block_h * N <= 2^17
+    and block_b * block_h * N <= 2^17."""
+    if platform.current() != "tpu":
+        return BlockSizes()
+    block_h = max(1, min(16, _TPU_PROGRAM_ELEMENTS // fft_size))
+    block_b = max(1, min(8, _TPU_PROGRAM_ELEMENTS // (block_h * fft_size)))
+    return BlockSizes(max_radix=256, block_h=block_h, block_b=block_b)
+
+
 def _check_interpretable(block_sizes: BlockSizes, interpret: bool) -> None:
     if interpret and block_sizes.dot.startswith("tf32"):
         raise ValueError(
@@ -138,7 +160,7 @@ def _head_groups(block_h: int, heads_per_dot: int):
 def _compiler_params(block_sizes: BlockSizes, interpret: bool, semantics=("parallel", "parallel")):
     if interpret:
         return None
-    backend = jax.default_backend()
+    backend = platform.current()
     if backend == "gpu":
         from jax.experimental.pallas import triton as pltriton
 

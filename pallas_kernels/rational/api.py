@@ -5,10 +5,10 @@ Kolmogorov-Arnold Transformer (KAT, arXiv 2409.10594), §4 (GR-KAN); FlashKAT (a
 
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from pallas_kernels import platform
 from pallas_kernels.rational import kernel, reference, vjp
 
 __all__ = ["Implementation", "check_arguments", "group_rational", "resolve_implementation"]
@@ -27,7 +27,7 @@ _AUTO_PALLAS_BACKENDS = frozenset({"tpu"})
 def resolve_implementation(implementation: str) -> str:
     """ "auto" -> "pallas" on TPU, else "xla"; other values unchanged."""
     if implementation == "auto":
-        return "pallas" if jax.default_backend() in _AUTO_PALLAS_BACKENDS else "xla"
+        return "pallas" if platform.current() in _AUTO_PALLAS_BACKENDS else "xla"
     return implementation
 
 

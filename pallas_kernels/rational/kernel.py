@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from pallas_kernels import platform
 from pallas_kernels.rational import reference
 
 __all__ = ["BlockSizes", "column_coefficients", "pairwise_sum", "rational_bwd", "rational_fwd"]
@@ -80,9 +81,9 @@ class BlockSizes:
 def _tiles(rows: int, width: int, block_sizes: BlockSizes) -> tuple[int, int]:
     """(block_rows, bd) used for an [rows, width] input."""
     block_rows = max(block_sizes.leaf_rows, min(block_sizes.block_rows, _next_pow2(rows)))
-    block_d = block_sizes.block_d or (64 if jax.default_backend() == "gpu" else 256)
+    block_d = block_sizes.block_d or (64 if platform.current() == "gpu" else 256)
     bd = min(width & -width, block_d)  # largest power of two dividing D
-    if jax.default_backend() == "tpu" and bd % 128:
+    if platform.current() == "tpu" and bd % 128:
         bd = width  # TPU blocks: last dim a multiple of 128 or the full dim
     return block_rows, bd
 
@@ -90,7 +91,7 @@ def _tiles(rows: int, width: int, block_sizes: BlockSizes) -> tuple[int, int]:
 def _compiler_params(block_sizes: BlockSizes, interpret: bool):
     if interpret:
         return None
-    backend = jax.default_backend()
+    backend = platform.current()
     if backend == "gpu":
         from jax.experimental.pallas import triton as pltriton
 

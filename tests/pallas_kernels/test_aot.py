@@ -1,0 +1,76 @@
+"""Tracing for another platform, and the kernels compiled for a TPU without one (libtpu).
+
+The compile test runs `python -m pallas_kernels.aot --quick` with `.venv/libtpu` (`make tpu-aot`
+installs it; `make test` too) on the path: Mosaic compiles the kernels, so a kernel that overflows
+the TPU's scoped VMEM or that Mosaic rejects fails here, on a CPU-only machine.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from pallas_kernels import platform
+from pallas_kernels.fft_conv import api as fft_api
+from pallas_kernels.fft_conv import kernel as fft_kernel
+from pallas_kernels.rational import api as rational_api
+
+ROOT = pathlib.Path(__file__).parents[2]
+LIBTPU = ROOT / ".venv" / "libtpu"
+
+
+def test_compiling_for_overrides_the_platform():
+    assert platform.current() == "cpu"
+    with platform.compiling_for("tpu"):
+        assert platform.current() == "tpu"
+        with platform.compiling_for("gpu"):
+            assert platform.current() == "gpu"
+        assert platform.current() == "tpu"
+        assert fft_api.resolve_implementation("auto", 1024) == "pallas"
+        assert rational_api.resolve_implementation("auto") == "pallas"
+    assert platform.current() == "cpu"
+    assert fft_api.resolve_implementation("auto", 1024) == "jnp_fft"
+    with (
+        pytest.raises(ValueError, match="platform='cuda': one of cpu, gpu, tpu"),
+        platform.compiling_for("cuda"),
+    ):
+        pass
+
+
+def test_tpu_default_block_sizes_fit_the_scoped_vmem_rule():
+    for n in (256, 1024, 4096, 16384, 32768):
+        with platform.compiling_for("tpu"):
+            blocks = fft_kernel.default_block_sizes(n)
+        assert blocks.max_radix == 256 and blocks.block_b * blocks.block_h * n <= 2**17
+        assert fft_kernel.default_block_sizes(n) == fft_kernel.BlockSizes()  # CPU: unchanged
+
+
+def _run_aot(tmp_path, env_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (env_path, str(ROOT)) if p))
+    out = tmp_path / "aot.json"
+    command = [sys.executable, "-m", "pallas_kernels.aot", "--quick", "--out", str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    return result, out
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_tpu(tmp_path):
+    if not LIBTPU.is_dir() and importlib.util.find_spec("libtpu") is None:
+        pytest.skip("libtpu not installed (make tpu-aot installs it into .venv/libtpu)")
+    result, out = _run_aot(tmp_path, str(LIBTPU) if LIBTPU.is_dir() else "")
+    rows = json.loads(out.read_text())["results"]
+    failed = [r for r in rows if not r["ok"]]
+    assert result.returncode == 0 and not failed, (result.stdout[-3000:], failed)
+    assert len(rows) == 6 and {r["device_kind"] for r in rows} == {"TPU v5 lite"}, rows
+
+
+def test_aot_without_libtpu_says_how_to_get_it(tmp_path):
+    if importlib.util.find_spec("libtpu") is not None:
+        pytest.skip("libtpu is importable here")
+    result, _ = _run_aot(tmp_path, "")
+    assert result.returncode == 2 and "libtpu is not importable" in result.stderr
+    assert "libtpu==" in result.stderr
