@@ -73,7 +73,8 @@ class GroupRational(nn.Module):
       num_groups: G; it must divide D.
       preset: init preset name ("identity", "swish", "gelu_old", ...).
       shared_numerator: one numerator for all groups (KAT, FlashKAT) or one per group.
-      implementation: passed to `group_rational` ("auto": Pallas on GPU/TPU, XLA elsewhere).
+      implementation: passed to `group_rational` ("auto": Pallas on TPU, the XLA path elsewhere:
+        on GPU it was the faster one).
       dtype: compute dtype of the input and output (the op computes in float32 inside).
       param_dtype: coefficient storage dtype (cast to float32 for the op).
     """

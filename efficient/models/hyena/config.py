@@ -52,7 +52,7 @@ class HyenaConfig:
       max_len: the longest sequence; the positional features and the decay window are defined
         on [0, max_len), so a filter of length T is the first T taps of the same function.
       fft_implementation: passed to `pallas_kernels.fft_conv.fft_conv` ("auto": Pallas on
-        GPU/TPU, the XLA path on CPU).
+        TPU, jnp.fft on GPU and CPU, where it was measured faster).
       dtype: compute dtype (filters are always computed in float32: fft_conv takes f32 filters).
       param_dtype: parameter storage dtype.
     """

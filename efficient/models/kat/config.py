@@ -24,7 +24,8 @@ class KATConfig(ViTConfig):
         (KAT, FlashKAT), or a numerator per group too.
       fc_init: "trunc_normal" (what the authors' code does in effect: the README explains) or
         "variance_preserving" (KAT §4.3 as written).
-      implementation: passed to `group_rational` ("auto": Pallas on GPU/TPU, XLA elsewhere).
+      implementation: passed to `group_rational` ("auto": Pallas on TPU, the XLA path elsewhere:
+        on GPU it was the faster one).
     """
 
     num_groups: int = 8
