@@ -6,6 +6,7 @@ version and git commit — instead of using `efficient.bench`.
 """
 
 import datetime
+import json
 import os
 import pathlib
 import platform
@@ -15,7 +16,7 @@ import time
 
 import jax
 
-__all__ = ["environment", "time_fn", "time_torch_cuda"]
+__all__ = ["add_result", "environment", "exit_status", "time_fn", "time_torch_cuda"]
 
 
 def environment() -> dict:
@@ -113,3 +114,17 @@ def time_torch_cuda(run, *, warmup: int, repeats: int) -> dict:
         torch.cuda.synchronize()
 
     return _samples(run, sync, warmup=warmup, repeats=repeats)
+
+
+def add_result(out: pathlib.Path, env: dict, results: list[dict], record: dict) -> None:
+    """Append `record` and rewrite `out` as {"env", "results"}: a run stopped by a time limit
+    keeps the rows it has."""
+    results.append(record)
+    out.write_text(json.dumps({"env": env, "results": results}, indent=1))
+
+
+def exit_status(results: list[dict], out: pathlib.Path, passed: str) -> int:
+    """Print "k/n <passed>; wrote <out>"; 1 if any record is not "ok", else 0."""
+    failed = sum(not r["ok"] for r in results)
+    print(f"{len(results) - failed}/{len(results)} {passed}; wrote {out}")
+    return 1 if failed else 0

@@ -22,7 +22,6 @@ import argparse
 import functools
 import importlib.metadata
 import importlib.util
-import json
 import os
 import pathlib
 import re
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from pallas_kernels import platform
-from pallas_kernels._bench import environment
+from pallas_kernels._bench import add_result, environment, exit_status
 from pallas_kernels.fft_conv import fft_conv
 from pallas_kernels.rational import group_rational
 
@@ -182,11 +181,8 @@ def main(argv=None) -> int:
             status = "ok  " if record["ok"] else "FAIL"
             detail = "" if record["ok"] else f": {record['error'][:300]}"
             print(f"{status} {topology} {name} ({record['seconds']:.1f} s){detail}", flush=True)
-            results.append(record)
-            args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
-    failed = sum(not r["ok"] for r in results)
-    print(f"{len(results) - failed}/{len(results)} compiled; wrote {args.out}")
-    return 1 if failed else 0
+            add_result(args.out, env, results, record)
+    return exit_status(results, args.out, "compiled")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import environment
+from pallas_kernels._bench import add_result, environment, exit_status
 from pallas_kernels.fft_conv import BlockSizes
 from pallas_kernels.fft_conv import api as fft_api
 from pallas_kernels.fft_conv import reference as fft_reference
@@ -221,12 +221,8 @@ def main(argv=None) -> int:
             print(f"FAIL {record['op']} {record['args']}: {record['error']}", flush=True)
         else:
             print(_line(record), flush=True)
-        results.append(record)
-        # Written after every case: a run stopped by a time limit keeps its rows.
-        args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
-    failed = sum(not r["ok"] for r in results)
-    print(f"{len(results) - failed}/{len(results)} ok; wrote {args.out}")
-    return 1 if failed else 0
+        add_result(args.out, env, results, record)
+    return exit_status(results, args.out, "ok")
 
 
 if __name__ == "__main__":
