@@ -113,9 +113,9 @@ class BlockSizes:
 # TPU: the most signal elements a program may hold, block_h * N forward and block_b * block_h * N
 # backward, for the kernels to fit the default 16 MiB scoped VMEM (f32 gated, H = 768: compiled
 # by `python -m pallas_kernels.aot` for v5e; e.g. N = 32K backward needed 17 MiB at 4 heads x 4
-# rows and fit at 4 x 1). With the GPU defaults (radix-16/32 plans) the backward did not fit
-# from N = 4096 on at any tiling: their [.., 32] minor dims fill a quarter of each 128-lane vreg,
-# so every tile takes four times its size.
+# rows and fit at 4 x 1). With the GPU plans (radix 16-32) the 16-head backward did not fit from
+# N = 4096 on, nor any backward at 32K: their [.., 32] minor dims fill a quarter of each 128-lane
+# vreg, so every tile takes four times its size.
 _TPU_PROGRAM_ELEMENTS = 2**17
 
 
