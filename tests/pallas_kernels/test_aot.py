@@ -68,6 +68,42 @@ def test_kernels_compile_for_tpu(tmp_path):
     assert len(rows) == 6 and {r["device_kind"] for r in rows} == {"TPU v5 lite"}, rows
 
 
+# The GPU tiling that overflowed v5e's 16 MiB scoped VMEM (36 MiB): the check must report it.
+_OVERFLOW = """
+import json, os, sys
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+import jax, jax.numpy as jnp
+from jax.experimental import topologies
+from pallas_kernels import aot
+from pallas_kernels.fft_conv import BlockSizes, fft_conv
+device = topologies.get_topology_desc(platform="tpu", topology_name="v5e:1x1").devices[0]
+sharding = jax.sharding.SingleDeviceSharding(device)
+def build(sharding, blocks):
+    u = jax.ShapeDtypeStruct((2, 256, 2048), jnp.float32, sharding=sharding)
+    k = jax.ShapeDtypeStruct((256, 2048), jnp.float32, sharding=sharding)
+    loss = lambda u, k: fft_conv(u, k, implementation="pallas", block_sizes=blocks).sum()
+    return jax.grad(loss, argnums=(0, 1)), (u, k)
+rows = [aot.compile_case(lambda s, b=b: build(s, b), sharding)
+        for b in (BlockSizes(block_h=16, block_b=2), BlockSizes(block_h=4, block_b=2))]
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.slow
+def test_a_kernel_that_does_not_fit_is_reported(tmp_path):
+    if not LIBTPU.is_dir() and importlib.util.find_spec("libtpu") is None:
+        pytest.skip("libtpu not installed (make tpu-aot installs it into .venv/libtpu)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(LIBTPU), str(ROOT)) if p))
+    result = subprocess.run(
+        [sys.executable, "-c", _OVERFLOW], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    too_big, fits = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not too_big["ok"] and "vmem" in too_big["error"].lower(), too_big
+    assert fits["ok"], fits  # the same op, 4 heads per program: compiles
+
+
 def test_aot_without_libtpu_says_how_to_get_it(tmp_path):
     if importlib.util.find_spec("libtpu") is not None:
         pytest.skip("libtpu is importable here")
