@@ -30,6 +30,7 @@ from pallas_kernels._bench import add_result, environment, exit_status
 from pallas_kernels.fft_conv import BlockSizes
 from pallas_kernels.fft_conv import api as fft_api
 from pallas_kernels.fft_conv import reference as fft_reference
+from pallas_kernels.rational import BlockSizes as RationalBlockSizes
 from pallas_kernels.rational import api as rational_api
 from pallas_kernels.rational import init_coefficients
 from pallas_kernels.rational import reference as rational_reference
@@ -100,9 +101,12 @@ def check_fft_conv(
     }
 
 
-def check_rational(width: int, *, rows: int, dtype: str, shared: bool) -> dict:
+def check_rational(
+    width: int, *, rows: int, dtype: str, shared: bool, block_sizes: str = ""
+) -> dict:
     """F(x), dx, dnumerator, ddenominator of `group_rational` vs the jnp reference, and
-    bitwise-identical coefficient gradients over two runs."""
+    bitwise-identical coefficient gradients over two runs; block_sizes is a
+    `rational.BlockSizes.parse` spec ("" for the defaults)."""
     groups = 8
     numerator, denominator = init_coefficients("swish", groups)
     rng = np.random.default_rng(width)
@@ -115,7 +119,11 @@ def check_rational(width: int, *, rows: int, dtype: str, shared: bool) -> dict:
         y = fn(x, num, den)
         return jnp.sum(y.astype(jnp.float32) * dy), y
 
-    fast = functools.partial(rational_api.group_rational, implementation=_implementation())
+    fast = functools.partial(
+        rational_api.group_rational,
+        implementation=_implementation(),
+        block_sizes=RationalBlockSizes.parse(block_sizes) if block_sizes else None,
+    )
     grads_of = jax.jit(jax.grad(loss, argnums=(1, 2, 3), has_aux=True), static_argnums=0)
     fast_grads, fast_y = grads_of(fast, x, numerator, denominator)
     again, _ = grads_of(fast, x, numerator, denominator)
@@ -138,6 +146,7 @@ def check_rational(width: int, *, rows: int, dtype: str, shared: bool) -> dict:
         "width": width,
         "dtype": dtype,
         "shared_numerator": shared,
+        "block_sizes": block_sizes,
         "rel_err": errors,
         "bitwise_reproducible": bitwise,
         "tolerance": tolerance,
@@ -145,7 +154,9 @@ def check_rational(width: int, *, rows: int, dtype: str, shared: bool) -> dict:
     }
 
 
-def _cases(quick: bool, fft_variants: tuple[str, ...] = ()):
+def _cases(
+    quick: bool, fft_variants: tuple[str, ...] = (), rational_variants: tuple[str, ...] = ()
+):
     if quick:
         yield functools.partial(check_fft_conv, 256, batch=1, heads=4, dtype="float32", gated=True)
         yield functools.partial(check_rational, 64, rows=24, dtype="float32", shared=True)
@@ -154,6 +165,10 @@ def _cases(quick: bool, fft_variants: tuple[str, ...] = ()):
                 check_fft_conv, 256, batch=1, heads=4, dtype="bfloat16", gated=True,
                 block_sizes=spec,
             )  # fmt: skip
+        for spec in rational_variants:
+            yield functools.partial(
+                check_rational, 64, rows=27, dtype="float32", shared=False, block_sizes=spec
+            )
         return
     # Cheapest compiles first: a time-limited run reports as many cases as it can.
     for width in (192, 768, 3072):
@@ -161,6 +176,12 @@ def _cases(quick: bool, fft_variants: tuple[str, ...] = ()):
             yield functools.partial(
                 check_rational, width, rows=128 * 197, dtype=dtype, shared=width != 768
             )
+    for spec in rational_variants:
+        for dtype in ("float32", "bfloat16"):
+            yield functools.partial(
+                check_rational, 768, rows=128 * 197 + 3, dtype=dtype, shared=False,
+                block_sizes=spec,
+            )  # fmt: skip
     fft = functools.partial(check_fft_conv, batch=2, heads=64)
     for n in (256, 1024, 4096):
         for dtype, gated in (("float32", False), ("bfloat16", True)):
@@ -179,6 +200,7 @@ def _line(r: dict) -> str:
         + (f" {r['block_sizes']}" if r["block_sizes"] else "")
         if r["op"] == "fft_conv"
         else f"rational D={r['width']:5} {'shared' if r['shared_numerator'] else 'per-G'}"
+        + (f" {r['block_sizes']}" if r.get("block_sizes") else "")
     )
     errors = " ".join(f"{k}={v:.1e}" for k, v in r["rel_err"].items())
     bits = "" if "bitwise_reproducible" not in r else f" bitwise={r['bitwise_reproducible']}"
@@ -198,17 +220,28 @@ def main(argv=None) -> int:
         default=(),
         help="BlockSizes specs for extra fft_conv cases at N = 1024, 4096 (e.g. r128-tf32x3)",
     )
+    parser.add_argument(
+        "--rational-variants",
+        nargs="*",
+        default=(),
+        help="rational BlockSizes specs for extra group_rational cases at D = 768, 128 x 197 + 3 "
+        "rows (e.g. 256x64l16-loop)",
+    )
     args = parser.parse_args(argv)
-    for spec in args.fft_variants:
-        try:
-            BlockSizes.parse(spec)
-        except ValueError as e:
-            parser.error(f"--fft-variants {spec!r}: {e}")
+    for flag, parse, specs in (
+        ("--fft-variants", BlockSizes.parse, args.fft_variants),
+        ("--rational-variants", RationalBlockSizes.parse, args.rational_variants),
+    ):
+        for spec in specs:
+            try:
+                parse(spec)
+            except ValueError as e:
+                parser.error(f"{flag} {spec!r}: {e}")
     env = environment()
     print(json.dumps(env), flush=True)
     results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for case in _cases(args.quick, tuple(args.fft_variants)):
+    for case in _cases(args.quick, tuple(args.fft_variants), tuple(args.rational_variants)):
         try:
             record = case()
         except Exception as e:  # report every case, even when one fails to compile

@@ -27,8 +27,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}
 PY=${PY:-python3}
 
-step() { # step NAME SECONDS COMMAND...: run with a time limit, log, never abort the script
-  local name=$1 seconds=$2
+step() { # step NAME SECONDS COMMAND...: run with a time limit (LIMIT_<NAME> overrides SECONDS),
+  # log, never abort the script
+  local name=$1 override="LIMIT_$1"
+  local seconds=${!override:-$2}
   shift 2
   echo "=== $name (limit ${seconds}s): $*" | tee -a "$LOG"
   local start=$SECONDS
@@ -75,7 +77,7 @@ for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat l
   case $name in
     check)
       step check 120 "$PY" -m pallas_kernels.check --fft-variants r128-tf32x3 -bf16 h8m8-tf32 \
-        --out "$OUT/check.json"
+        --rational-variants 256x64l16-loop 32x64l32 --out "$OUT/check.json"
       ;;
     fft_conv)
       step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
@@ -85,19 +87,23 @@ for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat l
       # order 2 with 64/128 radices (r128), heads stacked into each matmul (m), tensor-core
       # matmul arithmetic (-tf32, -bf16, ...); likeliest first (a cut run keeps its rows)
       step fft_tune 240 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
-        --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations jnp_fft pallas \
-        pallas:-tf32 pallas:h8m8-tf32 pallas:r128-tf32 pallas:r128h4m4w8-tf32 pallas:-bf16 \
-        pallas:h8m8w8-bf16 pallas:h4b4w4-tf32 pallas:h1b2w4-tf32 pallas:h16b8w4-tf32x3 \
-        --out "$OUT/fft_tune.json"
+        --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations \
+        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft pallas pallas:-tf32 pallas:h8m8-tf32 pallas:r128-tf32 \
+        pallas:r128h4m4w8-tf32 pallas:-bf16 pallas:h8m8w8-bf16 pallas:h4b4w4-tf32 \
+        pallas:h1b2w4-tf32 pallas:h16b8w4-tf32x3} --out "$OUT/fft_tune.json"
       ;;
-    rational_tiles) # the Pallas tiling on the KAT-B widths, against the XLA path
-      step rational_tiles 60 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
-        --dims 768 3072 --dtypes bfloat16 --implementations xla pallas:256x64 pallas:256x32 \
-        pallas:128x128 pallas:64x256 pallas:32x128 pallas:1024x32 --out "$OUT/rational_tiles.json"
+    rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the backward's
+      # row reduction (unrolled tree vs loop, BlockSizes.reduce), one-leaf tiles, leaf rows, warps
+      step rational_tiles 75 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
+        --dims 768 3072 --dtypes bfloat16 --implementations xla pallas:256x64 \
+        pallas:256x64l16-loop pallas:256x64-loop pallas:32x64l32 pallas:64x64l64w8 \
+        pallas:128x128l8w8-loop pallas:512x64l16w8-loop pallas:256x32 \
+        --out "$OUT/rational_tiles.json"
       ;;
     rational)
       step rational 75 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
-        --dims ${RATIONAL_DIMS:-192 768 3072} --out "$OUT/rational.json"
+        --dims ${RATIONAL_DIMS:-192 768 3072} --implementations copy gelu xla pallas \
+        pallas:256x64l16-loop torch --out "$OUT/rational.json"
       ;;
     hyena) step hyena 50 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl" ;;
     kat)

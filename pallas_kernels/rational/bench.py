@@ -67,10 +67,9 @@ def _functions(implementation: str):
         return (lambda x, dy, num, den: x + 1), None
 
     block_sizes = None
-    if ":" in implementation:  # e.g. "pallas:256x64": block_rows x block_d
+    if ":" in implementation:  # e.g. "pallas:256x64l16-loop": a BlockSizes.parse spec
         implementation, tiling = implementation.split(":")
-        rows, cols = tiling.split("x")
-        block_sizes = BlockSizes(block_rows=int(rows), block_d=int(cols))
+        block_sizes = BlockSizes.parse(tiling)
 
     def op(x, num, den):
         return api.group_rational(
@@ -188,7 +187,8 @@ def main(argv=None) -> None:
         "--implementations",
         nargs="*",
         default=None,
-        help="subset/order: copy gelu xla pallas torch, or pallas:RxC / interpret:RxC (tiling)",
+        help="subset/order: copy gelu xla pallas torch, or pallas:SPEC / interpret:SPEC "
+        "(a BlockSizes.parse tiling, e.g. 256x64l16-loop)",
     )
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("bench_results/rational.json")

@@ -20,6 +20,7 @@ order that varies run to run).
 """
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +55,17 @@ class BlockSizes:
             whole forward tile in registers: 256 x 256 f32 tiles spilled and ran 30x slower on an
             H100), 256 elsewhere.
         leaf_rows: Rows summed directly (a leaf of the summation tree). Changing it changes the
-            summation order of the coefficient gradients; changing block_rows does not.
+            summation order of the coefficient gradients; with reduce="tree", changing
+            block_rows does not.
         num_warps: Triton warps per program (GPU only).
         num_stages: Triton pipelining stages (GPU only).
+        reduce: How the backward sums a tile's rows. "tree": the leaves unrolled into an
+            adjacent-pair tree, each leaf reduced over its rows at once (the order is the same for
+            every block_rows). "loop": a `fori_loop` over the leaves adding elementwise into
+            [leaf_rows, bd] accumulators, one row reduction per tile at the end (one loop body
+            instead of block_rows / leaf_rows unrolled ones, and ten cross-row reductions per
+            program instead of ten per leaf; the order depends on block_rows). Both are fixed
+            orders: bitwise reproducible run to run.
     """
 
     block_rows: int = 256
@@ -64,6 +73,27 @@ class BlockSizes:
     leaf_rows: int = 8
     num_warps: int = 4
     num_stages: int = 1
+    reduce: str = "tree"
+
+    @classmethod
+    def parse(cls, spec: str) -> "BlockSizes":
+        """From a spec like "256x64", "32x64l32w8" or "256x64l16-loop": block_rows x block_d,
+        then any of l (leaf_rows), w (num_warps), s (num_stages) each followed by a positive int,
+        then optionally "-tree" or "-loop" (`reduce`). Used by the benchmark's tiling rows
+        (`pallas:256x64l16-loop`)."""
+        match = re.fullmatch(r"(\d+)x(\d+)((?:[a-z]\d+)*)(?:-([a-z]+))?", spec)
+        letters = re.findall(r"([a-z])(\d+)", match[3]) if match else []
+        fields = {"l": "leaf_rows", "w": "num_warps", "s": "num_stages"}
+        if match is None or any(k not in fields for k, _ in letters):
+            raise ValueError(
+                f"block sizes spec {spec!r}: expected <block_rows>x<block_d>, then any of "
+                "l (leaf_rows), w (num_warps), s (num_stages) each followed by a positive int, "
+                "then optionally -tree or -loop, e.g. '256x64' or '256x64l16w8-loop'"
+            )
+        extra = {fields[k]: int(v) for k, v in letters}
+        if match[4]:
+            extra["reduce"] = match[4]
+        return cls(block_rows=int(match[1]), block_d=int(match[2]), **extra)
 
     def __post_init__(self):
         for name in ("block_rows", "block_d", "leaf_rows"):
@@ -72,6 +102,8 @@ class BlockSizes:
                 continue
             if not isinstance(value, int) or not _is_pow2(value):
                 raise ValueError(f"BlockSizes.{name}={value!r}: must be a power of two")
+        if self.reduce not in ("tree", "loop"):
+            raise ValueError(f"BlockSizes.reduce={self.reduce!r}: must be 'tree' or 'loop'")
         if self.block_rows < self.leaf_rows:
             raise ValueError(
                 f"BlockSizes.block_rows={self.block_rows}: must be >= leaf_rows={self.leaf_rows}"
@@ -180,50 +212,73 @@ def rational_fwd(
     return y.reshape(x.shape)
 
 
-def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, leaf_rows):
+def _bwd_leaf(x, g, a, b):
+    """dx and the ten coefficient terms (each x's shape) of one [rows, bd] leaf, in float32."""
+    p, q = reference.rational_terms(x, a, b)
+    dp = 5.0 * a[5]
+    for i in range(4, 0, -1):
+        dp = dp * x + i * a[i]
+    ax = jnp.abs(x)
+    dq = 4.0 * b[3]
+    for j in range(2, -1, -1):
+        dq = dq * ax + (j + 1) * b[j]
+    dq = jnp.where(x < 0, -dq, dq)  # d|x|/dx = 1 at x = 0, as the CUDA/Triton kernels
+    gq = g / q
+    w = -gq * p / q  # -g P / Q^2
+    terms, t = [], gq
+    for _ in range(reference.NUM_NUMERATOR):
+        terms.append(t)  # g x^i / Q
+        t = t * x
+    t = w
+    for _ in range(_B_ROWS):
+        t = t * ax
+        terms.append(t)  # -g P |x|^j / Q^2
+    return gq * dp + w * dq, terms
+
+
+def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, leaf_rows, reduce):
     a, b = _coefficient_rows(a_ref, b_ref)
     block_rows = x_ref.shape[0]
     first_row = pl.program_id(0) * block_rows
     masked = rows % block_rows != 0
 
     def leaf(k):
-        rows_k = pl.ds(k * leaf_rows, leaf_rows)
+        """dx of leaf k stored; its ten coefficient terms returned ([leaf_rows, bd] each)."""
+        start = k * leaf_rows if isinstance(k, int) else pl.multiple_of(k * leaf_rows, leaf_rows)
+        rows_k = pl.ds(start, leaf_rows)
         x = x_ref[rows_k, :].astype(jnp.float32)  # [leaf_rows, bd]
         g = g_ref[rows_k, :].astype(jnp.float32)
         if masked:  # rows past R in the last tile hold padding (NaN in interpret mode)
-            row = first_row + k * leaf_rows + lax.broadcasted_iota(jnp.int32, x.shape, 0)
+            row = first_row + start + lax.broadcasted_iota(jnp.int32, x.shape, 0)
             valid = row < rows
             x = jnp.where(valid, x, 0.0)
             g = jnp.where(valid, g, 0.0)
-        p, q = reference.rational_terms(x, a, b)
-        dp = 5.0 * a[5]
-        for i in range(4, 0, -1):
-            dp = dp * x + i * a[i]
-        ax = jnp.abs(x)
-        dq = 4.0 * b[3]
-        for j in range(2, -1, -1):
-            dq = dq * ax + (j + 1) * b[j]
-        dq = jnp.where(x < 0, -dq, dq)  # d|x|/dx = 1 at x = 0, as the CUDA/Triton kernels
-        gq = g / q
-        w = -gq * p / q  # -g P / Q^2
-        dx_ref[rows_k, :] = (gq * dp + w * dq).astype(dx_ref.dtype)
-        sums, t = [], gq
-        for _ in range(reference.NUM_NUMERATOR):
-            sums.append(jnp.sum(t, axis=0, keepdims=True))  # [1, bd]: sum_rows g x^i / Q
-            t = t * x
-        t = w
-        for _ in range(_B_ROWS):
-            t = t * ax
-            sums.append(jnp.sum(t, axis=0, keepdims=True))  # sum_rows -g P |x|^j / Q^2
-        return sums
+        dx, terms = _bwd_leaf(x, g, a, b)
+        dx_ref[rows_k, :] = dx.astype(dx_ref.dtype)
+        return terms
+
+    def row_sums(terms):
+        return [jnp.sum(t, axis=0, keepdims=True) for t in terms]  # each [1, bd]
 
     def tree(lo: int, hi: int):
         if hi - lo == 1:
-            return leaf(lo)
+            return row_sums(leaf(lo))
         mid = (lo + hi) // 2
         return [u + v for u, v in zip(tree(lo, mid), tree(mid, hi), strict=True)]
 
-    sums = tree(0, block_rows // leaf_rows)
+    num_leaves = block_rows // leaf_rows
+    if reduce == "tree":
+        sums = tree(0, num_leaves)
+    else:
+
+        def body(k, accs):
+            return tuple(acc + t for acc, t in zip(accs, leaf(k), strict=True))
+
+        shape = (leaf_rows, x_ref.shape[1])
+        zeros = tuple(
+            jnp.zeros(shape, jnp.float32) for _ in range(reference.NUM_NUMERATOR + _B_ROWS)
+        )
+        sums = row_sums(lax.fori_loop(0, num_leaves, body, zeros))
     for i in range(reference.NUM_NUMERATOR):
         pa_ref[0, i : i + 1, :] = sums[i]
     pa_ref[0, reference.NUM_NUMERATOR :, :] = jnp.zeros(
@@ -279,7 +334,7 @@ def rational_bwd(
     tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
 
     def kernel(*refs):
-        _bwd_kernel(*refs, rows=rows, leaf_rows=block_sizes.leaf_rows)
+        _bwd_kernel(*refs, rows=rows, leaf_rows=block_sizes.leaf_rows, reduce=block_sizes.reduce)
 
     dx, pa, pb = pl.pallas_call(
         kernel,

@@ -49,9 +49,13 @@ def test_check_runs_fft_variants_and_rejects_bad_specs(tmp_path):
     from pallas_kernels import check
 
     out = tmp_path / "check.json"
-    assert check.main(["--quick", "--fft-variants", "r64-bf16", "--out", str(out)]) == 0
+    variants = ["--fft-variants", "r64-bf16", "--rational-variants", "16x64l8-loop"]
+    assert check.main(["--quick", *variants, "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["results"]
-    assert [r.get("block_sizes") for r in rows] == ["", None, "r64-bf16"]
+    assert [r.get("block_sizes") for r in rows] == ["", "", "r64-bf16", "16x64l8-loop"]
     assert rows[2]["ok"] and rows[2]["tolerance"] == check.TOLERANCE["bfloat16"]
+    assert rows[3]["ok"] and rows[3]["rows"] == 27  # two row tiles, the last one partial
     with pytest.raises(SystemExit):
         check.main(["--quick", "--fft-variants", "r100", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        check.main(["--quick", "--rational-variants", "64x64-sum", "--out", str(out)])

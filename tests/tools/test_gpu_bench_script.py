@@ -13,8 +13,10 @@ SCRIPT = pathlib.Path(__file__).parents[2] / "tools" / "gpu_bench.sh"
 
 
 def _commands(module: str) -> list[list[str]]:
-    """The argument lists of every `"$PY" -m <module>` call in the script."""
+    """The argument lists of every `"$PY" -m <module>` call in the script (a default of an
+    overridable list, `${NAME:-a b c}`, read as its words)."""
     text = SCRIPT.read_text().replace("\\\n", " ")
+    text = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
     return [
         line.split(f"-m {module} ", 1)[1].split()
         for line in text.splitlines()
@@ -56,10 +58,13 @@ def test_rational_tilings_are_valid():
         if ":" in impl
     ]
     assert tilings
+    tilings += [
+        v
+        for args in _commands("pallas_kernels.check")
+        for v in _values(args, "--rational-variants")
+    ]
     for tiling in tilings:
-        match = re.fullmatch(r"(\d+)x(\d+)", tiling)
-        assert match, tiling
-        RationalBlockSizes(block_rows=int(match[1]), block_d=int(match[2]))
+        RationalBlockSizes.parse(tiling)
 
 
 def test_benches_and_presets_exist():

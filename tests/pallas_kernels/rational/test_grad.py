@@ -16,8 +16,10 @@ from tests.pallas_kernels.rational.common import (
     inputs,
 )
 
-IMPLEMENTATIONS = ["xla", "interpret"]
+IMPLEMENTATIONS = ["xla", "interpret", "interpret-loop"]
 SMALL_BLOCKS = BlockSizes(block_rows=16, block_d=8)  # several tiles in both axes, 2 leaves
+# The backward's other row reduction: a loop over 4 leaves of 8 rows, masked rows in the last tile.
+LOOP_BLOCKS = BlockSizes(block_rows=32, block_d=8, reduce="loop")
 
 
 def _grads(fn, x, dy, num, den):
@@ -26,8 +28,11 @@ def _grads(fn, x, dy, num, den):
 
 
 def _op(implementation):
+    blocks = LOOP_BLOCKS if implementation == "interpret-loop" else SMALL_BLOCKS
+    implementation = implementation.removesuffix("-loop")
+
     def fn(x, num, den):
-        return group_rational(x, num, den, implementation=implementation, block_sizes=SMALL_BLOCKS)
+        return group_rational(x, num, den, implementation=implementation, block_sizes=blocks)
 
     return jax.jit(fn)
 

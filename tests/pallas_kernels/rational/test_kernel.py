@@ -39,9 +39,10 @@ def test_forward_matches_reference(shape, blocks, dtype):
     np.testing.assert_allclose(f64(got), f64(want), rtol=tol, atol=1e-6 * np.max(np.abs(want)))
 
 
-def test_coefficient_gradients_bitwise_across_runs():
+@pytest.mark.parametrize("reduce", ["tree", "loop"])
+def test_coefficient_gradients_bitwise_across_runs(reduce):
     x, dy, num, den = inputs(1, (3, 40, 32), 4, shared=False)
-    blocks = BlockSizes(block_rows=16, block_d=16)
+    blocks = BlockSizes(block_rows=32, block_d=16, reduce=reduce)
     first = _vjp(blocks, x, dy, num, den)
     jax.clear_caches()  # recompile: the same program must give the same bits
     for _ in range(2):
@@ -89,6 +90,33 @@ def test_pairwise_sum_is_adjacent_tree():
     tree = float(rational_kernel.pairwise_sum(parts))
     assert tree == float(np.float32(1.0) + np.float32(2.0**-23) + np.float32(2.0**-24))
     assert tree != 1.0  # a left-to-right sum would lose every e
+
+
+@pytest.mark.parametrize("leaf_rows", [8, 16])
+def test_loop_reduction_matches_tree(leaf_rows):
+    """Both row reductions of the backward give the same gradients up to summation order."""
+    x, dy, num, den = inputs(3, (200, 32), 4, shared=False)
+    tree = _vjp(BlockSizes(block_rows=64, block_d=16, leaf_rows=leaf_rows), x, dy, num, den)
+    loop = _vjp(
+        BlockSizes(block_rows=64, block_d=16, leaf_rows=leaf_rows, reduce="loop"), x, dy, num, den
+    )
+    # dx: the same formula, ~1 ulp apart on XLA:CPU (different fusions; see above)
+    for u, v in zip(tree, loop, strict=True):
+        np.testing.assert_allclose(f64(u), f64(v), rtol=1e-6, atol=1e-6 * np.abs(f64(v)).max())
+
+
+def test_block_sizes_parse():
+    assert BlockSizes.parse("256x64") == BlockSizes(block_rows=256, block_d=64)
+    assert BlockSizes.parse("32x128l32w8s2-loop") == BlockSizes(
+        block_rows=32, block_d=128, leaf_rows=32, num_warps=8, num_stages=2, reduce="loop"
+    )
+    for bad in ("256", "256x64q4", "x64", "256x64-"):
+        with pytest.raises(ValueError, match="expected <block_rows>x<block_d>"):
+            BlockSizes.parse(bad)
+    with pytest.raises(ValueError, match="reduce='sum': must be 'tree' or 'loop'"):
+        BlockSizes.parse("256x64-sum")
+    with pytest.raises(ValueError, match="leaf_rows=12: must be a power of two"):
+        BlockSizes.parse("256x64l12")
 
 
 def test_block_sizes_validation():

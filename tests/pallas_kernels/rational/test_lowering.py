@@ -8,16 +8,18 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from pallas_kernels.rational import api, init_coefficients
+from pallas_kernels.rational import BlockSizes, api, init_coefficients
 from tests.pallas_kernels.conftest import TRITON_DEPRECATION
 
 
-def _lower(platform: str, width: int, dtype) -> str:
+def _lower(platform: str, width: int, dtype, block_sizes: BlockSizes | None = None) -> str:
     numerator, denominator = init_coefficients("swish", 8)
     x = jax.ShapeDtypeStruct((2, 197, width), dtype)
 
     def loss(x, numerator, denominator):
-        y = api.group_rational(x, numerator, denominator, implementation="pallas")
+        y = api.group_rational(
+            x, numerator, denominator, implementation="pallas", block_sizes=block_sizes
+        )
         return y.astype(jnp.float32).sum()
 
     fwd_bwd = jax.value_and_grad(loss, argnums=(0, 1, 2))
@@ -26,14 +28,20 @@ def _lower(platform: str, width: int, dtype) -> str:
 
 
 @pytest.mark.filterwarnings(TRITON_DEPRECATION)
-@pytest.mark.parametrize(("width", "dtype"), [(192, jnp.float32), (3072, jnp.bfloat16)])
-def test_lowers_for_triton(fake_gpu, width, dtype):
-    text = _lower("cuda", width, dtype)
+@pytest.mark.parametrize(
+    ("width", "dtype", "spec"),
+    [(192, jnp.float32, None), (3072, jnp.bfloat16, None), (768, jnp.bfloat16, "256x64l16-loop")],
+)
+def test_lowers_for_triton(fake_gpu, width, dtype, spec):
+    text = _lower("cuda", width, dtype, spec and BlockSizes.parse(spec))
     assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2  # forward, backward
 
 
-@pytest.mark.parametrize(("width", "dtype"), [(768, jnp.float32), (1536, jnp.bfloat16)])
-def test_lowers_for_tpu(monkeypatch, width, dtype):
+@pytest.mark.parametrize(
+    ("width", "dtype", "spec"),
+    [(768, jnp.float32, None), (1536, jnp.bfloat16, None), (768, jnp.float32, "256x128-loop")],
+)
+def test_lowers_for_tpu(monkeypatch, width, dtype, spec):
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
-    text = _lower("tpu", width, dtype)
+    text = _lower("tpu", width, dtype, spec and BlockSizes.parse(spec))
     assert text.count("stablehlo.custom_call @tpu_custom_call") == 2  # forward, backward
