@@ -155,7 +155,10 @@ def check_rational(
 
 
 def _cases(
-    quick: bool, fft_variants: tuple[str, ...] = (), rational_variants: tuple[str, ...] = ()
+    quick: bool,
+    fft_variants: tuple[str, ...] = (),
+    rational_variants: tuple[str, ...] = (),
+    ops: tuple[str, ...] = ("rational", "fft_conv"),
 ):
     if quick:
         yield functools.partial(check_fft_conv, 256, batch=1, heads=4, dtype="float32", gated=True)
@@ -171,17 +174,21 @@ def _cases(
             )
         return
     # Cheapest compiles first: a time-limited run reports as many cases as it can.
-    for width in (192, 768, 3072):
+    for width in (192, 768, 3072) if "rational" in ops else ():
         for dtype in ("float32", "bfloat16"):
             yield functools.partial(
                 check_rational, width, rows=128 * 197, dtype=dtype, shared=width != 768
             )
-    for spec in rational_variants:
-        for dtype in ("float32", "bfloat16"):
+    # Each variant with a partial last row tile (128 x 197 + 3 rows) and without (2^15 rows): the
+    # default tiling failed on an H200 at 128 x 197 rows (README), and only there is it known
+    # whether the masked tile is the cause.
+    for spec in rational_variants if "rational" in ops else ():
+        for rows in (128 * 197 + 3, 2**15):
             yield functools.partial(
-                check_rational, 768, rows=128 * 197 + 3, dtype=dtype, shared=False,
-                block_sizes=spec,
-            )  # fmt: skip
+                check_rational, 768, rows=rows, dtype="float32", shared=False, block_sizes=spec
+            )
+    if "fft_conv" not in ops:
+        return
     fft = functools.partial(check_fft_conv, batch=2, heads=64)
     for n in (256, 1024, 4096):
         for dtype, gated in (("float32", False), ("bfloat16", True)):
@@ -207,8 +214,8 @@ def _line(r: dict) -> str:
     return f"{'ok  ' if r['ok'] else 'FAIL'} {what} {r['dtype']:8} {errors}{bits}"
 
 
-def main(argv=None) -> int:
-    """CLI entry point: print one line per case, write JSON, return 1 on any failure."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tools/gpu_bench.sh's arguments are parsed by it in the tests)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two tiny cases (CPU interpret)")
     parser.add_argument(
@@ -221,12 +228,25 @@ def main(argv=None) -> int:
         help="BlockSizes specs for extra fft_conv cases at N = 1024, 4096 (e.g. r128-tf32x3)",
     )
     parser.add_argument(
+        "--ops",
+        nargs="+",
+        choices=("rational", "fft_conv"),
+        default=("rational", "fft_conv"),
+        help="which kernels to check (full run only)",
+    )
+    parser.add_argument(
         "--rational-variants",
         nargs="*",
         default=(),
-        help="rational BlockSizes specs for extra group_rational cases at D = 768, 128 x 197 + 3 "
-        "rows (e.g. 256x64l16-loop)",
+        help="rational BlockSizes specs for extra group_rational cases at D = 768, f32, 128 x 197 "
+        "+ 3 and 2^15 rows (e.g. 256x64l16-loop)",
     )
+    return parser
+
+
+def main(argv=None) -> int:
+    """CLI entry point: print one line per case, write JSON, return 1 on any failure."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     for flag, parse, specs in (
         ("--fft-variants", BlockSizes.parse, args.fft_variants),
@@ -241,7 +261,10 @@ def main(argv=None) -> int:
     print(json.dumps(env), flush=True)
     results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for case in _cases(args.quick, tuple(args.fft_variants), tuple(args.rational_variants)):
+    cases = _cases(
+        args.quick, tuple(args.fft_variants), tuple(args.rational_variants), tuple(args.ops)
+    )
+    for case in cases:
         try:
             record = case()
         except Exception as e:  # report every case, even when one fails to compile

@@ -16,6 +16,10 @@
 # packed in $OUT/runs.tgz, with the bench JSON written there too.
 # On a copy of the tree inside another checkout (a lent GPU machine), set EFFICIENT_GIT_COMMIT to
 # the commit that runs: the JSON would otherwise record the outer checkout's HEAD.
+# Limits: the H200 session (2026-11-27) measured what the steps need. A Triton kernel or model
+# train step compiles in 5-20 s on that machine's CPU (KAT/ViT train step 21 s, TiM4Rec at T = 50
+# 11 s), Pallas fft_conv at N = 4K and the unrolled rational backward far longer; the earlier
+# 45-75 s limits cut every step. Override one with LIMIT_<step>=SECONDS.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench_results/gpu}
@@ -76,8 +80,9 @@ fi
 for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat lowformer}; do
   case $name in
     check)
-      step check 120 "$PY" -m pallas_kernels.check --fft-variants r128-tf32x3 -bf16 h8m8-tf32 \
-        --rational-variants 256x64l16-loop 32x64l32 --out "$OUT/check.json"
+      step check 240 "$PY" -m pallas_kernels.check --ops ${CHECK_OPS:-rational fft_conv} \
+        --rational-variants 256x64l16-loop 256x64 --fft-variants h8m8w8-bf16 r128h4m4w8-tf32 \
+        w4-bf16 --out "$OUT/check.json"
       ;;
     fft_conv)
       step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
@@ -94,20 +99,20 @@ for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat l
       ;;
     rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the backward's
       # row reduction (unrolled tree vs loop, BlockSizes.reduce), one-leaf tiles, leaf rows, warps
-      step rational_tiles 75 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
+      step rational_tiles 120 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
         --dims 768 3072 --dtypes bfloat16 --implementations xla pallas:256x64 \
         pallas:256x64l16-loop pallas:256x64-loop pallas:32x64l32 pallas:64x64l64w8 \
         pallas:128x128l8w8-loop pallas:512x64l16w8-loop pallas:256x32 \
         --out "$OUT/rational_tiles.json"
       ;;
     rational)
-      step rational 75 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
+      step rational 150 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
         --dims ${RATIONAL_DIMS:-192 768 3072} --implementations copy gelu xla pallas \
         pallas:256x64l16-loop torch --out "$OUT/rational.json"
       ;;
-    hyena) step hyena 50 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl" ;;
+    hyena) step hyena 120 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl" ;;
     kat)
-      step kat 45 "$PY" -m experiments.bench kat --batch 128 --repeats 10 --out "$OUT/kat.jsonl"
+      step kat 120 "$PY" -m experiments.bench kat --batch 128 --repeats 10 --out "$OUT/kat.jsonl"
       ;;
     train)
       mkdir -p "$RUNS"
@@ -157,7 +162,7 @@ RUNS
       grep -H -E "^accuracy|final_eval|wall time|vision encoder|Error" "$RUNS"/*.log | tee -a "$LOG"
       ;;
     tim4rec)
-      step tim4rec 150 "$PY" -m experiments.bench tim4rec --repeats 10 \
+      step tim4rec 300 "$PY" -m experiments.bench tim4rec --repeats 10 \
         --out "$RUNS/bench/tim4rec.jsonl"
       ;;
     lact)
@@ -166,7 +171,7 @@ RUNS
         --out "$RUNS/bench/lact.jsonl"
       ;;
     lowformer)
-      step lowformer 45 "$PY" -m experiments.bench lowformer --repeats 10 \
+      step lowformer 90 "$PY" -m experiments.bench lowformer --repeats 10 \
         --out "$OUT/lowformer.jsonl"
       ;;
     *) echo "unknown step $name" | tee -a "$LOG" ;;

@@ -188,8 +188,8 @@ def _sections(
     return {"cpu": cpu, "sparse": sparse, "gpu": gpu}
 
 
-def main(argv=None) -> None:
-    """CLI entry point."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tools/gpu_bench.sh's arguments are parsed by it in the tests)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     parser.add_argument(
@@ -210,6 +210,12 @@ def main(argv=None) -> None:
         help="replace each section's implementations (e.g. jnp_fft pallas:h4b8w8)",
     )
     parser.add_argument("--gated-only", action="store_true", help="GPU section: gated cases only")
+    return parser
+
+
+def main(argv=None) -> None:
+    """CLI entry point."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     for impl in args.implementations or ():
         name, _, spec = impl.partition(":")

@@ -175,8 +175,8 @@ def _ratios(results: list[dict], baseline: str) -> list[dict]:
     return out
 
 
-def main(argv=None) -> None:
-    """CLI entry point."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tools/gpu_bench.sh's arguments are parsed by it in the tests)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B=8, two widths, f32, 3 repeats")
     parser.add_argument("--section", choices=("auto", "cpu", "gpu"), default="auto")
@@ -193,6 +193,12 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("bench_results/rational.json")
     )
+    return parser
+
+
+def main(argv=None) -> None:
+    """CLI entry point."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     section = args.section
     if section == "auto":

@@ -14,9 +14,12 @@ tiles and over each group's columns. No program writes another's slot (no atomic
 is bitwise reproducible. The in-tile sum is an adjacent-pair tree over leaves of `leaf_rows`
 rows, and the sum over tiles continues that tree (zero-padded to a power of two), so the whole
 row reduction is one fixed binary tree over leaves: identical bits for every power-of-two
-block_rows (same leaf_rows and block_d). FlashKAT instead sums a tile in registers and issues one
-atomic add per coefficient per program (fewer atomics than KAT's one per element, but still an
-order that varies run to run).
+block_rows (same leaf_rows and block_d). `BlockSizes.reduce="loop"` instead loops over the leaves
+into elementwise accumulators and reduces rows once per tile (another fixed order, one that
+depends on block_rows; 4x faster forward + backward on an H200, where neither has yet passed the
+correctness check: README, GPU). FlashKAT instead sums a tile in registers and issues one atomic
+add per coefficient per program (fewer atomics than KAT's one per element, but still an order
+that varies run to run).
 """
 
 import dataclasses

@@ -59,3 +59,23 @@ def test_check_runs_fft_variants_and_rejects_bad_specs(tmp_path):
         check.main(["--quick", "--fft-variants", "r100", "--out", str(out)])
     with pytest.raises(SystemExit):
         check.main(["--quick", "--rational-variants", "64x64-sum", "--out", str(out)])
+
+
+def test_check_full_case_list():
+    """The full (GPU) case list: rational first, each rational variant with and without a partial
+    row tile, and --ops leaves the other op out (listed, not run: they take minutes on CPU)."""
+    from pallas_kernels import check
+
+    def listed(ops):
+        cases = check._cases(False, ("r128-tf32",), ("256x64l16-loop",), ops)
+        return [(c.func, c.args, c.keywords) for c in cases]
+
+    rational = listed(("rational",))
+    assert {func for func, _, _ in rational} == {check.check_rational}
+    variant_rows = [kw["rows"] for _, _, kw in rational if kw.get("block_sizes")]
+    assert variant_rows == [128 * 197 + 3, 2**15]
+    both = listed(("rational", "fft_conv"))
+    assert both[: len(rational)] == rational
+    fft = listed(("fft_conv",))
+    assert both[len(rational) :] == fft and {func for func, _, _ in fft} == {check.check_fft_conv}
+    assert sum(kw.get("block_sizes") == "r128-tf32" for _, _, kw in fft) == 2  # N = 1024, 4096

@@ -79,3 +79,21 @@ def test_benches_and_presets_exist():
         names += [line.split()[1] for line in block.splitlines()]
     assert len(names) >= 10
     assert set(names) <= set(presets()), set(names) - set(presets())
+
+
+def test_kernel_commands_parse():
+    """Each kernel check/bench command line parses (a spec starting with "-", like "-bf16",
+    reads as an unknown option: that cost the H200 session's whole check step)."""
+    from pallas_kernels import check
+    from pallas_kernels.fft_conv import bench as fft_bench
+    from pallas_kernels.rational import bench as rational_bench
+
+    for module, parser in (
+        ("pallas_kernels.check", check.build_parser()),
+        ("pallas_kernels.fft_conv.bench", fft_bench.build_parser()),
+        ("pallas_kernels.rational.bench", rational_bench.build_parser()),
+    ):
+        commands = _commands(module)
+        assert commands, module
+        for args in commands:
+            parser.parse_args(args)  # SystemExit on an unknown argument
