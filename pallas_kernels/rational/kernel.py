@@ -215,30 +215,6 @@ def rational_fwd(
     return y.reshape(x.shape)
 
 
-def _bwd_leaf(x, g, a, b):
-    """dx and the ten coefficient terms (each x's shape) of one [rows, bd] leaf, in float32."""
-    p, q = reference.rational_terms(x, a, b)
-    dp = 5.0 * a[5]
-    for i in range(4, 0, -1):
-        dp = dp * x + i * a[i]
-    ax = jnp.abs(x)
-    dq = 4.0 * b[3]
-    for j in range(2, -1, -1):
-        dq = dq * ax + (j + 1) * b[j]
-    dq = jnp.where(x < 0, -dq, dq)  # d|x|/dx = 1 at x = 0, as the CUDA/Triton kernels
-    gq = g / q
-    w = -gq * p / q  # -g P / Q^2
-    terms, t = [], gq
-    for _ in range(reference.NUM_NUMERATOR):
-        terms.append(t)  # g x^i / Q
-        t = t * x
-    t = w
-    for _ in range(_B_ROWS):
-        t = t * ax
-        terms.append(t)  # -g P |x|^j / Q^2
-    return gq * dp + w * dq, terms
-
-
 def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, leaf_rows, reduce):
     a, b = _coefficient_rows(a_ref, b_ref)
     block_rows = x_ref.shape[0]
@@ -256,7 +232,7 @@ def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, lea
             valid = row < rows
             x = jnp.where(valid, x, 0.0)
             g = jnp.where(valid, g, 0.0)
-        dx, terms = _bwd_leaf(x, g, a, b)
+        dx, terms = reference.derivative_terms(x, g, a, b)
         dx_ref[rows_k, :] = dx.astype(dx_ref.dtype)
         return terms
 

@@ -7,7 +7,13 @@ the released kernels (rational_kat_cu: kat_rational/rational_triton.py, "Rationa
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["NUM_DENOMINATOR", "NUM_NUMERATOR", "group_rational_reference", "rational_terms"]
+__all__ = [
+    "NUM_DENOMINATOR",
+    "NUM_NUMERATOR",
+    "derivative_terms",
+    "group_rational_reference",
+    "rational_terms",
+]
 
 NUM_NUMERATOR = 6  # a_0 .. a_5: order m = 5
 NUM_DENOMINATOR = 4  # b_1 .. b_4: order n = 4
@@ -32,6 +38,41 @@ def rational_terms(x, a, b_abs):
     for j in range(2, -1, -1):
         q = q * ax + b_abs[j]
     return p, q * ax + 1.0
+
+
+def derivative_terms(x, g, a, b_abs):
+    """The hand-written backward's elementwise part (the XLA-path VJP and the kernels share it).
+
+    Args:
+        x: float32 inputs.
+        g: float32 output cotangent, x's shape.
+        a, b_abs: As `rational_terms`.
+
+    Returns:
+        (dx, terms): dx = g (P'/Q - Q' P/Q^2) and the ten per-element terms whose sums over a
+        group are the coefficient gradients: g x^i / Q (i = 0..5), then -g P |x|^j / Q^2
+        (j = 1..4; the caller applies sign(b_j)). Q' = sign(x) sum j |b_j| |x|^(j-1), sign(0) = +1.
+    """
+    p, q = rational_terms(x, a, b_abs)
+    dp = 5.0 * a[5]
+    for i in range(4, 0, -1):
+        dp = dp * x + i * a[i]
+    ax = jnp.abs(x)
+    dq = 4.0 * b_abs[3]
+    for j in range(2, -1, -1):
+        dq = dq * ax + (j + 1) * b_abs[j]
+    dq = jnp.where(x < 0, -dq, dq)  # d|x|/dx = 1 at x = 0, as the CUDA/Triton kernels
+    gq = g / q
+    w = -gq * p / q  # -g P / Q^2
+    terms, t = [], gq
+    for _ in range(NUM_NUMERATOR):
+        terms.append(t)  # g x^i / Q
+        t = t * x
+    t = w
+    for _ in range(NUM_DENOMINATOR):
+        t = t * ax
+        terms.append(t)  # -g P |x|^j / Q^2
+    return gq * dp + w * dq, terms
 
 
 def group_rational_reference(

@@ -52,33 +52,14 @@ def _row_split(rows: int, most: int = 256) -> tuple[int, int]:
 
 
 def _derivative_terms(xg, g, numerator, denominator):
-    """dx and the ten coefficient terms (xg's shape) for xg, g [..., G, K] in float32."""
+    """`reference.derivative_terms` for xg, g [..., G, K], the coefficients as [.., G, 1]."""
     groups = denominator.shape[0]
     lead = (1,) * (xg.ndim - 2)
     num = jnp.broadcast_to(numerator, (groups, reference.NUM_NUMERATOR))
     a = [num[:, i].reshape(*lead, groups, 1) for i in range(reference.NUM_NUMERATOR)]
     den = jnp.abs(denominator)
     b = [den[:, j].reshape(*lead, groups, 1) for j in range(reference.NUM_DENOMINATOR)]
-    p, q = reference.rational_terms(xg, a, b)
-    dp = 5.0 * a[5]
-    for i in range(4, 0, -1):
-        dp = dp * xg + i * a[i]
-    ax = jnp.abs(xg)
-    dq = 4.0 * b[3]
-    for j in range(2, -1, -1):
-        dq = dq * ax + (j + 1) * b[j]
-    dq = dq * _sign(xg)
-    gq = g / q
-    w = -gq * p / q  # -g P / Q^2
-    terms, t = [], gq
-    for _ in range(reference.NUM_NUMERATOR):
-        terms.append(t)  # g x^i / Q
-        t = t * xg
-    t = w
-    for _ in range(reference.NUM_DENOMINATOR):
-        t = t * ax
-        terms.append(t)  # -g P |x|^j / Q^2
-    return gq * dp + w * dq, terms
+    return reference.derivative_terms(xg, g, a, b)
 
 
 def _xla_backward(x, dy, numerator, denominator):
