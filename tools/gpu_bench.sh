@@ -76,13 +76,18 @@ if [ -n "${QUICK:-}" ]; then
   exit 0
 fi
 
-# STEPS picks and orders the steps (default: all, in this order).
-for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat lowformer}; do
+# STEPS picks and orders the steps (default: all, in this order; more than one 10-minute call).
+for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rational hyena lowformer}; do
   case $name in
     check)
       step check 240 "$PY" -m pallas_kernels.check --ops ${CHECK_OPS:-rational fft_conv} \
         --rational-variants 256x64l16-loop 256x64 --fft-variants h8m8w8-bf16 r128h4m4w8-tf32 \
         w4-bf16 --out "$OUT/check.json"
+      ;;
+    diagnose) # the rational backward's raw outputs per tile against float64: which tiles, rows,
+      # column blocks are wrong, and whether reruns differ (the H200 check failed: README)
+      step diagnose 240 "$PY" -m pallas_kernels.rational.diagnose --tilings 256x64 \
+        256x64l16-loop 32x64l32 --rows 25216 32768 --out "$OUT/diagnose.json"
       ;;
     fft_conv)
       step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
@@ -93,9 +98,9 @@ for name in ${STEPS:-check fft_tune fft_conv rational_tiles rational hyena kat l
       # matmul arithmetic (-tf32, -bf16, ...); likeliest first (a cut run keeps its rows)
       step fft_tune 240 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
         --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations \
-        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft pallas pallas:-tf32 pallas:h8m8-tf32 pallas:r128-tf32 \
-        pallas:r128h4m4w8-tf32 pallas:-bf16 pallas:h8m8w8-bf16 pallas:h4b4w4-tf32 \
-        pallas:h1b2w4-tf32 pallas:h16b8w4-tf32x3} --out "$OUT/fft_tune.json"
+        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft pallas:h8m8w8-bf16 pallas:r128h8m8w8-bf16 \
+        pallas:r128h4m4w8-bf16 pallas:r128h4m4w8-tf32 pallas:-bf16 pallas:h8m8-tf32 pallas:-tf32 \
+        pallas:r128-tf32 pallas:h4b4w4-tf32 pallas:h1b2w4-tf32} --out "$OUT/fft_tune.json"
       ;;
     rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the backward's
       # row reduction (unrolled tree vs loop, BlockSizes.reduce), one-leaf tiles, leaf rows, warps

@@ -33,7 +33,14 @@ from jax.experimental import pallas as pl
 from pallas_kernels import platform
 from pallas_kernels.rational import reference
 
-__all__ = ["BlockSizes", "column_coefficients", "pairwise_sum", "rational_bwd", "rational_fwd"]
+__all__ = [
+    "BlockSizes",
+    "column_coefficients",
+    "pairwise_sum",
+    "rational_bwd",
+    "rational_bwd_tiles",
+    "rational_fwd",
+]
 
 _A_ROWS = 8  # a_0..a_5 padded to a power of two (Triton) and a sublane multiple (TPU)
 _B_ROWS = reference.NUM_DENOMINATOR
@@ -279,6 +286,62 @@ def pairwise_sum(parts: jax.Array) -> jax.Array:
     return parts[0]
 
 
+def rational_bwd_tiles(
+    x2: jax.Array,
+    g2: jax.Array,
+    a: jax.Array,
+    b: jax.Array,
+    *,
+    block_sizes: BlockSizes,
+    interpret: bool,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The backward pallas_call alone: dx and each row tile's per-column coefficient sums.
+
+    Args:
+        x2: [R, D] float32 or bfloat16.
+        g2: [R, D] cotangent in x2's dtype.
+        a, b: `column_coefficients` ([8, D], [4, D]).
+        block_sizes: Tiling.
+        interpret: Run with `interpret=True` (CPU).
+
+    Returns:
+        dx [R, D] (x2's dtype); sum g x^i / Q per tile and column [T, 8, D] (rows 6, 7 zero) and
+        sum -g P |x|^j / Q^2 [T, 4, D], float32, T = ceil(R / block_rows). `diagnose.py` checks
+        these raw outputs; `rational_bwd` reduces them.
+    """
+    rows, width = x2.shape
+    block_rows, bd = _tiles(rows, width, block_sizes)
+    num_tiles = pl.cdiv(rows, block_rows)
+    tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
+
+    def kernel(*refs):
+        _bwd_kernel(*refs, rows=rows, leaf_rows=block_sizes.leaf_rows, reduce=block_sizes.reduce)
+
+    return pl.pallas_call(
+        kernel,
+        out_shape=[
+            jax.ShapeDtypeStruct(x2.shape, x2.dtype),
+            jax.ShapeDtypeStruct((num_tiles, _A_ROWS, width), jnp.float32),
+            jax.ShapeDtypeStruct((num_tiles, _B_ROWS, width), jnp.float32),
+        ],
+        grid=(num_tiles, width // bd),
+        in_specs=[
+            tile,
+            tile,
+            pl.BlockSpec((_A_ROWS, bd), lambda i, j: (0, j)),
+            pl.BlockSpec((_B_ROWS, bd), lambda i, j: (0, j)),
+        ],
+        out_specs=[
+            tile,
+            pl.BlockSpec((1, _A_ROWS, bd), lambda i, j: (i, 0, j)),
+            pl.BlockSpec((1, _B_ROWS, bd), lambda i, j: (i, 0, j)),
+        ],
+        compiler_params=_compiler_params(block_sizes, interpret),
+        interpret=interpret,
+        name="group_rational_bwd",
+    )(x2, g2, a, b)
+
+
 def rational_bwd(
     x: jax.Array,
     dy: jax.Array,
@@ -304,40 +367,15 @@ def rational_bwd(
     """
     width = x.shape[-1]
     groups = denominator.shape[0]
-    x2 = x.reshape(-1, width)  # [R, D]
-    g2 = dy.reshape(-1, width).astype(x.dtype)  # [R, D]
-    rows = x2.shape[0]
-    block_rows, bd = _tiles(rows, width, block_sizes)
-    num_tiles = pl.cdiv(rows, block_rows)
     a, b = column_coefficients(numerator, denominator, width)
-    tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
-
-    def kernel(*refs):
-        _bwd_kernel(*refs, rows=rows, leaf_rows=block_sizes.leaf_rows, reduce=block_sizes.reduce)
-
-    dx, pa, pb = pl.pallas_call(
-        kernel,
-        out_shape=[
-            jax.ShapeDtypeStruct(x2.shape, x.dtype),
-            jax.ShapeDtypeStruct((num_tiles, _A_ROWS, width), jnp.float32),
-            jax.ShapeDtypeStruct((num_tiles, _B_ROWS, width), jnp.float32),
-        ],
-        grid=(num_tiles, width // bd),
-        in_specs=[
-            tile,
-            tile,
-            pl.BlockSpec((_A_ROWS, bd), lambda i, j: (0, j)),
-            pl.BlockSpec((_B_ROWS, bd), lambda i, j: (0, j)),
-        ],
-        out_specs=[
-            tile,
-            pl.BlockSpec((1, _A_ROWS, bd), lambda i, j: (i, 0, j)),
-            pl.BlockSpec((1, _B_ROWS, bd), lambda i, j: (i, 0, j)),
-        ],
-        compiler_params=_compiler_params(block_sizes, interpret),
+    dx, pa, pb = rational_bwd_tiles(
+        x.reshape(-1, width),
+        dy.reshape(-1, width).astype(x.dtype),
+        a,
+        b,
+        block_sizes=block_sizes,
         interpret=interpret,
-        name="group_rational_bwd",
-    )(x2, g2, a, b)
+    )
     col_a = pairwise_sum(pa)[: reference.NUM_NUMERATOR]  # [6, D]
     col_b = pairwise_sum(pb)  # [4, D]
     sum_a = col_a.reshape(-1, groups, width // groups).sum(axis=-1).T  # [G, 6]

@@ -63,6 +63,11 @@ def test_rational_tilings_are_valid():
         for args in _commands("pallas_kernels.check")
         for v in _values(args, "--rational-variants")
     ]
+    tilings += [
+        v
+        for args in _commands("pallas_kernels.rational.diagnose")
+        for v in _values(args, "--tilings")
+    ]
     for tiling in tilings:
         RationalBlockSizes.parse(tiling)
 
@@ -87,11 +92,13 @@ def test_kernel_commands_parse():
     from pallas_kernels import check
     from pallas_kernels.fft_conv import bench as fft_bench
     from pallas_kernels.rational import bench as rational_bench
+    from pallas_kernels.rational import diagnose
 
     for module, parser in (
         ("pallas_kernels.check", check.build_parser()),
         ("pallas_kernels.fft_conv.bench", fft_bench.build_parser()),
         ("pallas_kernels.rational.bench", rational_bench.build_parser()),
+        ("pallas_kernels.rational.diagnose", diagnose.build_parser()),
     ):
         commands = _commands(module)
         assert commands, module
