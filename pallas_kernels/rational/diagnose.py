@@ -11,7 +11,9 @@ and row count:
   are confined to the last (partial) tile;
 - the per-tile sums: how many (tile, column block) slots are wrong, how many of those hold exact
   zeros (never written) or non-finite values;
-- two runs of the same executable: bitwise equal or not (a race or uninitialized memory).
+- two runs of the same executable: bitwise equal or not (a race or uninitialized memory);
+- the whole backward (kernel + XLA's reduction in one executable) against those raw outputs
+  reduced in float64: whether anything outside the kernel corrupts the result.
 
     python -m pallas_kernels.rational.diagnose                       # GPU suspects, defaults
     python -m pallas_kernels.rational.diagnose --tilings 256x64 256x64l16-loop --rows 25216 32768
@@ -63,6 +65,10 @@ def _truth(x, dy, a, b, block_rows: int):
         return np.asarray(dx), np.asarray(tiles.sum(axis=1)), np.asarray(jnp.abs(tiles).sum(axis=1))
 
 
+def _interpret() -> bool:
+    return jax.default_backend() == "cpu"
+
+
 def diagnose(spec: str, rows: int, *, width: int = 192, dtype: str = "float32") -> dict:
     """One tiling at one row count: the record that `main` prints and saves."""
     blocks = kernel.BlockSizes.parse(spec)
@@ -70,9 +76,7 @@ def diagnose(spec: str, rows: int, *, width: int = 192, dtype: str = "float32") 
     a, b = kernel.column_coefficients(numerator, denominator, width)
     block_rows, bd = kernel._tiles(rows, width, blocks)
     call = jax.jit(
-        lambda *args: kernel.rational_bwd_tiles(
-            *args, block_sizes=blocks, interpret=jax.default_backend() == "cpu"
-        )
+        lambda *args: kernel.rational_bwd_tiles(*args, block_sizes=blocks, interpret=_interpret())
     )
     first = [np.asarray(v) for v in call(x, dy, a, b)]
     again = [np.asarray(v) for v in call(x, dy, a, b)]
@@ -118,7 +122,24 @@ def diagnose(spec: str, rows: int, *, width: int = 192, dtype: str = "float32") 
         "sum_bad_tiles": sorted({int(t) for t in np.flatnonzero(bad_slots.any(axis=1))})[:20],
         "bitwise_rerun": dict(zip(("dx", "sums_a", "sums_b"), bitwise, strict=True)),
     }
-    record["ok"] = not len(bad_rows) and not bad_slots.any() and all(bitwise)
+    # The whole backward (the pallas_call, then XLA's fixed-order reduction in one executable)
+    # against the raw outputs above reduced in float64: if the raw outputs are right and this is
+    # wrong, the fault is outside the kernel (buffers, scheduling).
+    full = jax.jit(
+        lambda x, dy: kernel.rational_bwd(
+            x, dy, numerator, denominator, block_sizes=blocks, interpret=_interpret()
+        )
+    )
+    full_dx, full_a, full_b = (np.asarray(v, np.float64) for v in full(x, dy))
+    cols = sums.astype(np.float64).sum(axis=0)  # [10, D]
+    groups = denominator.shape[0]
+    by_group = cols.reshape(10, groups, -1).sum(axis=-1).T  # [G, 10]
+    record["whole_backward_vs_raw"] = {
+        "dx": rel(full_dx.reshape(dx.shape), dx),
+        "sums": rel(np.concatenate([full_a, full_b], axis=1), by_group),
+    }
+    whole_ok = all(e <= 1e-5 for e in record["whole_backward_vs_raw"].values())
+    record["ok"] = not len(bad_rows) and not bad_slots.any() and all(bitwise) and whole_ok
     return record
 
 
@@ -133,13 +154,15 @@ def _line(r: dict) -> str:
             else f" tiles {r['dx_bad_row_tiles']}"
         )
     reruns = ",".join(k for k, v in r["bitwise_rerun"].items() if not v) or "all"
+    whole = r["whole_backward_vs_raw"]
     return (
         f"{'ok  ' if r['ok'] else 'FAIL'} {r['tiling']:16} rows={r['rows']:6} {r['dtype']:8} "
         f"tiles={r['row_tiles']}x{r['width'] // r['block_d']} last={r['last_tile_rows']} | "
         f"dx err {r['dx_rel_err']:.1e}, {r['dx_bad_rows']} bad rows{where} | sums err "
         f"{r['sums_rel_err']:.1e}, {r['sum_slots_bad']}/{r['sum_slots']} bad slots "
         f"({r['sum_slots_bad_all_zero']} all zero, {r['sum_slots_nonfinite']} non-finite) | "
-        f"rerun {'bitwise' if reruns == 'all' else 'differs: ' + reruns}"
+        f"rerun {'bitwise' if reruns == 'all' else 'differs: ' + reruns} | whole backward vs "
+        f"raw: dx {whole['dx']:.0e}, sums {whole['sums']:.0e}"
     )
 
 

@@ -19,6 +19,7 @@ def test_interpret_mode_is_clean(tmp_path):
     for r in rows:
         assert r["ok"] and r["dx_rel_err"] < 1e-6 and r["sums_rel_err"] < 1e-6
         assert r["last_tile_rows"] == 40 % r["block_rows"] and all(r["bitwise_rerun"].values())
+        assert max(r["whole_backward_vs_raw"].values()) < 1e-6
 
 
 def test_planted_faults_are_localized(monkeypatch):
@@ -61,3 +62,13 @@ def test_truth_is_float64():
     assert (
         dx.dtype == np.float64 and sums.shape == (2, 10, 16) and np.all(magnitude >= np.abs(sums))
     )
+
+
+def test_fault_outside_the_kernel(monkeypatch):
+    """Raw outputs right, the reduction after them wrong: only the whole-backward check fails."""
+    real = kernel.pairwise_sum
+    monkeypatch.setattr(kernel, "pairwise_sum", lambda parts: 1.5 * real(parts))
+    r = diagnose.diagnose("16x64", 40, width=64)
+    assert r["dx_bad_rows"] == 0 and r["sum_slots_bad"] == 0 and all(r["bitwise_rerun"].values())
+    assert r["whole_backward_vs_raw"]["dx"] < 1e-6 and r["whole_backward_vs_raw"]["sums"] > 0.3
+    assert not r["ok"]
