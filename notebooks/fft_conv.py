@@ -76,8 +76,8 @@ print(jax.devices())
 # independent float64 `np.convolve`:
 # - `fft_conv(...)` with the default `implementation="auto"`: on CPU that is the XLA path, which
 #   runs jnp.fft there because it was measured faster than the Monarch matmuls on CPU;
-# - the Monarch decomposition in jnp (`implementation="xla"` on GPU/TPU; reached here through
-#   `vjp.monarch_conv`, as the benchmark does);
+# - the Monarch decomposition in jnp (`implementation="xla"` on TPU; on GPU too that runs jnp.fft,
+#   measured faster there; reached here through `vjp.monarch_conv`, as the benchmark does);
 # - the Pallas kernels in interpret mode (`implementation="interpret"`), forward and gradients.
 
 # %%
