@@ -5,6 +5,7 @@ helper — jit, compile excluded, warm-ups, `block_until_ready`, median; device,
 version and git commit — instead of using `efficient.bench`.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -16,7 +17,14 @@ import time
 
 import jax
 
-__all__ = ["add_result", "environment", "exit_status", "time_fn", "time_torch_cuda"]
+__all__ = [
+    "add_result",
+    "block_sizes_spec",
+    "environment",
+    "exit_status",
+    "time_fn",
+    "time_torch_cuda",
+]
 
 
 def environment() -> dict:
@@ -128,3 +136,18 @@ def exit_status(results: list[dict], out: pathlib.Path, passed: str) -> int:
     failed = sum(not r["ok"] for r in results)
     print(f"{len(results) - failed}/{len(results)} {passed}; wrote {out}")
     return 1 if failed else 0
+
+
+def block_sizes_spec(parse):
+    """An argparse `type` that accepts a spec string if `parse` (a `BlockSizes.parse`) does, so a
+    bad spec is a usage error naming the flag before any case runs; the string is kept."""
+
+    def check(spec: str) -> str:
+        try:
+            parse(spec)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return spec
+
+    check.__name__ = "block sizes spec"  # argparse names the type in its message
+    return check

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import add_result, environment, exit_status
+from pallas_kernels._bench import add_result, block_sizes_spec, environment, exit_status
 from pallas_kernels.fft_conv import BlockSizes
 from pallas_kernels.fft_conv import api as fft_api
 from pallas_kernels.fft_conv import reference as fft_reference
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fft-variants",
         nargs="*",
         default=(),
+        type=block_sizes_spec(BlockSizes.parse),
         help="BlockSizes specs for extra fft_conv cases at N = 1024, 4096 (e.g. r128-tf32x3)",
     )
     parser.add_argument(
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rational-variants",
         nargs="*",
         default=(),
+        type=block_sizes_spec(RationalBlockSizes.parse),
         help="rational BlockSizes specs for extra group_rational cases at D = 768, f32, 128 x 197 "
         "+ 3 and 2^15 rows (e.g. 256x64l16-loop)",
     )
@@ -248,15 +250,6 @@ def main(argv=None) -> int:
     """CLI entry point: print one line per case, write JSON, return 1 on any failure."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag, parse, specs in (
-        ("--fft-variants", BlockSizes.parse, args.fft_variants),
-        ("--rational-variants", RationalBlockSizes.parse, args.rational_variants),
-    ):
-        for spec in specs:
-            try:
-                parse(spec)
-            except ValueError as e:
-                parser.error(f"{flag} {spec!r}: {e}")
     env = environment()
     print(json.dumps(env), flush=True)
     results = []

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import add_result, environment, exit_status
+from pallas_kernels._bench import add_result, block_sizes_spec, environment, exit_status
 from pallas_kernels.rational import kernel, presets, reference
 
 __all__ = ["build_parser", "diagnose", "main"]
@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tilings",
         nargs="+",
         default=("256x64", "256x64l16-loop", "32x64l32"),
+        type=block_sizes_spec(kernel.BlockSizes.parse),
         help="kernel.BlockSizes.parse specs",
     )
     parser.add_argument(
@@ -194,13 +195,10 @@ def main(argv=None) -> int:
     """CLI entry point: one line per case, JSON written after each, exit 1 on any wrong case."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for spec in args.tilings:
-        try:
-            kernel.BlockSizes.parse(spec)
-        except ValueError as e:
-            parser.error(f"--tilings {spec!r}: {e}")
-    if args.width % 8 or any(r < 1 for r in args.rows):
-        parser.error(f"--width {args.width} must be a multiple of 8 and --rows positive")
+    if args.width < 8 or args.width % 8:
+        parser.error(f"--width {args.width}: must be a positive multiple of 8 (8 groups)")
+    if min(args.rows) < 1:
+        parser.error(f"--rows {args.rows}: each must be >= 1")
     env = environment()
     print(json.dumps(env), flush=True)
     results: list[dict] = []

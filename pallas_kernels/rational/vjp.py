@@ -66,26 +66,22 @@ def _xla_backward(x, dy, numerator, denominator):
     """dx, per-group sum g x^i / Q [G, 6] and sum -g P |x|^j / Q^2 [G, 4] in jnp.
 
     Two spellings of the same sums, by platform (`platform.current()`), each the faster where it
-    was measured. CPU: one variadic reduction over rows split as [R1, R2] (below). GPU/TPU: ten
+    was measured. CPU: one variadic reduction over rows split as [R1, R2]. GPU/TPU: ten
     plain sums over [R, G, K], which XLA:GPU fuses into one multi-output reduction: 0.55 ms
     forward + backward at [128, 197, 768] f32 on an H100, where the CPU spelling took 9.3 ms on
     an H200 (README, GPU).
     """
     groups = denominator.shape[0]
     width = x.shape[-1]
-    if platform.current() != "cpu":
-        xg = x.astype(jnp.float32).reshape(-1, groups, width // groups)  # [R, G, K]
-        g = dy.astype(jnp.float32).reshape(xg.shape)
-        dx, terms = _derivative_terms(xg, g, numerator, denominator)
-        sums = jnp.stack([t.sum(axis=(0, 2)) for t in terms])  # [10, G]
-    else:
-        # Rows as [R1, R2]: the ten sums reduce R2 and K first, keeping R1 rows that XLA:CPU
-        # splits across threads, then the R1 partial sums (a single reduction to [G] ran on one
-        # thread: 86 ms vs 71 ms for the sums on [128, 197, 768], README).
-        outer, inner = _row_split(x.size // width)
-        xg = x.astype(jnp.float32).reshape(outer, inner, groups, width // groups)  # [R1,R2,G,K]
-        g = dy.astype(jnp.float32).reshape(xg.shape)
-        dx, terms = _derivative_terms(xg, g, numerator, denominator)
+    cpu = platform.current() == "cpu"
+    # CPU: rows as [R1, R2], so the ten sums reduce R2 and K first, keeping R1 rows that XLA:CPU
+    # splits across threads, then the R1 partial sums (a single reduction to [G] ran on one
+    # thread: 86 ms vs 71 ms for the sums on [128, 197, 768], README).
+    rows = _row_split(x.size // width) if cpu else (x.size // width,)
+    xg = x.astype(jnp.float32).reshape(*rows, groups, width // groups)  # [R1, R2 | R, G, K]
+    g = dy.astype(jnp.float32).reshape(xg.shape)
+    dx, terms = _derivative_terms(xg, g, numerator, denominator)
+    if cpu:
         # One variadic reduction: XLA reads x and dy once for all ten sums instead of once per
         # sum (ten separate `sum`s took twice the time of the whole backward on CPU).
         sums = lax.reduce(
@@ -95,6 +91,8 @@ def _xla_backward(x, dy, numerator, denominator):
             (1, 3),
         )  # ten [R1, G]
         sums = jnp.stack(sums, axis=1).sum(axis=0)  # [10, G]: the R1 partials, in a fixed order
+    else:
+        sums = jnp.stack([t.sum(axis=(0, 2)) for t in terms])  # [10, G]
     dx = dx.reshape(x.shape).astype(x.dtype)
     return dx, sums[: reference.NUM_NUMERATOR].T, sums[reference.NUM_NUMERATOR :].T
 

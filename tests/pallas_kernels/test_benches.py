@@ -79,3 +79,20 @@ def test_check_full_case_list():
     fft = listed(("fft_conv",))
     assert both[len(rational) :] == fft and {func for func, _, _ in fft} == {check.check_fft_conv}
     assert sum(kw.get("block_sizes") == "r128-tf32" for _, _, kw in fft) == 2  # N = 1024, 4096
+
+
+def test_block_sizes_spec_argument_type(capsys):
+    import argparse
+
+    from pallas_kernels._bench import block_sizes_spec
+    from pallas_kernels.rational import BlockSizes as RationalBlockSizes
+
+    check = block_sizes_spec(RationalBlockSizes.parse)
+    assert check("256x64l16-loop") == "256x64l16-loop"  # the string is kept
+    with pytest.raises(argparse.ArgumentTypeError, match="must be 'tree' or 'loop'"):
+        check("256x64-sum")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tilings", nargs="+", type=check)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--tilings", "256x64", "8x"])
+    assert "argument --tilings" in capsys.readouterr().err  # the message names the flag
