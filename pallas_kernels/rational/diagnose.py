@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tilings",
         nargs="+",
-        default=("256x64", "256x64l16-loop", "32x64l32"),
+        default=("256x64l16-loop", "32x64l32", "256x64"),  # fastest to compile first
         type=block_sizes_spec(kernel.BlockSizes.parse),
         help="kernel.BlockSizes.parse specs",
     )

@@ -16,13 +16,17 @@ rows, and the sum over tiles continues that tree (zero-padded to a power of two)
 row reduction is one fixed binary tree over leaves: identical bits for every power-of-two
 block_rows (same leaf_rows and block_d). `BlockSizes.reduce="loop"` instead loops over the leaves
 into elementwise accumulators and reduces rows once per tile (another fixed order, one that
-depends on block_rows; 4x faster forward + backward on an H200, where neither has yet passed the
-correctness check: README, GPU). FlashKAT instead sums a tile in registers and issues one atomic
-add per coefficient per program (fewer atomics than KAT's one per element, but still an order
-that varies run to run).
+depends on block_rows; 4x faster forward + backward on an H200). FlashKAT instead sums a tile in
+registers and issues one atomic add per coefficient per program (fewer atomics than KAT's one per
+element, but still an order that varies run to run).
+
+A partial last row tile (R not a multiple of block_rows) is masked row by row (`_Rows`): on GPU
+with explicit Triton load/store masks, since jax 0.11's Triton lowering does not bound block
+accesses (the failed H200 check: README, GPU).
 """
 
 import dataclasses
+import functools
 import re
 
 import jax
@@ -173,10 +177,60 @@ def _coefficient_rows(a_ref, b_ref):
     return a, b
 
 
-def _fwd_kernel(x_ref, a_ref, b_ref, o_ref):
+class _Rows:
+    """Reads and writes of [n, bd] row slices of a row-tiled block, safe in a partial last tile.
+
+    A row tile that runs past R (R not a multiple of block_rows) must neither read nor write the
+    rows past R. Interpret mode pads reads (NaN) and drops writes; Mosaic (TPU) pads reads and
+    clips writes; jax 0.12's Triton lowering masks both, but jax 0.11's does not (its
+    `_compute_offsets_from_indices` computes no bounds mask): there the last tile read and wrote
+    past the arrays' ends, into whatever XLA had placed there — the wrong, nondeterministic
+    gradients of the H200 check (README, GPU). So on GPU every row access carries an explicit
+    mask (`pallas.triton.load/store`: masked lanes are never accessed); elsewhere the padding
+    that was read is replaced by zeros. Rows past R are zero inside the kernel either way.
+    """
+
+    def __init__(self, rows: int, block_rows: int):
+        self.partial = rows % block_rows != 0
+        self.rows = rows
+        self.first = pl.program_id(0) * block_rows
+        self.triton = platform.current() == "gpu"
+
+    def valid(self, start, shape):
+        row = self.first + start + lax.broadcasted_iota(jnp.int32, shape, 0)
+        return row < self.rows
+
+    def load(self, ref, start, n: int):
+        """ref[start : start + n, :] as float32, rows past R zero."""
+        rows_k = pl.ds(start, n)
+        shape = (n, ref.shape[1])
+        if not self.partial:
+            return ref[rows_k, :].astype(jnp.float32)
+        valid = self.valid(start, shape)
+        if self.triton:
+            from jax.experimental.pallas import triton as pltriton
+
+            value = pltriton.load(ref.at[rows_k, :], mask=valid, other=0)
+            return value.astype(jnp.float32)
+        return jnp.where(valid, ref[rows_k, :].astype(jnp.float32), 0.0)
+
+    def store(self, ref, start, value):
+        """ref[start : start + n, :] = value, rows past R not written on GPU."""
+        rows_k = pl.ds(start, value.shape[0])
+        value = value.astype(ref.dtype)
+        if self.partial and self.triton:
+            from jax.experimental.pallas import triton as pltriton
+
+            pltriton.store(ref.at[rows_k, :], value, mask=self.valid(start, value.shape))
+        else:
+            ref[rows_k, :] = value
+
+
+def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows):
     a, b = _coefficient_rows(a_ref, b_ref)
-    p, q = reference.rational_terms(x_ref[...].astype(jnp.float32), a, b)
-    o_ref[...] = (p / q).astype(o_ref.dtype)
+    io = _Rows(rows, x_ref.shape[0])
+    p, q = reference.rational_terms(io.load(x_ref, 0, x_ref.shape[0]), a, b)
+    io.store(o_ref, 0, p / q)
 
 
 def rational_fwd(
@@ -206,7 +260,7 @@ def rational_fwd(
     a, b = column_coefficients(numerator, denominator, width)
     tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
     y = pl.pallas_call(
-        _fwd_kernel,
+        functools.partial(_fwd_kernel, rows=rows),
         out_shape=jax.ShapeDtypeStruct(x2.shape, x.dtype),
         grid=(pl.cdiv(rows, block_rows), width // bd),
         in_specs=[
@@ -225,22 +279,15 @@ def rational_fwd(
 def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, leaf_rows, reduce):
     a, b = _coefficient_rows(a_ref, b_ref)
     block_rows = x_ref.shape[0]
-    first_row = pl.program_id(0) * block_rows
-    masked = rows % block_rows != 0
+    io = _Rows(rows, block_rows)
 
     def leaf(k):
         """dx of leaf k stored; its ten coefficient terms returned ([leaf_rows, bd] each)."""
         start = k * leaf_rows if isinstance(k, int) else pl.multiple_of(k * leaf_rows, leaf_rows)
-        rows_k = pl.ds(start, leaf_rows)
-        x = x_ref[rows_k, :].astype(jnp.float32)  # [leaf_rows, bd]
-        g = g_ref[rows_k, :].astype(jnp.float32)
-        if masked:  # rows past R in the last tile hold padding (NaN in interpret mode)
-            row = first_row + start + lax.broadcasted_iota(jnp.int32, x.shape, 0)
-            valid = row < rows
-            x = jnp.where(valid, x, 0.0)
-            g = jnp.where(valid, g, 0.0)
+        x = io.load(x_ref, start, leaf_rows)  # [leaf_rows, bd], rows past R zero: no terms
+        g = io.load(g_ref, start, leaf_rows)
         dx, terms = reference.derivative_terms(x, g, a, b)
-        dx_ref[rows_k, :] = dx.astype(dx_ref.dtype)
+        io.store(dx_ref, start, dx)
         return terms
 
     def row_sums(terms):
