@@ -81,7 +81,7 @@ for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rationa
   case $name in
     check)
       step check 240 "$PY" -m pallas_kernels.check --ops ${CHECK_OPS:-rational fft_conv} \
-        --rational-variants 256x64l16-loop 256x64 --fft-variants h8m8w8-bf16 r128h4m4w8-tf32 \
+        --rational-variants 256x64 --fft-variants h8m8w8-bf16 r128h4m4w8-tf32 \
         w4-bf16 --out "$OUT/check.json"
       ;;
     diagnose) # the rational backward's raw outputs per tile against float64: which tiles, rows,
@@ -115,7 +115,7 @@ for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rationa
     rational)
       step rational 150 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
         --dims ${RATIONAL_DIMS:-192 768 3072} --implementations copy gelu xla pallas \
-        pallas:256x64l16-loop torch --out "$OUT/rational.json"
+        pallas:256x64 torch --out "$OUT/rational.json"
       ;;
     hyena) step hyena 120 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl" ;;
     kat)

@@ -89,7 +89,8 @@ def group_rational(
         implementation: "xla" (jnp, fused by XLA; the CPU default), "pallas" (compiled kernels),
             "interpret" (the kernels in interpret mode), or "auto": pallas on TPU, else xla
             (on GPU the XLA path was faster forward+backward so far).
-        block_sizes: Kernel tiling (pallas/interpret only); default `BlockSizes()`.
+        block_sizes: Kernel tiling (pallas/interpret only); default
+            `kernel.default_block_sizes()` (the loop reduction on GPU, `BlockSizes()` elsewhere).
 
     Returns:
         F(x) [..., D] in x's dtype.
@@ -100,6 +101,6 @@ def group_rational(
     check_arguments(x, numerator, denominator, implementation)
     config = vjp.RationalConfig(
         implementation=resolve_implementation(implementation),  # type: ignore[arg-type]
-        block_sizes=block_sizes or kernel.BlockSizes(),
+        block_sizes=block_sizes or kernel.default_block_sizes(),
     )
     return vjp.group_rational_op(config, x, numerator, denominator)

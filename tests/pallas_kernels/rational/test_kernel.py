@@ -105,6 +105,49 @@ def test_loop_reduction_matches_tree(leaf_rows):
         np.testing.assert_allclose(f64(u), f64(v), rtol=1e-6, atol=1e-6 * np.abs(f64(v)).max())
 
 
+def _summed_cotangents(monkeypatch, blocks, g):
+    """The backward's column sums when every term is the cotangent itself (terms = g): only the
+    summation order is left to differ between tilings, so equal bits mean the same order."""
+
+    def passthrough(x, g, a, b):
+        return g, [g] * 10
+
+    monkeypatch.setattr(rational_kernel.reference, "derivative_terms", passthrough)
+    x = jnp.zeros(g.shape, jnp.float32)
+    a, b = jnp.zeros((8, g.shape[1])), jnp.zeros((4, g.shape[1]))
+    _, pa, _ = jax.jit(
+        lambda x, g: rational_kernel.rational_bwd_tiles(
+            x, g, a, b, block_sizes=blocks, interpret=True
+        )
+    )(x, g)
+    return np.asarray(rational_kernel.pairwise_sum(pa)[0])
+
+
+@pytest.mark.parametrize(
+    ("specs", "other"),
+    [
+        (("8x16l8", "32x16l8", "128x16l8"), "32x16l16"),  # tree: leaves of 8 rows
+        (("32x16l8c32-loop", "64x16l8c32-loop", "128x16l8c32-loop"), "64x16l8c64-loop"),
+    ],
+)
+def test_summation_order_independent_of_block_rows(monkeypatch, specs, other):
+    """Bitwise-equal column sums for every block_rows holding whole units (a leaf for "tree", a
+    chunk of chunk_rows for "loop"), and different bits for a different unit (the check can
+    fail)."""
+    rng = np.random.default_rng(0)
+    g = jnp.asarray(rng.standard_normal((300, 16)) * 10.0 ** rng.uniform(-5, 5, (300, 1)))
+    g = g.astype(jnp.float32)
+
+    def sums(spec):
+        return _summed_cotangents(monkeypatch, BlockSizes.parse(spec), g)
+
+    first = sums(specs[0])
+    for spec in specs[1:]:
+        np.testing.assert_array_equal(sums(spec), first, err_msg=spec)
+    assert np.any(sums(other) != first)
+    np.testing.assert_allclose(first, np.asarray(g, np.float64).sum(axis=0), rtol=1e-5)
+
+
 def test_block_sizes_parse():
     assert BlockSizes.parse("256x64") == BlockSizes(block_rows=256, block_d=64)
     assert BlockSizes.parse("32x128l32w8s2-loop") == BlockSizes(
@@ -117,6 +160,9 @@ def test_block_sizes_parse():
         BlockSizes.parse("256x64-sum")
     with pytest.raises(ValueError, match="leaf_rows=12: must be a power of two"):
         BlockSizes.parse("256x64l12")
+    assert BlockSizes.parse("512x64l16c128-loop") == BlockSizes(
+        block_rows=512, block_d=64, leaf_rows=16, chunk_rows=128, reduce="loop"
+    )
 
 
 def test_block_sizes_validation():
@@ -124,3 +170,7 @@ def test_block_sizes_validation():
         BlockSizes(block_rows=24)
     with pytest.raises(ValueError, match="block_rows=4: must be >= leaf_rows=8"):
         BlockSizes(block_rows=4)
+    with pytest.raises(ValueError, match="chunk_rows=8: must be >= leaf_rows=16"):
+        BlockSizes(leaf_rows=16, chunk_rows=8)
+    with pytest.raises(ValueError, match="chunk_rows=96: must be a power of two"):
+        BlockSizes(chunk_rows=96)

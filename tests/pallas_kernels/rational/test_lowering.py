@@ -30,7 +30,7 @@ def _lower(platform: str, width: int, dtype, block_sizes: BlockSizes | None = No
 @pytest.mark.filterwarnings(TRITON_DEPRECATION)
 @pytest.mark.parametrize(
     ("width", "dtype", "spec"),
-    [(192, jnp.float32, None), (3072, jnp.bfloat16, None), (768, jnp.bfloat16, "256x64l16-loop")],
+    [(192, jnp.float32, None), (3072, jnp.bfloat16, None), (768, jnp.bfloat16, "256x64")],
 )
 def test_lowers_for_triton(fake_gpu, width, dtype, spec):
     text = _lower("cuda", width, dtype, spec and BlockSizes.parse(spec))
@@ -45,3 +45,15 @@ def test_lowers_for_tpu(monkeypatch, width, dtype, spec):
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
     text = _lower("tpu", width, dtype, spec and BlockSizes.parse(spec))
     assert text.count("stablehlo.custom_call @tpu_custom_call") == 2  # forward, backward
+
+
+def test_default_block_sizes_by_platform():
+    from pallas_kernels import platform
+    from pallas_kernels.rational import kernel
+
+    with platform.compiling_for("gpu"):
+        gpu = kernel.default_block_sizes()
+    assert (gpu.reduce, gpu.leaf_rows, gpu.chunk_rows) == ("loop", 16, 256)
+    for name in ("tpu", "cpu"):
+        with platform.compiling_for(name):
+            assert kernel.default_block_sizes() == BlockSizes()
