@@ -25,12 +25,19 @@ def current() -> str:
 
 @contextlib.contextmanager
 def compiling_for(platform: str) -> Iterator[None]:
-    """Trace the kernels for `platform` inside the block (jit caches do not see this: trace
-    functions that were not traced for another platform before, e.g. in a fresh process)."""
+    """Trace the kernels for `platform` inside the block.
+
+    jax's trace caches key on functions and shapes, not on this setting, so a function traced
+    before for one platform would be reused for the other (e.g. a custom VJP's backward). The
+    caches are cleared on entry and on exit: inside, everything is traced for `platform`; after,
+    nothing traced inside is reused.
+    """
     if platform not in PLATFORMS:
         raise ValueError(f"platform={platform!r}: one of {', '.join(PLATFORMS)}")
+    jax.clear_caches()
     token = _TARGET.set(platform)
     try:
         yield
     finally:
         _TARGET.reset(token)
+        jax.clear_caches()

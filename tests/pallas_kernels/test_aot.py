@@ -12,6 +12,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from pallas_kernels import platform
@@ -39,6 +40,15 @@ def test_compiling_for_overrides_the_platform():
         platform.compiling_for("cuda"),
     ):
         pass
+
+
+def test_compiling_for_retraces_cached_functions():
+    """A function jax has cached for this platform is traced anew inside and after the block."""
+    f = jax.jit(lambda x: x + (1 if platform.current() == "gpu" else 0))
+    assert int(f(0)) == 0
+    with platform.compiling_for("gpu"):
+        assert int(f(0)) == 1
+    assert int(f(0)) == 0
 
 
 def test_tpu_default_block_sizes_fit_the_scoped_vmem_rule():

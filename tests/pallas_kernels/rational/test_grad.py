@@ -162,13 +162,9 @@ def test_xla_backward_accelerator_spelling(platform_name):
         return _grads(_op("xla"), x, dy, num, den)
 
     cpu_jaxpr = str(jax.make_jaxpr(grads)(x, dy, num, den))
-    jax.clear_caches()  # the traces are cached by shapes, not by the platform traced for
-    try:
-        with platform.compiling_for(platform_name):
-            accel_jaxpr = str(jax.make_jaxpr(grads)(x, dy, num, den))
-            accelerator = grads(x, dy, num, den)
-    finally:
-        jax.clear_caches()
+    with platform.compiling_for(platform_name):  # clears the trace caches on entry and exit
+        accel_jaxpr = str(jax.make_jaxpr(grads)(x, dy, num, den))
+        accelerator = grads(x, dy, num, den)
     assert "optimization_barrier" in cpu_jaxpr and "optimization_barrier" not in accel_jaxpr
     assert "reduce[" in cpu_jaxpr.replace("reduce_sum", "") and "reduce[" not in accel_jaxpr
     cpu = grads(x, dy, num, den)
