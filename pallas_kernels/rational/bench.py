@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels._bench import environment, time_fn, time_torch_cuda
-from pallas_kernels.rational import BlockSizes, api, init_coefficients
+from pallas_kernels.rational import BlockSizes, api, init_coefficients, kernel
 
 __all__ = ["Case", "main"]
 
@@ -124,6 +124,10 @@ def _torch_time(case: Case, mode: str, warmup: int, repeats: int) -> dict | None
 def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: int) -> dict:
     """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record."""
     record = dataclasses.asdict(case) | {"implementation": implementation, "mode": mode}
+    kind, _, tiling = implementation.partition(":")
+    if kind in ("pallas", "interpret"):  # the tiling that ran, defaults resolved for this backend
+        blocks = BlockSizes.parse(tiling) if tiling else kernel.default_block_sizes()
+        record["block_sizes"] = dataclasses.asdict(blocks)
     item = jnp.dtype(case.dtype).itemsize
     # Bytes the op must move: fwd reads x, writes y; bwd also reads x, dy and writes dx.
     io = (2 if mode == "fwd" else 5) * case.elements * item

@@ -18,6 +18,19 @@ def test_quick_bench_writes_results(bench, tmp_path):
     assert rows and all(r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] for r in rows)
 
 
+def test_rational_bench_records_the_tiling_that_ran(tmp_path):
+    out = tmp_path / "bench.json"
+    rational_bench.main(
+        ["--quick", "--section", "cpu", "--dims", "64", "--out", str(out), "--implementations"]
+        + ["xla", "interpret", "interpret:32x64l8c32-loop"]
+    )
+    rows = {r["implementation"]: r for r in json.loads(out.read_text())["results"]}
+    assert "block_sizes" not in rows["xla"]
+    assert rows["interpret"]["block_sizes"]["reduce"] == "tree"  # the CPU default
+    loop = rows["interpret:32x64l8c32-loop"]["block_sizes"]
+    assert (loop["block_rows"], loop["chunk_rows"], loop["reduce"]) == (32, 32, "loop")
+
+
 def test_check_passes_in_interpret_mode_and_fails_on_a_wrong_kernel(tmp_path, monkeypatch):
     from pallas_kernels import check
     from pallas_kernels.rational import api
