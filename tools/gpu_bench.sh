@@ -104,12 +104,13 @@ for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rationa
         pallas:r128h4m4w8-bf16 pallas:r128h4m4w8-tf32 pallas:-bf16 pallas:h8m8-tf32 pallas:-tf32 \
         pallas:r128-tf32 pallas:h4b4w4-tf32 pallas:h1b2w4-tf32} --out "$OUT/fft_tune.json"
       ;;
-    rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the backward's
-      # row reduction (unrolled tree vs loop, BlockSizes.reduce), one-leaf tiles, leaf rows, warps
+    rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the loop default,
+      # the forward stepping through its tile (f: 123-132 registers per thread instead of 194-255,
+      # `pallas_kernels.registers`), 512-row tiles, leaf rows, one-leaf tiles, the unrolled tree
       step rational_tiles 120 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
-        --dims 768 3072 --dtypes bfloat16 --implementations xla pallas:256x64 \
-        pallas:256x64l16-loop pallas:256x64-loop pallas:32x64l32 pallas:64x64l64w8 \
-        pallas:128x128l8w8-loop pallas:512x64l16w8-loop pallas:256x32 \
+        --dims 768 3072 --dtypes bfloat16 --implementations xla pallas:256x64l16-loop \
+        pallas:256x64l16f32-loop pallas:256x64l16f64-loop pallas:512x64l16w8-loop \
+        pallas:256x64-loop pallas:32x64l32 pallas:128x128l8w8-loop pallas:256x64 \
         --out "$OUT/rational_tiles.json"
       ;;
     rational)

@@ -86,6 +86,9 @@ class BlockSizes:
             block_rows >= chunk_rows). Both are fixed orders: bitwise reproducible run to run.
         chunk_rows: Rows per loop chunk (reduce="loop" only); a tile smaller than this is one
             chunk (then the order depends on block_rows).
+        fwd_rows: Rows the forward computes per step of a loop over its tile; None: the whole
+            tile at once. Fewer live values per program (on GPU, a whole [256, 64] tile is 128
+            values per thread: 194-255 registers per thread, by `pallas_kernels.registers`).
     """
 
     block_rows: int = 256
@@ -95,22 +98,28 @@ class BlockSizes:
     num_stages: int = 1
     reduce: str = "tree"
     chunk_rows: int = 256
+    fwd_rows: int | None = None
 
     @classmethod
     def parse(cls, spec: str) -> "BlockSizes":
-        """From a spec like "256x64", "32x64l32w8" or "512x64l16c256-loop": block_rows x block_d,
-        then any of l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows) each followed by a
-        positive int,
-        then optionally "-tree" or "-loop" (`reduce`). Used by the benchmark's tiling rows
-        (`pallas:256x64l16-loop`)."""
+        """From a spec like "256x64", "32x64l32w8" or "512x64l16c256f32-loop": block_rows x
+        block_d, then any of l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows), f
+        (fwd_rows) each followed by a positive int, then optionally "-tree" or "-loop"
+        (`reduce`). Used by the benchmark's tiling rows (`pallas:256x64l16-loop`)."""
         match = re.fullmatch(r"(\d+)x(\d+)((?:[a-z]\d+)*)(?:-([a-z]+))?", spec)
         letters = re.findall(r"([a-z])(\d+)", match[3]) if match else []
-        fields = {"l": "leaf_rows", "w": "num_warps", "s": "num_stages", "c": "chunk_rows"}
+        fields = {
+            "l": "leaf_rows",
+            "w": "num_warps",
+            "s": "num_stages",
+            "c": "chunk_rows",
+            "f": "fwd_rows",
+        }
         if match is None or any(k not in fields for k, _ in letters):
             raise ValueError(
                 f"block sizes spec {spec!r}: expected <block_rows>x<block_d>, then any of "
-                "l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows) each followed by a "
-                "positive int, "
+                "l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows), f (fwd_rows) "
+                "each followed by a positive int, "
                 "then optionally -tree or -loop, e.g. '256x64' or '256x64l16w8-loop'"
             )
         extra = {fields[k]: int(v) for k, v in letters}
@@ -119,9 +128,9 @@ class BlockSizes:
         return cls(block_rows=int(match[1]), block_d=int(match[2]), **extra)
 
     def __post_init__(self):
-        for name in ("block_rows", "block_d", "leaf_rows", "chunk_rows"):
+        for name in ("block_rows", "block_d", "leaf_rows", "chunk_rows", "fwd_rows"):
             value = getattr(self, name)
-            if name == "block_d" and value is None:
+            if name in ("block_d", "fwd_rows") and value is None:
                 continue
             if not isinstance(value, int) or not _is_pow2(value):
                 raise ValueError(f"BlockSizes.{name}={value!r}: must be a power of two")
@@ -248,11 +257,24 @@ class _Rows:
             ref[rows_k, :] = value
 
 
-def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows):
+def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows, step_rows):
     a, b = _coefficient_rows(a_ref, b_ref)
-    io = _Rows(rows, x_ref.shape[0])
-    p, q = reference.rational_terms(io.load(x_ref, 0, x_ref.shape[0]), a, b)
-    io.store(o_ref, 0, p / q)
+    block_rows = x_ref.shape[0]
+    io = _Rows(rows, block_rows)
+
+    def step(start):
+        p, q = reference.rational_terms(io.load(x_ref, start, step_rows), a, b)
+        io.store(o_ref, start, p / q)
+
+    if step_rows == block_rows:
+        step(0)
+    else:  # fewer live registers per program (a [256, 64] tile is 128 values per thread)
+
+        def body(j, carry):
+            step(pl.multiple_of(j * step_rows, step_rows))
+            return carry
+
+        lax.fori_loop(0, block_rows // step_rows, body, 0)
 
 
 def rational_fwd(
@@ -282,7 +304,9 @@ def rational_fwd(
     a, b = column_coefficients(numerator, denominator, width)
     tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
     y = pl.pallas_call(
-        functools.partial(_fwd_kernel, rows=rows),
+        functools.partial(
+            _fwd_kernel, rows=rows, step_rows=min(block_sizes.fwd_rows or block_rows, block_rows)
+        ),
         out_shape=jax.ShapeDtypeStruct(x2.shape, x.dtype),
         grid=(pl.cdiv(rows, block_rows), width // bd),
         in_specs=[

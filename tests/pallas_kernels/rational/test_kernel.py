@@ -24,6 +24,7 @@ def _vjp(block_sizes, x, dy, num, den, implementation="interpret"):
         ((2, 20, 24), BlockSizes(block_rows=16, block_d=8)),  # partial last row tile
         ((64, 16), BlockSizes(block_rows=32, block_d=16)),
         ((5, 12), BlockSizes()),  # block_rows capped at R; bd = 4 (largest 2^k dividing 12)
+        ((3, 50, 16), BlockSizes(block_rows=64, block_d=16, fwd_rows=16)),  # looped, partial
     ],
 )
 def test_forward_matches_reference(shape, blocks, dtype):
@@ -160,8 +161,8 @@ def test_block_sizes_parse():
         BlockSizes.parse("256x64-sum")
     with pytest.raises(ValueError, match="leaf_rows=12: must be a power of two"):
         BlockSizes.parse("256x64l12")
-    assert BlockSizes.parse("512x64l16c128-loop") == BlockSizes(
-        block_rows=512, block_d=64, leaf_rows=16, chunk_rows=128, reduce="loop"
+    assert BlockSizes.parse("512x64l16c128f32-loop") == BlockSizes(
+        block_rows=512, block_d=64, leaf_rows=16, chunk_rows=128, fwd_rows=32, reduce="loop"
     )
 
 
@@ -174,3 +175,5 @@ def test_block_sizes_validation():
         BlockSizes(leaf_rows=16, chunk_rows=8)
     with pytest.raises(ValueError, match="chunk_rows=96: must be a power of two"):
         BlockSizes(chunk_rows=96)
+    with pytest.raises(ValueError, match="fwd_rows=24: must be a power of two"):
+        BlockSizes(fwd_rows=24)

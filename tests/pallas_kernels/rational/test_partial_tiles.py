@@ -63,10 +63,10 @@ def _fwd_bwd(blocks, interpret):
     return run
 
 
-@pytest.mark.parametrize("reduce", ["tree", "loop"])
+@pytest.mark.parametrize(("reduce", "fwd_rows"), [("tree", None), ("loop", 8)])
 @pytest.mark.parametrize(("rows", "partial"), [(40, True), (64, False)])
-def test_gpu_trace_masks_every_row_access(reduce, rows, partial):
-    blocks = BlockSizes(block_rows=32, block_d=32, leaf_rows=8, reduce=reduce)
+def test_gpu_trace_masks_every_row_access(reduce, fwd_rows, rows, partial):
+    blocks = BlockSizes(block_rows=32, block_d=32, leaf_rows=8, reduce=reduce, fwd_rows=fwd_rows)
     x, dy, num, den = inputs(0, (rows, 64), 4)
     with platform.compiling_for("gpu"):
         jaxprs = _kernel_jaxprs(_fwd_bwd(blocks, interpret=False), x, dy, num, den)
@@ -94,10 +94,10 @@ def test_tpu_and_interpret_traces_use_plain_indexing():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("reduce", ["tree", "loop"])
-def test_gpu_spelling_matches_reference_in_interpret_mode(reduce, dtype):
+@pytest.mark.parametrize(("reduce", "fwd_rows"), [("tree", None), ("loop", 8)])
+def test_gpu_spelling_matches_reference_in_interpret_mode(reduce, fwd_rows, dtype):
     """The masked GPU kernels, interpreted: y, dx and the per-group sums of a partial tile."""
-    blocks = BlockSizes(block_rows=32, block_d=16, leaf_rows=8, reduce=reduce)
+    blocks = BlockSizes(block_rows=32, block_d=16, leaf_rows=8, reduce=reduce, fwd_rows=fwd_rows)
     x, dy, num, den = inputs(3, (3, 25, 32), 4, shared=False, dtype=dtype)  # 75 rows: 32+32+11
     with platform.compiling_for("gpu"):
         y, (dx, sum_a, sum_b) = jax.jit(_fwd_bwd(blocks, interpret=True))(x, dy, num, den)
