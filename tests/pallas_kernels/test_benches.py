@@ -75,8 +75,10 @@ def test_check_runs_fft_variants_and_rejects_bad_specs(tmp_path):
 
 
 def test_check_full_case_list():
-    """The full (GPU) case list: rational first, each rational variant with and without a partial
-    row tile, and --ops leaves the other op out (listed, not run: they take minutes on CPU)."""
+    """The full (GPU) case list: the rational defaults, then the fft_conv variants and small
+    defaults, then the rational variants (each with and without a partial row tile), then the
+    slow-compiling large fft_conv defaults; --ops leaves the other op out (listed, not run: they
+    take minutes on CPU)."""
     from pallas_kernels import check
 
     def listed(ops):
@@ -88,10 +90,18 @@ def test_check_full_case_list():
     variant_rows = [kw["rows"] for _, _, kw in rational if kw.get("block_sizes")]
     assert variant_rows == [128 * 197 + 3, 2**15]
     both = listed(("rational", "fft_conv"))
-    assert both[: len(rational)] == rational
     fft = listed(("fft_conv",))
-    assert both[len(rational) :] == fft and {func for func, _, _ in fft} == {check.check_fft_conv}
-    assert sum(kw.get("block_sizes") == "r128-tf32" for _, _, kw in fft) == 2  # N = 1024, 4096
+    assert {func for func, _, _ in fft} == {check.check_fft_conv}
+    assert sorted(both, key=repr) == sorted(rational + fft, key=repr)
+    # Order: rational defaults, fft variants (N = 1024, 4096) first among the fft cases,
+    # rational variants before the fft defaults from N = 4096 on.
+    kinds = [
+        ("r" if func is check.check_rational else "f")
+        + ("v" if kw.get("block_sizes") else "d")
+        + ("L" if func is check.check_fft_conv and args[0] >= 4096 else "")
+        for func, args, kw in both
+    ]
+    assert kinds == ["rd"] * 6 + ["fv", "fvL"] + ["fd"] * 4 + ["rv"] * 2 + ["fdL"] * 6
 
 
 def test_block_sizes_spec_argument_type(capsys):
