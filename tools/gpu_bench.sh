@@ -81,8 +81,8 @@ for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rationa
   case $name in
     check)
       step check 240 "$PY" -m pallas_kernels.check --ops ${CHECK_OPS:-rational fft_conv} \
-        --rational-variants 256x64 --fft-variants h8m8w8-bf16 r128h4m4w8-tf32 \
-        w4-bf16 --out "$OUT/check.json"
+        --rational-variants 256x64 --fft-variants h1w8-bf16 h8m8w8-bf16 r128h4m4w8-tf32 \
+        --out "$OUT/check.json"
       ;;
     diagnose) # the rational backward's raw outputs per tile against float64: which tiles, rows,
       # column blocks are wrong, and whether reruns differ (the H200 check failed: README).
@@ -97,12 +97,14 @@ for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rationa
       ;;
     fft_tune) # fft_conv kernel options: tilings (heads, backward batch rows per program, warps),
       # order 2 with 64/128 radices (r128), heads stacked into each matmul (m), tensor-core
-      # matmul arithmetic (-tf32, -bf16, ...); likeliest first (a cut run keeps its rows)
+      # matmul arithmetic (-tf32, -bf16, ...); likeliest first (a cut run keeps its rows): the
+      # fewest register spills at 4K by `pallas_kernels.registers` (fft_conv README), then the
+      # H200's measured best
       step fft_tune 240 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
         --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations \
-        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft pallas:h8m8w8-bf16 pallas:r128h8m8w8-bf16 \
-        pallas:r128h4m4w8-bf16 pallas:r128h4m4w8-tf32 pallas:-bf16 pallas:h8m8-tf32 pallas:-tf32 \
-        pallas:r128-tf32 pallas:h4b4w4-tf32 pallas:h1b2w4-tf32} --out "$OUT/fft_tune.json"
+        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft pallas:h1w8-bf16 pallas:h2m2w8-bf16 \
+        pallas:r128h2m2w8-bf16 pallas:r128h1w4-bf16 pallas:h8m8w8-bf16 pallas:h4m4w8-bf16 \
+        pallas:r128h4m4w8-tf32 pallas:h1w4-bf16} --out "$OUT/fft_tune.json"
       ;;
     rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the loop default,
       # the forward stepping through its tile (f: 123-132 registers per thread instead of 194-255,
