@@ -2,7 +2,9 @@
 
 `python -m pallas_kernels.check` says whether `group_rational`'s gradients match; on an H200 the
 default tiling's did not (README, GPU: dx 4.9e-2, coefficient gradients 1.0 relative error,
-different between runs). This tool looks one level down, at what the backward pallas_call writes
+different between runs; the cause found since: jax 0.11's Triton lowering left the partial last
+row tile unmasked, now masked by the kernels). This tool, which confirms that on a GPU, looks
+one level down, at what the backward pallas_call writes
 (`kernel.rational_bwd_tiles`: dx [R, D] and each row tile's ten per-column coefficient sums
 [T, 8 + 4, D]), against the same quantities in float64 on the CPU, and reports for each tiling
 and row count:
