@@ -38,7 +38,7 @@ from pallas_kernels.rational import api as rational_api
 from pallas_kernels.rational import init_coefficients
 from pallas_kernels.rational import kernel as rational_kernel
 
-__all__ = ["build_parser", "main", "parse_ptxas", "triton_modules"]
+__all__ = ["build_parser", "fake_gpu", "main", "parse_ptxas", "triton_modules"]
 
 DEFAULT = "default"  # a spec meaning the op's default tiling on GPU
 
@@ -66,11 +66,20 @@ print(json.dumps({"triton": triton.__version__, "shared": compiled.metadata.shar
 
 
 @contextlib.contextmanager
-def _fake_gpu(compute_capability: int):
-    """jax's Triton lowering asks the local device for its compute capability: answer for it."""
-    from jax._src.pallas.triton import pallas_call_registration as registration
+def fake_gpu(compute_capability: int = 90):
+    """Lower for a CUDA GPU this machine does not have, inside the block: jax's Triton lowering
+    asks the local device for its compute capability (answered here), and the kernels trace for
+    "gpu" (`platform.compiling_for`). Yields jax's private Triton registration module.
 
-    saved = registration.gpu_info_lib
+    Raises:
+        RuntimeError: jax's private hooks moved (a jax this was not written against).
+    """
+    try:
+        from jax._src.pallas.triton import pallas_call_registration as registration
+
+        saved = registration.gpu_info_lib
+    except (ImportError, AttributeError) as e:
+        raise RuntimeError(f"jax {jax.__version__}: its private Triton hooks moved ({e})") from e
     info = types.SimpleNamespace(compute_capability=compute_capability)
     registration.gpu_info_lib = types.SimpleNamespace(get_gpu_info=lambda: info)
     try:
@@ -92,7 +101,7 @@ def triton_modules(fn, *args, compute_capability: int = 90) -> list[str]:
         One module per pallas_call, in lowering order.
     """
     modules = []
-    with _fake_gpu(compute_capability) as registration:
+    with fake_gpu(compute_capability) as registration:
         lower = registration.lowering.lower_jaxpr_to_triton_module
 
         def capture(*a, **kw):
@@ -183,6 +192,8 @@ def _compile(module: str, blocks, args, workdir: pathlib.Path, index: int) -> di
     if run.returncode:
         return {"error": (run.stderr.strip().splitlines() or ["?"])[-1][:300]}
     out = json.loads(run.stdout.strip().splitlines()[-1])
+    if out["returncode"]:
+        return {"error": "ptxas: " + (out["ptxas"].strip().splitlines() or ["?"])[-1][:300]}
     return {"triton": out["triton"], "shared_bytes": out["shared"]} | parse_ptxas(out["ptxas"])
 
 

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
 
 from pallas_kernels import platform
 from pallas_kernels.rational import reference
@@ -170,8 +171,6 @@ def _compiler_params(block_sizes: BlockSizes, interpret: bool):
         return None
     backend = platform.current()
     if backend == "gpu":
-        from jax.experimental.pallas import triton as pltriton
-
         return pltriton.CompilerParams(
             num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages
         )
@@ -239,8 +238,6 @@ class _Rows:
             return ref[rows_k, :].astype(jnp.float32)
         valid = self.valid(start, shape)
         if self.triton:
-            from jax.experimental.pallas import triton as pltriton
-
             value = pltriton.load(ref.at[rows_k, :], mask=valid, other=0)
             return value.astype(jnp.float32)
         return jnp.where(valid, ref[rows_k, :].astype(jnp.float32), 0.0)
@@ -250,8 +247,6 @@ class _Rows:
         rows_k = pl.ds(start, value.shape[0])
         value = value.astype(ref.dtype)
         if self.partial and self.triton:
-            from jax.experimental.pallas import triton as pltriton
-
             pltriton.store(ref.at[rows_k, :], value, mask=self.valid(start, value.shape))
         else:
             ref[rows_k, :] = value
