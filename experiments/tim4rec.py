@@ -37,6 +37,14 @@ register(
     check_compatible,
 )
 register(
+    "tim4rec/ml100k_no_mlp",
+    "TiM4Rec without the L x L position MLP (position_mlp=False, not the reference: a time "
+    "branch linear in T), tim4rec/ml100k's recipe.",
+    ml100k(TiM4RecConfig.ml100k(position_mlp=False)),
+    run,
+    check_compatible,
+)
+register(
     "ssd4rec/ml100k",
     "SSD4Rec (TiM4Rec without the time branch) on MovieLens-100K, tim4rec/ml100k's recipe.",
     ml100k(TiM4RecConfig.ssd4rec_ml100k()),

@@ -47,6 +47,13 @@ class TiM4RecConfig:
         positions only. Either way the time MLP mixes all real positions (it is not causal).
       p2p_residual: the time gate is L-wide (one gate per position) instead of one scalar per
         head.
+      position_mlp: the time branch's position-mixing MLP s = Lin_{L->L}(SiLU(Lin_{L->L}(T)))
+        scaling the time state (the reference's `mlp4time_scale`; True in every released
+        config). Its two L x L layers make the branch quadratic in L: 51% of SSD4Rec's train
+        FLOPs at L = 4000. False is **not the reference**: s = 1 (u = T), so the branch is
+        linear in L (the convolutions, the L -> 1 gate and the sequence LayerNorm remain) and
+        the first layer's τ is causal — an ablation for long sequences, the paper's "O(T)
+        extra" in fact (`experiments.benches.tim4rec`, `tim4rec/ml100k_no_mlp`).
       activation: after the mixer's convolution and each time convolution. "auto" follows the
         reference: Hardswish when H % 8 != 0 (its fused causal-conv1d path needs H % 8 == 0),
         SiLU otherwise. The FFN always uses Hardswish.
@@ -71,6 +78,7 @@ class TiM4RecConfig:
     time_aware: bool = True
     mask_padding: bool = False
     p2p_residual: bool = False
+    position_mlp: bool = True
     activation: Activation = "auto"
     init_std: float = 0.02
     dtype: Any = jnp.float32
@@ -141,7 +149,8 @@ class TiM4RecConfig:
         time = 0
         if self.time_aware:
             gate = L if self.p2p_residual else 1
-            time = 2 * (L + 1) * L + 2 * (W + 1) * H + (L + 1) * gate + 2 * L
+            mlp = 2 * (L + 1) * L if self.position_mlp else 0
+            time = mlp + 2 * (W + 1) * H + (L + 1) * gate + 2 * L
         ffn = (D + 1) * 4 * D + (4 * D + 1) * D + 2 * D if self.use_ffn else 0
         layer = mixer + time + 2 * D + ffn
         embedding = (self.num_items + 1) * D + 2 * D  # + the input LayerNorm

@@ -128,7 +128,7 @@ class TimeBranch(nn.Module):
     L93-127, L191-205, L259-262), per head h over positions t:
 
         s = Lin_{L->L}(SiLU(Lin_{L->L}(Dropout(T))))      (mixes positions: not causal)
-        u = T ⊙ s
+        u = T ⊙ s                                           (u = T without `position_mlp`)
         τ = act(CConv_2(act(CConv_1(u))))                   (causal depthwise, one channel a head)
         g = σ(Lin_{L->1, or L->L with p2p_residual}(Dropout(T)))
         T' = SequenceNorm(g ⊙ T + (1 - g) ⊙ τ)
@@ -179,8 +179,11 @@ class TimeBranch(nn.Module):
             return nn.Dropout(c.time_dropout_rate)(x, deterministic=not train)
 
         state = state.astype(_time_dtype(c))
-        s = dense("scale_out", L)(jax.nn.silu(dense("scale_in", L)(drop(state))))  # [B, H, T]
-        u = jnp.swapaxes(state * s, 1, 2)  # [B, T, H]
+        u = state
+        if c.position_mlp:
+            s = dense("scale_out", L)(jax.nn.silu(dense("scale_in", L)(drop(state))))  # [B, H, T]
+            u = state * s
+        u = jnp.swapaxes(u, 1, 2)  # [B, T, H]
         conv = functools.partial(
             CausalConv1d,
             c.conv_width,

@@ -113,7 +113,7 @@ def _conv(x, p):
 def _time_branch(p, state, config, valid=None):
     """ssd.py: mlp4time_scale, time_diff * scale, two causal convs, gate, time LayerNorm."""
     act = _silu if config.resolved_activation == "silu" else _hardswish
-    s = _dense(_silu(_dense(state, p["scale_in"])), p["scale_out"])  # [B, H, L]
+    s = _dense(_silu(_dense(state, p["scale_in"])), p["scale_out"]) if "scale_in" in p else 1.0
     u = (state * s).transpose(0, 2, 1)  # [B, L, H]
     tau = act(_conv(act(_conv(u, p["conv_1"])), p["conv_2"]))  # [B, L, H]
     g = 1.0 / (1.0 + np.exp(-_dense(state, p["gate"])))  # [B, H, 1 or L]
@@ -192,8 +192,9 @@ def _forward(params, items, ts, lengths, config):
         {"mask_padding": True},
         {"p2p_residual": True, "num_layers": 1, "activation": "silu"},
         {"time_aware": False, "use_ffn": False},
+        {"position_mlp": False, "mask_padding": True},
     ],
-    ids=["reference", "mask_padding", "p2p_one_layer_silu", "ssd4rec_no_ffn"],
+    ids=["reference", "mask_padding", "p2p_one_layer_silu", "ssd4rec_no_ffn", "no_position_mlp"],
 )
 def test_forward_matches_numpy_reference(x64, overrides):
     config = dataclasses.replace(SMOKE, dtype=jnp.float64, param_dtype=jnp.float64, **overrides)
@@ -301,6 +302,23 @@ def test_time_branch_mlp_is_the_only_non_causal_part_of_tau():
     tau2, _ = apply(causal, moved)
     np.testing.assert_array_equal(np.asarray(tau2[:, :j]), np.asarray(tau[:, :j]))
     assert float(jnp.max(jnp.abs(tau2[:, j:] - tau[:, j:]))) > 1e-3
+
+
+def test_without_the_position_mlp_tau_is_causal():
+    """`position_mlp=False` drops the only non-causal part of τ (the convolutions are causal);
+    the gate (L -> 1) and the sequence LayerNorm still see every position, so the next time
+    state is not causal."""
+    branch = TimeBranch(dataclasses.replace(SMOKE, position_mlp=False))
+    state = jax.random.normal(jax.random.key(0), (2, 4, 16))
+    params = _perturbed(nn.unbox(branch.init(jax.random.key(1), state)["params"]))
+    assert "scale_in" not in params and "scale_out" not in params
+    apply = jax.jit(lambda p, s: branch.apply({"params": p}, s))
+    j = 9
+    tau, next_state = apply(params, state)
+    tau2, next_state2 = apply(params, state.at[:, :, j].add(1.0))
+    np.testing.assert_array_equal(np.asarray(tau2[:, :j]), np.asarray(tau[:, :j]))
+    assert float(jnp.max(jnp.abs(tau2[:, j:] - tau[:, j:]))) > 1e-3
+    assert float(jnp.max(jnp.abs(next_state2[:, :, :j] - next_state[:, :, :j]))) > 1e-3
 
 
 def _changed_positions(a, b, tol=1e-6):
@@ -452,7 +470,13 @@ def test_parameter_counts():
     for config, want in cases.items():
         assert config.num_params() == want
         assert count(config) == want
-    for overrides in ({"p2p_residual": True}, {"num_layers": 1, "use_ffn": False}):
+    no_mlp = TiM4RecConfig.ml100k(position_mlp=False)
+    assert no_mlp.num_params() == ml100k - 2 * 2 * 51 * 50 == count(no_mlp)
+    for overrides in (
+        {"p2p_residual": True},
+        {"num_layers": 1, "use_ffn": False},
+        {"position_mlp": False, "p2p_residual": True},
+    ):
         config = dataclasses.replace(SMOKE, **overrides)
         assert count(config) == config.num_params()
 
