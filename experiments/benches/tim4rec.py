@@ -4,7 +4,9 @@ TiM4Rec (Fan et al., arXiv:2409.16182 §5.4, Table 6): the time-aware mask adds 
 (83.6 s vs 74.4 s per ML-1M epoch on an RTX 3090) and both train faster than SASRec (207.4 s);
 the claim is that time-awareness adds O(T) to SSD's linear cost, against attention's O(T^2).
 Issue 6's goals: TiM4Rec no slower than SASRec at T = 200 and >= 2x faster at T = 1000; the time
-branch costs <= 15% over SSD4Rec; linear growth in T.
+branch costs <= 15% over SSD4Rec; linear growth in T. The reference's time branch holds two L x L
+position MLPs, so it is quadratic in T; "tim4rec_nomlp" (`position_mlp=False`, not the reference)
+is the same model without them, timed beside it to show what the O(T) claim would cost.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ from experiments.benches.spec import (
 
 __all__ = ["FAMILIES", "LENGTHS", "MODELS", "SPEC", "ModelEntry", "report", "run", "scaling_figure"]
 
-Family = Literal["tim4rec", "ssd4rec", "sasrec"]
-FAMILIES: tuple[Family, ...] = ("tim4rec", "ssd4rec", "sasrec")
+Family = Literal["tim4rec", "tim4rec_nomlp", "ssd4rec", "sasrec"]
+FAMILIES: tuple[Family, ...] = ("tim4rec", "tim4rec_nomlp", "ssd4rec", "sasrec")
 LENGTHS = (50, 200, 1000, 4000)
 # ML-100K's item vocabulary after the 5-core filter: the scoring matmul [B, D] x [D, items + 1]
 # and the softmax over items are part of every step, as in training.
@@ -58,8 +60,9 @@ class ModelEntry:
     """One benchmarked model at one sequence length.
 
     Attributes:
-        family: "tim4rec" (`TiM4RecConfig.ml100k`), "ssd4rec" (the same, time branch off) or
-            "sasrec" (`SASRecConfig.ml100k`): D 64, 2 layers each.
+        family: "tim4rec" (`TiM4RecConfig.ml100k`), "tim4rec_nomlp" (the same with
+            `position_mlp=False`), "ssd4rec" (time branch off) or "sasrec"
+            (`SASRecConfig.ml100k`): D 64, 2 layers each.
         seq_len: T (the models' `max_len`; every position holds an item).
         batch: B, sequences per step.
     """
@@ -84,7 +87,10 @@ def _model(entry: ModelEntry) -> Any:
     from efficient.models.tim4rec import TiM4Rec, TiM4RecConfig
 
     config = TiM4RecConfig.ml100k(
-        num_items=NUM_ITEMS, max_len=entry.seq_len, time_aware=entry.family == "tim4rec"
+        num_items=NUM_ITEMS,
+        max_len=entry.seq_len,
+        time_aware=entry.family != "ssd4rec",
+        position_mlp=entry.family == "tim4rec",
     )
     return TiM4Rec(config)
 
@@ -243,17 +249,18 @@ def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
     first = next(iter(next(iter(by_len.values())).values()))
     rows = []
     for (T, B), row in by_len.items():
-        tim, ssd, sas = (row.get(f) for f in FAMILIES)
+        tim, lin, ssd, sas = (row.get(f) for f in FAMILIES)
         rows.append([
-            T, B, _ms(tim), _ms(ssd), _ms(sas), _ratio(_ms(sas), _ms(tim)),
+            T, B, _ms(tim), _ms(lin), _ms(ssd), _ms(sas), _ratio(_ms(sas), _ms(tim)),
             _percent_over(_ms(tim), _ms(ssd)), _percent_over(_gflop(tim), _gflop(ssd)),
+            _percent_over(_ms(lin), _ms(ssd)), _percent_over(_gflop(lin), _gflop(ssd)),
             _gib(tim), _gib(ssd), _gib(sas),
             "; ".join(f"{f}: {r.extra['skipped']}" for f, r in row.items() if "skipped" in r.extra),
         ])  # fmt: skip
     print_table(
-        ["T", "B", "tim4rec ms", "ssd4rec ms", "sasrec ms", "sasrec/tim4rec",
-         "time branch % ms", "time branch % FLOP", "tim4rec GiB", "ssd4rec GiB", "sasrec GiB",
-         "note"],
+        ["T", "B", "tim4rec ms", "no-MLP ms", "ssd4rec ms", "sasrec ms", "sasrec/tim4rec",
+         "time branch % ms", "time branch % FLOP", "no-MLP % ms", "no-MLP % FLOP",
+         "tim4rec GiB", "ssd4rec GiB", "sasrec GiB", "note"],
         rows,
         title=(
             "Train step (fwd + bwd + Adam), TiM4Rec vs SSD4Rec vs SASRec, on "
@@ -262,7 +269,9 @@ def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
         caption=(
             f"D 64, 2 layers, {NUM_ITEMS} items (ML-100K presets, max_len = T); fp32, median ms "
             "per step. sasrec/tim4rec > 1: TiM4Rec is faster. time branch %: TiM4Rec over "
-            "SSD4Rec, in step time and in XLA's FLOP count (which no machine load disturbs). "
+            "SSD4Rec, in step time and in XLA's FLOP count (which no machine load disturbs); "
+            "no-MLP: TiM4Rec without its L x L position MLPs (position_mlp=False, not the "
+            "reference). "
             "GiB: XLA's buffer estimate (arguments + outputs + temporaries).\n"
             + environment_line(first)
         ),
@@ -300,7 +309,7 @@ def scaling_figure(results: Sequence[BenchResult]):
     fig = Figure(figsize=(11, 4))
     ax_time, ax_mem = fig.subplots(1, 2)
     lowest = []
-    for family, marker in zip(FAMILIES, "osd", strict=True):
+    for family, marker in zip(FAMILIES, "o^sd", strict=True):
         for ax, value in ((ax_time, _ms), (ax_mem, _gib)):
             points = [(T, value(row.get(family)), B) for (T, B), row in by_len.items()]
             points = [(T, v / B if ax is ax_time else v) for T, v, B in points if v is not None]
@@ -330,8 +339,9 @@ def scaling_figure(results: Sequence[BenchResult]):
 
 SPEC = BenchSpec(
     description=(
-        "TiM4Rec vs SSD4Rec vs SASRec (D 64): train-step time and memory at T = 50, 200, 1000, "
-        "4000, B x T = 4,000 positions per step (arXiv:2409.16182 §5.4)"
+        "TiM4Rec (and without its position MLP) vs SSD4Rec vs SASRec (D 64): train-step time "
+        "and memory at T = 50, 200, 1000, 4000, B x T = 4,000 positions per step "
+        "(arXiv:2409.16182 §5.4)"
     ),
     run=run,
     models=tuple(MODELS),

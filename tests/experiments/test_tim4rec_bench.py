@@ -12,10 +12,10 @@ from experiments.benches import spec as bench_spec
 from experiments.benches import tim4rec as tim4rec_bench
 
 
-def test_entries_cover_the_three_models_at_each_length():
+def test_entries_cover_the_four_models_at_each_length():
     assert set(tim4rec_bench.MODELS) == set(BENCHES["tim4rec"].models)
     entries = {(e.family, e.seq_len) for e in tim4rec_bench.MODELS.values()}
-    assert entries == {(f, T) for f in ("tim4rec", "ssd4rec", "sasrec")
+    assert entries == {(f, T) for f in ("tim4rec", "tim4rec_nomlp", "ssd4rec", "sasrec")
                        for T in (50, 200, 1000, 4000)}  # fmt: skip
 
 
@@ -23,18 +23,22 @@ def _rows(path):
     return [BenchResult.from_dict(json.loads(line)) for line in path.open()]
 
 
-@pytest.mark.slow  # ~50 s on 2 CPU cores: three train steps, each compiled twice
-def test_quick_run_times_all_three_and_saves_the_figure(tmp_path, capsys):
+@pytest.mark.slow  # ~60 s on 2 CPU cores: four train steps, each compiled twice
+def test_quick_run_times_all_four_and_saves_the_figure(tmp_path, capsys):
     out = tmp_path / "tim4rec.jsonl"
-    args = ["tim4rec", "--models", "tim4rec_50,ssd4rec_50,sasrec_50", "--batch", "2",
+    models = "tim4rec_50,tim4rec_nomlp_50,ssd4rec_50,sasrec_50"
+    args = ["tim4rec", "--models", models, "--batch", "2",
             "--repeats", "1", "--warmup", "0", "--out", str(out)]  # fmt: skip
     assert bench.main(args) == 0
     rows = {r.extra["family"]: r for r in _rows(out)}
-    assert set(rows) == {"tim4rec", "ssd4rec", "sasrec"}
+    assert set(rows) == {"tim4rec", "tim4rec_nomlp", "ssd4rec", "sasrec"}
     assert all(len(r.times_ms) == 1 and r.batch == 2 * 50 for r in rows.values())
     assert all(r.memory.total_bytes > 0 and r.flops > 0 for r in rows.values())
-    # The time branch adds parameters (the L x L position MLPs) to SSD4Rec.
-    assert rows["tim4rec"].extra["params"] > rows["ssd4rec"].extra["params"]
+    # The time branch adds parameters to SSD4Rec; the position MLPs are 2 x 2 x 51 x 50 of them.
+    params = {family: row.extra["params"] for family, row in rows.items()}
+    assert params["tim4rec"] - params["tim4rec_nomlp"] == 2 * 2 * 51 * 50
+    assert params["tim4rec_nomlp"] > params["ssd4rec"]
+    assert rows["tim4rec"].flops > rows["tim4rec_nomlp"].flops > rows["ssd4rec"].flops
     text = capsys.readouterr().out
     assert "TiM4Rec vs SSD4Rec vs SASRec" in text and "sasrec/tim4rec" in text
     assert out.with_suffix(".png").stat().st_size > 1000
