@@ -39,7 +39,7 @@ tpu-aot: $(LIBTPU)/.installed
 
 # The kernel tests under the oldest jax that pyproject.toml allows, the GPU image's: its Pallas-Triton
 # lowering differs from newer ones (jax 0.11 left partial blocks unmasked:
-# pallas_kernels/rational/README.md). Its own venv; not part of `make test` (CI time).
+# pallas_kernels/rational/README.md). Its own venv; CI runs it after `make test` (.ci/run).
 JAX_MIN := 0.11.2
 VENV_MIN := .venv-jax-min
 $(VENV_MIN)/.installed: pyproject.toml
