@@ -99,8 +99,11 @@ def group_rational(
         ValueError: An unsupported shape, dtype or implementation, naming what is supported.
     """
     check_arguments(x, numerator, denominator, implementation)
+    implementation = resolve_implementation(implementation)
+    if x.size == 0:  # nothing to launch a kernel over; the XLA path gives [] and zero gradients
+        implementation = "xla"
     config = vjp.RationalConfig(
-        implementation=resolve_implementation(implementation),  # type: ignore[arg-type]
+        implementation=implementation,  # type: ignore[arg-type]
         block_sizes=block_sizes or kernel.default_block_sizes(),
     )
     return vjp.group_rational_op(config, x, numerator, denominator)

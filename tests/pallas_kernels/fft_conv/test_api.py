@@ -148,3 +148,19 @@ def test_tf32_needs_a_gpu():
     u, k = _uk()
     with pytest.raises(ValueError, match="BlockSizes.dot='tf32x3' needs a GPU"):
         fft_conv(u, k, implementation="interpret", block_sizes=BlockSizes(dot="tf32x3"))
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 100), (2, 0, 100), (2, 2, 0)])
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_empty_input(shape, implementation):
+    """An empty batch, head or time axis: [] out and zero filter gradients (no kernel launch)."""
+    u = jnp.zeros(shape, jnp.float32)
+    k = jnp.ones((shape[1], 7), jnp.float32)
+
+    def loss(u, k):
+        return fft_conv(u, k, implementation=implementation).sum()
+
+    assert fft_conv(u, k, implementation=implementation).shape == shape
+    du, dk = jax.grad(loss, argnums=(0, 1))(u, k)
+    assert du.shape == shape
+    np.testing.assert_array_equal(np.asarray(dk), np.zeros(k.shape, np.float32))

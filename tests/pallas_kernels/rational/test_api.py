@@ -74,3 +74,19 @@ def test_works_on_sharded_input():
     # Per-device shapes compile to other fusions: XLA:CPU may round differently (1 ulp).
     want = jax.jit(group_rational)(x, num, den)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_empty_input(implementation):
+    """No rows: [] out, zero coefficient gradients, in every implementation (no kernel launch)."""
+    _, num, den = _args()
+    x = jnp.zeros((0, 16), jnp.float32)
+
+    def loss(x, num, den):
+        return group_rational(x, num, den, implementation=implementation).sum()
+
+    assert group_rational(x, num, den, implementation=implementation).shape == (0, 16)
+    dx, dnum, dden = jax.grad(loss, argnums=(0, 1, 2))(x, num, den)
+    assert dx.shape == (0, 16)
+    np.testing.assert_array_equal(np.asarray(dnum), np.zeros(num.shape, np.float32))
+    np.testing.assert_array_equal(np.asarray(dden), np.zeros(den.shape, np.float32))
