@@ -30,6 +30,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # JAX takes 60% of the card; the PyTorch baselines live in the rest.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}
 PY=${PY:-python3}
+# JAX's persistent compilation cache: a rerun on the same warm machine (the device keeps ignored
+# paths between calls) skips the Triton and XLA compiles that cut the H200 session's steps short.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$PWD/.cache/jax}
 
 step() { # step NAME SECONDS COMMAND...: run with a time limit (LIMIT_<NAME> overrides SECONDS),
   # log, never abort the script
