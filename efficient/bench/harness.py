@@ -18,11 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "BenchCase",
     "BenchResult",
     "Environment",
     "MemoryStats",
     "append_jsonl",
     "benchmark",
+    "benchmark_interleaved",
     "cost_stats",
     "environment",
     "git_commit",
@@ -448,6 +450,54 @@ def _shape_struct(x: Any) -> Any:
     return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=sharding)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BenchCase:
+    """One function and its example arguments, to time beside others (`benchmark_interleaved`).
+
+    Attributes:
+        fn: The function to time; jitted by the harness (an already-jitted function is fine).
+        args: Example positional arguments: arrays and/or `jax.ShapeDtypeStruct`s (pytrees).
+        name: Label of the result; unique within one interleaved group.
+        batch: Items per call, for items/s and per-item FLOPs.
+        static_argnums: Passed to `jax.jit`; those arguments are passed through untouched.
+        extra: JSON-serialisable metadata stored in the result.
+    """
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    name: str
+    batch: int | None = None
+    static_argnums: int | Sequence[int] = ()
+    extra: Mapping[str, Any] | None = None
+
+
+def _compile(case: BenchCase) -> tuple[Any, list[Any], dict[str, Any]]:
+    """(compiled executable, its non-static argument templates, BenchResult fields so far)."""
+    static_argnums = case.static_argnums
+    static = {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
+    jitted = jax.jit(case.fn, static_argnums=tuple(sorted(static)))
+    # Lower on shape structs only: tracing never touches (or keeps alive) argument data.
+    shapes = [a if i in static else jax.tree.map(_shape_struct, a) for i, a in enumerate(case.args)]
+    t0 = time.perf_counter()
+    lowered = jitted.lower(*shapes)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    flops, bytes_accessed = cost_stats(compiled)
+    fields = dict(
+        name=case.name,
+        batch=case.batch,
+        flops=flops,
+        bytes_accessed=bytes_accessed,
+        memory=memory_stats(compiled),
+        lower_s=t1 - t0,
+        compile_s=t2 - t1,
+        extra=dict(case.extra or {}),
+    )
+    # The compiled executable takes only the non-static arguments.
+    return compiled, [a for i, a in enumerate(case.args) if i not in static], fields
+
+
 def benchmark(
     fn: Callable[..., Any],
     *args: Any,
@@ -481,6 +531,9 @@ def benchmark(
        output, i.e. wall-clock time including Python dispatch, as a user of the function sees it.
        The median is the headline figure (robust to the odd slow call from a shared machine); min,
        p90, max and the standard deviation come with it.
+    5. To compare functions, `benchmark_interleaved` times them in rounds (one call of each per
+       round), so that a machine's drift slows all of them alike and their per-round ratios
+       (`report.paired_ratio`) are far tighter than a ratio of separately measured medians.
 
     Args:
         fn: The function to time; jitted here (an already-jitted function is fine).
@@ -499,44 +552,71 @@ def benchmark(
     Raises:
         ValueError: If `warmup` < 0, or `repeats` < 1 when timing.
     """
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-    if not lower_only and repeats < 1:
-        raise ValueError(f"repeats must be >= 1 when timing, got {repeats}")
-    static = {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
-    jitted = jax.jit(fn, static_argnums=tuple(sorted(static)))
-
-    # Lower on shape structs only: tracing never touches (or keeps alive) argument data.
-    shapes = [a if i in static else jax.tree.map(_shape_struct, a) for i, a in enumerate(args)]
-    t0 = time.perf_counter()
-    lowered = jitted.lower(*shapes)
-    t1 = time.perf_counter()
-    compiled = lowered.compile()
-    t2 = time.perf_counter()
-    flops, bytes_accessed = cost_stats(compiled)
-    common = dict(
-        name=name,
-        batch=batch,
-        flops=flops,
-        bytes_accessed=bytes_accessed,
-        memory=memory_stats(compiled),
-        lower_s=t1 - t0,
-        compile_s=t2 - t1,
-        extra=dict(extra or {}),
+    case = BenchCase(
+        fn=fn, args=args, name=name, batch=batch, static_argnums=static_argnums, extra=extra
     )
     if lower_only:
-        return BenchResult(**common, lower_only=True, env=environment())
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
+        _, _, fields = _compile(case)
+        return BenchResult(**fields, lower_only=True, env=environment())
+    return benchmark_interleaved([case], warmup=warmup, repeats=repeats)[0]
 
-    # The compiled executable takes only the non-static arguments.
-    call_args = [materialize(a) for i, a in enumerate(args) if i not in static]
-    for _ in range(warmup):
-        jax.block_until_ready(compiled(*call_args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*call_args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return BenchResult(**common, warmup=warmup, times_ms=tuple(times), env=environment())
+
+def benchmark_interleaved(
+    cases: Sequence[BenchCase], *, warmup: int = 3, repeats: int = 10, seed: int = 0
+) -> list[BenchResult]:
+    """Compile every case, then time them all in rounds: one call of each per round.
+
+    Steps 1-3 of `benchmark`'s protocol per case. Then `warmup` untimed rounds and `repeats`
+    timed rounds; each round calls every case once, in an order shuffled per round (seeded), and
+    times each call on its own as in `benchmark`. A slow spell of a shared machine, a frequency
+    change or a neighbour's job then hits every case of a round, so per-round ratios between the
+    cases (`report.paired_ratio`) cancel it where a ratio of medians timed minutes apart cannot.
+    Each result's `times_ms[i]` is its call in round i; `extra["interleaved_with"]` names the
+    other cases of the group (absent for a single case).
+
+    Args:
+        cases: The functions to compare; names must be unique.
+        warmup: Untimed rounds after compiling (>= 0).
+        repeats: Timed rounds (>= 1).
+        seed: Seed of the per-round call order.
+
+    Returns:
+        One `BenchResult` per case, in `cases` order.
+
+    Raises:
+        ValueError: If `warmup` < 0, `repeats` < 1, no cases or repeated names.
+    """
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1 when timing, got {repeats}")
+    names = [case.name for case in cases]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"cases: need at least one, with unique names; got names {names}")
+    prepared = []
+    for case in cases:
+        compiled, templates, fields = _compile(case)
+        prepared.append((compiled, [materialize(a) for a in templates], fields))
+    rng = np.random.default_rng(seed)
+    times: list[list[float]] = [[] for _ in cases]
+    for round_index in range(warmup + repeats):
+        for i in rng.permutation(len(cases)):
+            compiled, call_args, _ = prepared[i]
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(*call_args))
+            if round_index >= warmup:
+                times[i].append((time.perf_counter() - start) * 1e3)
+    results = []
+    for (_, _, fields), case_times in zip(prepared, times, strict=True):
+        if len(cases) > 1:
+            others = [n for n in names if n != fields["name"]]
+            fields = {**fields, "extra": {**fields["extra"], "interleaved_with": others}}
+        results.append(
+            BenchResult(**fields, warmup=warmup, times_ms=tuple(case_times), env=environment())
+        )
+    return results
 
 
 # ---------------------------------------------------------------------------------------------

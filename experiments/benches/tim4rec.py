@@ -23,13 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from efficient.bench import (
+    BenchCase,
     BenchResult,
     benchmark,
+    benchmark_interleaved,
     environment_line,
     print_table,
     synthetic_variables,
 )
-from efficient.bench.report import device_label
+from efficient.bench.report import device_label, paired_ratio
 from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
@@ -131,18 +133,20 @@ def _train_step(model: Any, optimizer: Any):
 
 
 def run(args: BenchArgs) -> Iterator[BenchResult]:
-    """Yield one train-step result per model entry.
+    """Yield one train-step result per model entry, the models of one length timed side by side.
 
     Train step: softmax cross-entropy of the target over all items (the training loss), fp32,
     `jax.value_and_grad`, Adam at lr 1e-3 (the paper's optimizer), dropout on, jitted; synthetic
     LeCun-normal weights; B full-length sequences, B x T = 4,000 positions (`--batch` fixes B
-    for every length). Where XLA's buffer
-    estimate exceeds 80% of the free host memory on CPU the row is compiled only (FLOPs and
-    memory; "skipped" says why). Items are sequence positions, so items/s is positions/s.
-    `--models` picks entries (e.g. `tim4rec_1000,sasrec_1000`).
+    for every length). The models of one length are timed in interleaved rounds
+    (`benchmark_interleaved`: one step of each per round, shuffled), so the time branch's cost
+    over SSD4Rec is a paired per-round ratio (`paired_ratio`) that machine drift cancels out of.
+    On CPU, where XLA's buffer estimate exceeds 80% of the free host memory the row is compiled
+    only (FLOPs and memory; "skipped" says why). Items are sequence positions, so items/s is
+    positions/s. `--models` picks entries (e.g. `tim4rec_1000,sasrec_1000`).
 
     Yields:
-        `BenchResult`s named "tim4rec/<family>_<T>/train".
+        `BenchResult`s named "tim4rec/<family>_<T>/train", a length's rows once all are timed.
     """
     import flax.linen as nn
 
@@ -151,48 +155,66 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
     optimizer = make_optimizer(
         OptimizerConfig(name="adamw", learning_rate=1e-3, schedule="constant"), total_steps=1
     )
+    by_length: dict[int, list[str]] = {}
     for key in resolve_models(SPEC, args.models):
-        entry = MODELS[key]
-        model = _model(entry)
-        B, T = args.batch or entry.batch, entry.seq_len
-        items, times, lengths, targets = _inputs(B, T)
-        dropout_key = jax.random.key(1)
-        init = jax.jit(lambda k, i, t, n, m=model: m.init(k, i, t, n, train=False))
-        shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), items, times, lengths))
-        shapes = shapes["params"]
-        opt_shapes = jax.eval_shape(optimizer.init, shapes)
-        step = _train_step(model, optimizer)
-        name = f"tim4rec/{key}/train"
-        extra = {
-            "bench": "tim4rec",
-            "model": key,
-            "family": entry.family,
-            "batch_size": B,
-            "seq_len": T,
-            "num_items": NUM_ITEMS,
-            "params": sum(x.size for x in jax.tree.leaves(shapes)),
-            "dtype": "float32",
-            "matmul_precision": args.precision,
-            "optimizer": "adam lr 1e-3, efficient.train.make_optimizer",
-        }
-        print(f"{name}: B={B}, T={T}, compiling ...", file=sys.stderr)
-        data = (items, times, lengths, targets, dropout_key)
-        compiled = benchmark(
-            step, shapes, opt_shapes, *data, name=name, batch=B * T, lower_only=True, extra=extra
-        )
-        skipped = skip_if_too_big(compiled, name)
-        if args.lower_only or skipped:
-            compiled = skipped or compiled
-            yield compiled
-            continue
-        warmup, repeats = protocol(args)
-        print(f"{name}: {warmup} warm-up + {repeats} timed calls ...", file=sys.stderr)
-        params = synthetic_variables(shapes)
-        yield benchmark(
-            step, params, optimizer.init(params), *data, name=name, batch=B * T, warmup=warmup,
-            repeats=repeats, extra=extra,
-        )  # fmt: skip
-        del params
+        by_length.setdefault(MODELS[key].seq_len, []).append(key)
+    warmup, repeats = protocol(args)
+    for keys in by_length.values():
+        cases = []
+        for key in keys:
+            entry = MODELS[key]
+            model = _model(entry)
+            B, T = args.batch or entry.batch, entry.seq_len
+            items, times, lengths, targets = _inputs(B, T)
+            init = jax.jit(lambda k, i, t, n, m=model: m.init(k, i, t, n, train=False))
+            shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), items, times, lengths))
+            shapes = shapes["params"]
+            name = f"tim4rec/{key}/train"
+            extra = {
+                "bench": "tim4rec",
+                "model": key,
+                "family": entry.family,
+                "batch_size": B,
+                "seq_len": T,
+                "num_items": NUM_ITEMS,
+                "params": sum(x.size for x in jax.tree.leaves(shapes)),
+                "dtype": "float32",
+                "matmul_precision": args.precision,
+                "optimizer": "adam lr 1e-3, efficient.train.make_optimizer",
+            }
+            data = (items, times, lengths, targets, jax.random.key(1))
+            step = _train_step(model, optimizer)
+            # The size check needs a compile of its own; off CPU it never skips, so save it.
+            if args.lower_only or jax.default_backend() == "cpu":
+                print(f"{name}: B={B}, T={T}, compiling ...", file=sys.stderr)
+                opt_shapes = jax.eval_shape(optimizer.init, shapes)
+                compiled = benchmark(
+                    step, shapes, opt_shapes, *data, name=name, batch=B * T, lower_only=True,
+                    extra=extra,
+                )  # fmt: skip
+                skipped = skip_if_too_big(compiled, name)
+                if args.lower_only or skipped:
+                    yield skipped or compiled
+                    continue
+            params = synthetic_variables(shapes)
+            cases.append(
+                BenchCase(
+                    fn=step,
+                    args=(params, optimizer.init(params), *data),
+                    name=name,
+                    batch=B * T,
+                    extra=extra,
+                )  # fmt: skip
+            )
+        if cases:
+            names = ", ".join(case.name for case in cases)
+            print(
+                f"T={MODELS[keys[0]].seq_len}: {warmup} warm-up + {repeats} timed rounds of "
+                f"{names} ...",
+                file=sys.stderr,
+            )
+            yield from benchmark_interleaved(cases, warmup=warmup, repeats=repeats)
+        del cases
 
 
 def _ms(r: BenchResult | None) -> float | None:
@@ -214,6 +236,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def _percent_over(a: float | None, b: float | None) -> float | None:
     ratio = _ratio(a, b)
     return None if ratio is None else 100 * (ratio - 1)
+
+
+def _over_ssd4rec(r: BenchResult | None, ssd: BenchResult | None) -> str | float | None:
+    """Step time of r over SSD4Rec's, in %: paired per-round median and its 95% bootstrap
+    interval when both were timed in the same interleaved rounds, else a ratio of medians."""
+    if r is None or ssd is None or r.lower_only or ssd.lower_only:
+        return None
+    paired = paired_ratio(r, ssd)
+    if paired is None:
+        return _percent_over(_ms(r), _ms(ssd))
+    estimate, low, high = (100 * (x - 1) for x in paired)
+    return f"{estimate:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
 def _table(results: Sequence[BenchResult]) -> dict[tuple[int, int], dict[str, BenchResult]]:
@@ -252,8 +286,8 @@ def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
         tim, lin, ssd, sas = (row.get(f) for f in FAMILIES)
         rows.append([
             T, B, _ms(tim), _ms(lin), _ms(ssd), _ms(sas), _ratio(_ms(sas), _ms(tim)),
-            _percent_over(_ms(tim), _ms(ssd)), _percent_over(_gflop(tim), _gflop(ssd)),
-            _percent_over(_ms(lin), _ms(ssd)), _percent_over(_gflop(lin), _gflop(ssd)),
+            _over_ssd4rec(tim, ssd), _percent_over(_gflop(tim), _gflop(ssd)),
+            _over_ssd4rec(lin, ssd), _percent_over(_gflop(lin), _gflop(ssd)),
             _gib(tim), _gib(ssd), _gib(sas),
             "; ".join(f"{f}: {r.extra['skipped']}" for f, r in row.items() if "skipped" in r.extra),
         ])  # fmt: skip
@@ -269,7 +303,9 @@ def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
         caption=(
             f"D 64, 2 layers, {NUM_ITEMS} items (ML-100K presets, max_len = T); fp32, median ms "
             "per step. sasrec/tim4rec > 1: TiM4Rec is faster. time branch %: TiM4Rec over "
-            "SSD4Rec, in step time and in XLA's FLOP count (which no machine load disturbs); "
+            "SSD4Rec, in step time (median of per-round ratios, the models of one T timed in "
+            "interleaved rounds, [95% bootstrap interval]) and in XLA's FLOP count (which no "
+            "machine load disturbs); "
             "no-MLP: TiM4Rec without its L x L position MLPs (position_mlp=False, not the "
             "reference). "
             "GiB: XLA's buffer estimate (arguments + outputs + temporaries).\n"

@@ -2,6 +2,7 @@
 out-of-memory guard. Nothing here asserts a time."""
 
 import json
+import re
 
 import pytest
 
@@ -23,16 +24,20 @@ def _rows(path):
     return [BenchResult.from_dict(json.loads(line)) for line in path.open()]
 
 
-@pytest.mark.slow  # ~60 s on 2 CPU cores: four train steps, each compiled twice
+@pytest.mark.slow  # ~60 s on 2 CPU cores: four train steps, each compiled twice (size check)
 def test_quick_run_times_all_four_and_saves_the_figure(tmp_path, capsys):
     out = tmp_path / "tim4rec.jsonl"
     models = "tim4rec_50,tim4rec_nomlp_50,ssd4rec_50,sasrec_50"
     args = ["tim4rec", "--models", models, "--batch", "2",
-            "--repeats", "1", "--warmup", "0", "--out", str(out)]  # fmt: skip
+            "--repeats", "3", "--warmup", "0", "--out", str(out)]  # fmt: skip
     assert bench.main(args) == 0
     rows = {r.extra["family"]: r for r in _rows(out)}
     assert set(rows) == {"tim4rec", "tim4rec_nomlp", "ssd4rec", "sasrec"}
-    assert all(len(r.times_ms) == 1 and r.batch == 2 * 50 for r in rows.values())
+    assert all(len(r.times_ms) == 3 and r.batch == 2 * 50 for r in rows.values())
+    # One length's models are timed in the same rounds: the table pairs them round by round.
+    assert set(rows["tim4rec"].extra["interleaved_with"]) == {
+        f"tim4rec/{f}_50/train" for f in ("tim4rec_nomlp", "ssd4rec", "sasrec")
+    }
     assert all(r.memory.total_bytes > 0 and r.flops > 0 for r in rows.values())
     # The time branch adds parameters to SSD4Rec; the position MLPs are 2 x 2 x 51 x 50 of them.
     params = {family: row.extra["params"] for family, row in rows.items()}
@@ -41,6 +46,7 @@ def test_quick_run_times_all_four_and_saves_the_figure(tmp_path, capsys):
     assert rows["tim4rec"].flops > rows["tim4rec_nomlp"].flops > rows["ssd4rec"].flops
     text = capsys.readouterr().out
     assert "TiM4Rec vs SSD4Rec vs SASRec" in text and "sasrec/tim4rec" in text
+    assert re.search(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", text)  # paired, interval
     assert out.with_suffix(".png").stat().st_size > 1000
 
 

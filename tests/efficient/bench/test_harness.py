@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 
 from efficient.bench import (
+    BenchCase,
     BenchResult,
     MemoryStats,
     append_jsonl,
     benchmark,
+    benchmark_interleaved,
     cost_stats,
     environment,
     git_commit,
     materialize,
     memory_stats,
+    paired_ratio,
     read_jsonl,
     render_table,
     synthetic_variables,
@@ -75,6 +78,65 @@ def test_invalid_counts_raise():
         benchmark(_matmul, _struct(2, 2), _struct(2, 2), name="x", warmup=-1)
     with pytest.raises(ValueError, match="repeats"):
         benchmark(_matmul, _struct(2, 2), _struct(2, 2), name="x", repeats=0)
+
+
+def test_interleaved_rounds_call_each_case_once_in_shuffled_order():
+    calls = []
+
+    def case(tag):
+        def fn(x):
+            # Runs at call time, not trace time: records the order of the compiled calls.
+            jax.experimental.io_callback(lambda: calls.append(tag), None, ordered=True)
+            return x * tag
+
+        return BenchCase(fn=fn, args=(jnp.ones(4),), name=f"c{tag}", batch=4, extra={"k": tag})
+
+    results = benchmark_interleaved([case(1), case(2), case(3)], warmup=1, repeats=8, seed=3)
+    assert [r.name for r in results] == ["c1", "c2", "c3"]
+    assert all(r.repeats == 8 and r.warmup == 1 for r in results)
+    assert results[0].extra == {"k": 1, "interleaved_with": ["c2", "c3"]}
+    rounds = [tuple(calls[i : i + 3]) for i in range(0, len(calls), 3)]
+    assert len(rounds) == 9 and all(sorted(r) == [1, 2, 3] for r in rounds)
+    assert len(set(rounds)) > 1  # the order is shuffled, not fixed
+    single = benchmark_interleaved([case(5)], warmup=0, repeats=2)[0]
+    assert "interleaved_with" not in single.extra and single.repeats == 2
+
+
+def test_interleaved_rejects_bad_groups():
+    case = BenchCase(fn=_matmul, args=(_struct(2, 2), _struct(2, 2)), name="x")
+    with pytest.raises(ValueError, match="unique names"):
+        benchmark_interleaved([case, case])
+    with pytest.raises(ValueError, match="unique names"):
+        benchmark_interleaved([])
+    with pytest.raises(ValueError, match="repeats"):
+        benchmark_interleaved([case], repeats=0)
+
+
+def _timed(name, times, other):
+    env = environment()
+    return BenchResult(
+        name=name, times_ms=tuple(times), env=env, extra={"interleaved_with": [other]}
+    )
+
+
+def test_paired_ratio_cancels_round_drift():
+    # Each round's machine speed varies 3x; a is 10% slower than b in every round, with a little
+    # call noise. The ratio of medians wanders, the paired ratio does not.
+    rng = np.random.default_rng(0)
+    drift = rng.uniform(1.0, 3.0, size=40)
+    b_times = 100 * drift * rng.uniform(0.99, 1.01, size=40)
+    a_times = 1.1 * 100 * drift * rng.uniform(0.99, 1.01, size=40)
+    a, b = _timed("a", a_times, "b"), _timed("b", b_times, "a")
+    estimate, low, high = paired_ratio(a, b)
+    assert estimate == pytest.approx(float(np.median(a_times / b_times)))
+    assert low <= estimate <= high
+    assert low > 1.08 and high < 1.12
+    assert paired_ratio(a, b) == paired_ratio(a, b)  # seeded
+    lone = BenchResult(name="b", times_ms=tuple(b_times), env=environment())
+    assert paired_ratio(lone, a) is None  # not from one interleaved group
+    assert paired_ratio(a, _timed("b", b_times[:5], "a")) is None  # rounds do not align
+    with pytest.raises(ValueError, match="confidence"):
+        paired_ratio(a, b, confidence=1.0)
 
 
 def test_lower_only_does_not_allocate():
