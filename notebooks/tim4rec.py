@@ -162,7 +162,9 @@ else:
 # reads XLA's memory estimate of each; rows whose estimate exceeds the free memory are compiled
 # but not run. Beside TiM4Rec, SSD4Rec and SASRec it times `tim4rec_nomlp`: TiM4Rec without the
 # reference's two L x L position MLPs (`position_mlp=False`, not the reference), whose time
-# branch is linear in T.
+# branch is linear in T. The models of one length are timed side by side, one step of each per
+# round in shuffled order, so the time branch's cost over SSD4Rec is a median of per-round ratios
+# with a 95% bootstrap interval: a slow spell of the machine hits every model of a round alike.
 # In smoke mode only T = 50 and 200 at batch 4, one timed call each: the shape of the curves, not
 # figures to quote.
 
