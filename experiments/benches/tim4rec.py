@@ -138,15 +138,17 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
     Train step: softmax cross-entropy of the target over all items (the training loss), fp32,
     `jax.value_and_grad`, Adam at lr 1e-3 (the paper's optimizer), dropout on, jitted; synthetic
     LeCun-normal weights; B full-length sequences, B x T = 4,000 positions (`--batch` fixes B
-    for every length). The models of one length are timed in interleaved rounds
-    (`benchmark_interleaved`: one step of each per round, shuffled), so the time branch's cost
-    over SSD4Rec is a paired per-round ratio (`paired_ratio`) that machine drift cancels out of.
+    for every length). TiM4Rec, its no-MLP ablation and SSD4Rec of one length are timed in
+    interleaved rounds (`benchmark_interleaved`: one step of each per round, shuffled), so the
+    time branch's cost over SSD4Rec is a paired per-round ratio (`paired_ratio`) that machine
+    drift cancels out of; SASRec, several times slower from T = 200 on, is timed after them on its
+    own (sasrec/tim4rec is a ratio of medians).
     On CPU, where XLA's buffer estimate exceeds 80% of the free host memory the row is compiled
     only (FLOPs and memory; "skipped" says why). Items are sequence positions, so items/s is
     positions/s. `--models` picks entries (e.g. `tim4rec_1000,sasrec_1000`).
 
     Yields:
-        `BenchResult`s named "tim4rec/<family>_<T>/train", a length's rows once all are timed.
+        `BenchResult`s named "tim4rec/<family>_<T>/train", a group's rows once all are timed.
     """
     import flax.linen as nn
 
@@ -155,11 +157,16 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
     optimizer = make_optimizer(
         OptimizerConfig(name="adamw", learning_rate=1e-3, schedule="constant"), total_steps=1
     )
-    by_length: dict[int, list[str]] = {}
+    # SASRec is timed in a group of its own: at T >= 1000 its step allocates GiBs (XLA: 1.5 GiB
+    # at 1000, 5.8 at 4000) and a round's SSD steps after it ran slower and far more variably
+    # (one run on 2 CPU cores, 20 rounds: the time branch's 95% interval at T = 1000 spanned 22
+    # points with SASRec in the round, 8 without; at 4000, 206 against 24).
+    groups: dict[tuple[int, bool], list[str]] = {}
     for key in resolve_models(SPEC, args.models):
-        by_length.setdefault(MODELS[key].seq_len, []).append(key)
+        entry = MODELS[key]
+        groups.setdefault((entry.seq_len, entry.family == "sasrec"), []).append(key)
     warmup, repeats = protocol(args)
-    for keys in by_length.values():
+    for keys in groups.values():
         cases = []
         for key in keys:
             entry = MODELS[key]
@@ -303,7 +310,7 @@ def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
         caption=(
             f"D 64, 2 layers, {NUM_ITEMS} items (ML-100K presets, max_len = T); fp32, median ms "
             "per step. sasrec/tim4rec > 1: TiM4Rec is faster. time branch %: TiM4Rec over "
-            "SSD4Rec, in step time (median of per-round ratios, the models of one T timed in "
+            "SSD4Rec, in step time (median of per-round ratios, the SSD models of one T timed in "
             "interleaved rounds, [95% bootstrap interval]) and in XLA's FLOP count (which no "
             "machine load disturbs); "
             "no-MLP: TiM4Rec without its L x L position MLPs (position_mlp=False, not the "
