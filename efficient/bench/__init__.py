@@ -21,6 +21,7 @@ from efficient.bench.report import (
     paired_ratio,
     print_results,
     print_table,
+    ratio_cell,
     render_table,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "paired_ratio",
     "print_results",
     "print_table",
+    "ratio_cell",
     "read_jsonl",
     "render_table",
     "synthetic_variables",

@@ -20,6 +20,7 @@ __all__ = [
     "paired_ratio",
     "print_results",
     "print_table",
+    "ratio_cell",
     "render_table",
     "spearman",
 ]
@@ -283,3 +284,28 @@ def paired_ratio(
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(medians, [tail, 100 - tail])
     return float(np.median(ratios)), float(low), float(high)
+
+
+def ratio_cell(a: BenchResult | None, b: BenchResult | None, *, percent: bool = False):
+    """a's step time over b's, for a table cell.
+
+    Args:
+        a: The numerator's result (None or compiled-only: no cell).
+        b: The denominator's result.
+        percent: Give the excess over b in % ("+4.1") instead of the ratio ("1.041").
+
+    Returns:
+        "estimate [low, high]" (`paired_ratio`'s 95% interval) when a and b were timed in the
+        same interleaved rounds; else the ratio of their medians as a float; None when either
+        has no times.
+    """
+    if a is None or b is None or not a.median_ms or not b.median_ms:
+        return None
+    paired = paired_ratio(a, b)
+    if paired is None:
+        ratio = a.median_ms / b.median_ms
+        return 100 * (ratio - 1) if percent else ratio
+    if percent:
+        estimate, low, high = (100 * (x - 1) for x in paired)
+        return f"{estimate:+.1f} [{low:+.1f}, {high:+.1f}]"
+    return "{:.3f} [{:.3f}, {:.3f}]".format(*paired)

@@ -8,7 +8,6 @@ arXiv:2311.05908 §5).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -16,19 +15,20 @@ import jax
 import jax.numpy as jnp
 
 from efficient.bench import (
+    BenchCase,
     BenchResult,
-    benchmark,
     environment_line,
     print_table,
     synthetic_variables,
 )
-from efficient.bench.report import device_label
+from efficient.bench.report import device_label, ratio_cell
 from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
+    SideBySide,
     protocol,
     resolve_models,
-    skip_if_too_big,
+    time_side_by_side,
 )
 
 __all__ = ["MODELS", "SPEC", "ModelEntry", "run", "report"]
@@ -95,14 +95,15 @@ def _train_step(model: Any, optimizer: Any):
 
 
 def run(args: BenchArgs) -> Iterator[BenchResult]:
-    """Yield one train-step result per model entry.
+    """Yield one train-step result per model entry, Hyena and attention of one T side by side.
 
     Train step: next-token cross-entropy, `jax.value_and_grad`, AdamW with clipping
     (`efficient.train.make_optimizer`), jitted, fp32, synthetic LeCun-normal weights and zero
     tokens. The step is compiled first; where XLA's buffer estimate exceeds 80% of the free host
     memory on CPU the row is kept compiled-only (FLOPs and memory, "skipped" says why) instead of
     risking an out-of-memory kill. Items are tokens, so items/s is tokens/s. `--models` picks
-    entries (e.g. `hyena_16k,transformer_16k`); `--batch` sets B.
+    entries (e.g. `hyena_16k,transformer_16k`); `--batch` sets B. The models of one length are
+    timed in interleaved rounds (`time_side_by_side`): one step of each per round, shuffled.
 
     Yields:
         `BenchResult`s named "hyena/<family>_<T>k/train".
@@ -114,50 +115,45 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
     optimizer = make_optimizer(
         OptimizerConfig(learning_rate=3e-4, weight_decay=0.1, grad_clip_norm=1.0), total_steps=1000
     )
+    by_length: dict[int, list[str]] = {}
     for key in resolve_models(SPEC, args.models):
-        entry = MODELS[key]
-        config = _config(entry)
-        model = _module(config)
-        B, T = args.batch or entry.batch, entry.seq_len
-        tokens = jax.ShapeDtypeStruct((B, T), jnp.int32)
-        init = jax.jit(lambda k, t, m=model: m.init(k, t))
-        shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), tokens)["params"])
-        opt_shapes = jax.eval_shape(optimizer.init, shapes)
-        step = _train_step(model, optimizer)
-        name = f"hyena/{key}/train"
-        extra = {
-            "bench": "hyena",
-            "model": key,
-            "family": entry.family,
-            "batch_size": B,
-            "seq_len": T,
-            "params": sum(x.size for x in jax.tree.leaves(shapes)),
-            "dtype": jnp.dtype(config.dtype).name,
-            "matmul_precision": args.precision,
-            "optimizer": "adamw (wd 0.1 on matrices, clip 1.0), efficient.train.make_optimizer",
-        }
-        print(f"{name}: B={B}, T={T}, compiling ...", file=sys.stderr)
-        compiled = benchmark(
-            step, shapes, opt_shapes, tokens, tokens, name=name, batch=B * T, lower_only=True,
-            extra=extra,
-        )  # fmt: skip
-        skipped = skip_if_too_big(compiled, name)
-        if args.lower_only or skipped:
-            compiled = skipped or compiled
-            yield compiled
-            continue
-        warmup, repeats = protocol(args)
-        print(f"{name}: {warmup} warm-up + {repeats} timed calls ...", file=sys.stderr)
-        params = synthetic_variables(shapes)
-        yield benchmark(
-            step, params, optimizer.init(params), tokens, tokens, name=name, batch=B * T,
-            warmup=warmup, repeats=repeats, extra=extra,
-        )  # fmt: skip
-        del params
+        by_length.setdefault(MODELS[key].seq_len, []).append(key)
+    warmup, repeats = protocol(args)
+    for keys in by_length.values():
+        rows = []
+        for key in keys:
+            entry = MODELS[key]
+            config = _config(entry)
+            model = _module(config)
+            B, T = args.batch or entry.batch, entry.seq_len
+            tokens = jax.ShapeDtypeStruct((B, T), jnp.int32)
+            init = jax.jit(lambda k, t, m=model: m.init(k, t))
+            shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), tokens)["params"])
+            extra = {
+                "bench": "hyena",
+                "model": key,
+                "family": entry.family,
+                "batch_size": B,
+                "seq_len": T,
+                "params": sum(x.size for x in jax.tree.leaves(shapes)),
+                "dtype": jnp.dtype(config.dtype).name,
+                "matmul_precision": args.precision,
+                "optimizer": "adamw (wd 0.1 on matrices, clip 1.0), efficient.train.make_optimizer",
+            }
 
+            def make_args(shapes=shapes, tokens=tokens):
+                params = synthetic_variables(shapes)
+                return (params, optimizer.init(params), tokens, tokens)
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else a / b
+            case = BenchCase(
+                fn=_train_step(model, optimizer),
+                args=(shapes, jax.eval_shape(optimizer.init, shapes), tokens, tokens),
+                name=f"hyena/{key}/train",
+                batch=B * T,
+                extra=extra,
+            )
+            rows.append(SideBySide(case=case, make_args=make_args))
+        yield from time_side_by_side(rows, args, warmup=warmup, repeats=repeats)
 
 
 def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
@@ -190,7 +186,7 @@ def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
                 get(h, lambda r: r.items_per_s),
                 get(t, lambda r: r.median_ms),
                 get(t, lambda r: r.items_per_s),
-                _ratio(get(t, lambda r: r.median_ms), get(h, lambda r: r.median_ms)),
+                ratio_cell(t, h),
                 get(h, lambda r: r.flops and r.flops * g),
                 get(t, lambda r: r.flops and r.flops * g),
                 get(h, lambda r: r.memory.total_bytes and r.memory.total_bytes * gib),
@@ -222,7 +218,8 @@ def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
         caption=(
             "Equal-size byte LMs (D 256, 4 layers, SwiGLU 768, tied): HyenaConfig.kjv (3.67M) vs "
             "transformer/kjv's model (3.48M); fp32, median ms per step; attn/hyena > 1: Hyena is "
-            "faster. GiB: XLA's buffer estimate (arguments + outputs + temporaries).\n"
+            "faster (median of per-round ratios [95% bootstrap interval]: the two timed in "
+            "interleaved rounds). GiB: XLA's buffer estimate (arguments + outputs + temporaries).\n"
             + environment_line(ours[0])
         ),
     )

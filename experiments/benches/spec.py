@@ -12,9 +12,9 @@ from typing import Literal
 
 import jax
 
-from efficient.bench import BenchResult
+from efficient.bench import BenchCase, BenchResult, benchmark, benchmark_interleaved
 
-__all__ = ["BenchArgs", "BenchSpec", "resolve_models"]
+__all__ = ["BenchArgs", "BenchSpec", "SideBySide", "resolve_models", "time_side_by_side"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,3 +133,60 @@ def skip_if_too_big(compiled: BenchResult, name: str) -> BenchResult | None:
     skipped = f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
     print(f"{name}: not run, {skipped}", file=sys.stderr)
     return dataclasses.replace(compiled, extra={**compiled.extra, "skipped": skipped})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SideBySide:
+    """One row of a side-by-side comparison (`time_side_by_side`).
+
+    Attributes:
+        case: The function, its name and metadata; `case.args` may hold `jax.ShapeDtypeStruct`s
+            (enough to compile: FLOPs, memory, the size check).
+        make_args: Builds the arguments to time with (synthetic weights, optimizer state); None
+            times on `case.args` (structs materialised by the harness). Called only for rows
+            that are timed, so a lower-only or skipped row allocates nothing.
+    """
+
+    case: BenchCase
+    make_args: Callable[[], tuple] | None = None
+
+
+def time_side_by_side(
+    rows: Sequence[SideBySide],
+    args: BenchArgs,
+    *,
+    warmup: int,
+    repeats: int,
+    size_check: bool = True,
+) -> Iterable[BenchResult]:
+    """Compile each row, then time the runnable ones together in interleaved rounds.
+
+    With `--lower-only` every row is only compiled. Otherwise, on CPU and with `size_check`, each
+    row is compiled once first and kept compiled-only ("skipped" says why) where XLA's buffer
+    estimate exceeds `MEMORY_SHARE` of the free host memory; off CPU that never happens, so the
+    extra compile is saved. The rest run in `benchmark_interleaved` rounds (one call of each per
+    round, shuffled), so their per-round ratios (`paired_ratio`) are free of machine drift.
+
+    Yields:
+        One result per row: compiled-only ones as they are decided, the timed ones at the end.
+    """
+    timed = []
+    for row in rows:
+        case = row.case
+        if args.lower_only or (size_check and jax.default_backend() == "cpu"):
+            print(f"{case.name}: compiling ...", file=sys.stderr)
+            compiled = benchmark(
+                case.fn, *case.args, name=case.name, batch=case.batch, lower_only=True,
+                static_argnums=case.static_argnums, extra=case.extra,
+            )  # fmt: skip
+            skipped = None if args.lower_only else skip_if_too_big(compiled, case.name)
+            if args.lower_only or skipped:
+                yield skipped or compiled
+                continue
+        if row.make_args is not None:
+            case = dataclasses.replace(case, args=row.make_args())
+        timed.append(case)
+    if timed:
+        names = ", ".join(case.name for case in timed)
+        print(f"{warmup} warm-up + {repeats} timed rounds of {names} ...", file=sys.stderr)
+        yield from benchmark_interleaved(timed, warmup=warmup, repeats=repeats)

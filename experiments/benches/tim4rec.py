@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -25,19 +24,18 @@ import numpy as np
 from efficient.bench import (
     BenchCase,
     BenchResult,
-    benchmark,
-    benchmark_interleaved,
     environment_line,
     print_table,
     synthetic_variables,
 )
-from efficient.bench.report import device_label, paired_ratio
+from efficient.bench.report import device_label, ratio_cell
 from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
+    SideBySide,
     protocol,
     resolve_models,
-    skip_if_too_big,
+    time_side_by_side,
 )
 
 __all__ = ["FAMILIES", "LENGTHS", "MODELS", "SPEC", "ModelEntry", "report", "run", "scaling_figure"]
@@ -167,7 +165,7 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
         groups.setdefault((entry.seq_len, entry.family == "sasrec"), []).append(key)
     warmup, repeats = protocol(args)
     for keys in groups.values():
-        cases = []
+        rows = []
         for key in keys:
             entry = MODELS[key]
             model = _model(entry)
@@ -176,7 +174,6 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
             init = jax.jit(lambda k, i, t, n, m=model: m.init(k, i, t, n, train=False))
             shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), items, times, lengths))
             shapes = shapes["params"]
-            name = f"tim4rec/{key}/train"
             extra = {
                 "bench": "tim4rec",
                 "model": key,
@@ -190,38 +187,18 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
                 "optimizer": "adam lr 1e-3, efficient.train.make_optimizer",
             }
             data = (items, times, lengths, targets, jax.random.key(1))
-            step = _train_step(model, optimizer)
-            # The size check needs a compile of its own; off CPU it never skips, so save it.
-            if args.lower_only or jax.default_backend() == "cpu":
-                print(f"{name}: B={B}, T={T}, compiling ...", file=sys.stderr)
-                opt_shapes = jax.eval_shape(optimizer.init, shapes)
-                compiled = benchmark(
-                    step, shapes, opt_shapes, *data, name=name, batch=B * T, lower_only=True,
-                    extra=extra,
-                )  # fmt: skip
-                skipped = skip_if_too_big(compiled, name)
-                if args.lower_only or skipped:
-                    yield skipped or compiled
-                    continue
-            params = synthetic_variables(shapes)
-            cases.append(
-                BenchCase(
-                    fn=step,
-                    args=(params, optimizer.init(params), *data),
-                    name=name,
-                    batch=B * T,
-                    extra=extra,
-                )  # fmt: skip
-            )
-        if cases:
-            names = ", ".join(case.name for case in cases)
-            print(
-                f"T={MODELS[keys[0]].seq_len}: {warmup} warm-up + {repeats} timed rounds of "
-                f"{names} ...",
-                file=sys.stderr,
-            )
-            yield from benchmark_interleaved(cases, warmup=warmup, repeats=repeats)
-        del cases
+
+            def make_args(shapes=shapes, data=data):
+                params = synthetic_variables(shapes)
+                return (params, optimizer.init(params), *data)
+
+            opt_shapes = jax.eval_shape(optimizer.init, shapes)
+            case = BenchCase(
+                fn=_train_step(model, optimizer), args=(shapes, opt_shapes, *data),
+                name=f"tim4rec/{key}/train", batch=B * T, extra=extra,
+            )  # fmt: skip
+            rows.append(SideBySide(case=case, make_args=make_args))
+        yield from time_side_by_side(rows, args, warmup=warmup, repeats=repeats)
 
 
 def _ms(r: BenchResult | None) -> float | None:
@@ -243,18 +220,6 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def _percent_over(a: float | None, b: float | None) -> float | None:
     ratio = _ratio(a, b)
     return None if ratio is None else 100 * (ratio - 1)
-
-
-def _over_ssd4rec(r: BenchResult | None, ssd: BenchResult | None) -> str | float | None:
-    """Step time of r over SSD4Rec's, in %: paired per-round median and its 95% bootstrap
-    interval when both were timed in the same interleaved rounds, else a ratio of medians."""
-    if r is None or ssd is None or r.lower_only or ssd.lower_only:
-        return None
-    paired = paired_ratio(r, ssd)
-    if paired is None:
-        return _percent_over(_ms(r), _ms(ssd))
-    estimate, low, high = (100 * (x - 1) for x in paired)
-    return f"{estimate:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
 def _table(results: Sequence[BenchResult]) -> dict[tuple[int, int], dict[str, BenchResult]]:
@@ -293,8 +258,8 @@ def report(results: Sequence[BenchResult], args: BenchArgs) -> None:
         tim, lin, ssd, sas = (row.get(f) for f in FAMILIES)
         rows.append([
             T, B, _ms(tim), _ms(lin), _ms(ssd), _ms(sas), _ratio(_ms(sas), _ms(tim)),
-            _over_ssd4rec(tim, ssd), _percent_over(_gflop(tim), _gflop(ssd)),
-            _over_ssd4rec(lin, ssd), _percent_over(_gflop(lin), _gflop(ssd)),
+            ratio_cell(tim, ssd, percent=True), _percent_over(_gflop(tim), _gflop(ssd)),
+            ratio_cell(lin, ssd, percent=True), _percent_over(_gflop(lin), _gflop(ssd)),
             _gib(tim), _gib(ssd), _gib(sas),
             "; ".join(f"{f}: {r.extra['skipped']}" for f, r in row.items() if "skipped" in r.extra),
         ])  # fmt: skip

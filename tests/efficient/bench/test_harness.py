@@ -23,6 +23,7 @@ from efficient.bench import (
     materialize,
     memory_stats,
     paired_ratio,
+    ratio_cell,
     read_jsonl,
     render_table,
     synthetic_variables,
@@ -137,6 +138,19 @@ def test_paired_ratio_cancels_round_drift():
     assert paired_ratio(a, _timed("b", b_times[:5], "a")) is None  # rounds do not align
     with pytest.raises(ValueError, match="confidence"):
         paired_ratio(a, b, confidence=1.0)
+
+
+def test_ratio_cell_pairs_where_it_can():
+    a, b = _timed("a", [110.0, 220.0, 330.0], "b"), _timed("b", [100.0, 200.0, 300.0], "a")
+    assert ratio_cell(a, b) == "1.100 [1.100, 1.100]"
+    assert ratio_cell(a, b, percent=True) == "+10.0 [+10.0, +10.0]"
+    # Timed apart: the ratio of medians, a number.
+    lone_a = BenchResult(name="a", times_ms=(110.0, 400.0, 330.0), env=environment())
+    lone_b = BenchResult(name="b", times_ms=(100.0, 200.0, 300.0), env=environment())
+    assert ratio_cell(lone_a, lone_b) == pytest.approx(330 / 200)
+    assert ratio_cell(lone_a, lone_b, percent=True) == pytest.approx(65.0)
+    assert ratio_cell(None, b) is None
+    assert ratio_cell(a, BenchResult(name="b", lower_only=True, env=environment())) is None
 
 
 def test_lower_only_does_not_allocate():
