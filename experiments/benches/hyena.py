@@ -26,8 +26,8 @@ from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
     SideBySide,
+    group_models,
     protocol,
-    resolve_models,
     time_side_by_side,
 )
 
@@ -115,11 +115,8 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
     optimizer = make_optimizer(
         OptimizerConfig(learning_rate=3e-4, weight_decay=0.1, grad_clip_norm=1.0), total_steps=1000
     )
-    by_length: dict[int, list[str]] = {}
-    for key in resolve_models(SPEC, args.models):
-        by_length.setdefault(MODELS[key].seq_len, []).append(key)
     warmup, repeats = protocol(args)
-    for keys in by_length.values():
+    for keys in group_models(SPEC, args.models, lambda key: MODELS[key].seq_len):
         rows = []
         for key in keys:
             entry = MODELS[key]

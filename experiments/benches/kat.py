@@ -26,6 +26,7 @@ from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
     SideBySide,
+    group_models,
     resolve_models,
     time_side_by_side,
 )
@@ -164,10 +165,7 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
     warmup, repeats = _DEFAULTS[kind]
     warmup = warmup if args.warmup is None else args.warmup
     repeats = repeats if args.repeats is None else args.repeats
-    by_size: dict[str, list[str]] = {}
-    for key in keys:
-        by_size.setdefault(MODELS[key].size, []).append(key)
-    for group in by_size.values():
+    for group in group_models(SPEC, keys, lambda key: MODELS[key].size):
         yield from _run_group(group, args, optimizer, recipe.label_smoothing, warmup, repeats)
 
 

@@ -7,14 +7,21 @@ import difflib
 import os
 import pathlib
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Literal
 
 import jax
 
 from efficient.bench import BenchCase, BenchResult, benchmark, benchmark_interleaved
 
-__all__ = ["BenchArgs", "BenchSpec", "SideBySide", "resolve_models", "time_side_by_side"]
+__all__ = [
+    "BenchArgs",
+    "BenchSpec",
+    "SideBySide",
+    "group_models",
+    "resolve_models",
+    "time_side_by_side",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,6 +102,17 @@ def resolve_models(spec: BenchSpec, requested: Sequence[str] | None) -> tuple[st
             )
         out.append(key)
     return tuple(out)
+
+
+def group_models(
+    spec: BenchSpec, requested: Sequence[str] | None, group_of: Callable[[str], Hashable]
+) -> list[list[str]]:
+    """`resolve_models`, then the keys grouped by `group_of(key)` (groups and keys in order):
+    the models a bench times side by side."""
+    groups: dict[Hashable, list[str]] = {}
+    for key in resolve_models(spec, requested):
+        groups.setdefault(group_of(key), []).append(key)
+    return list(groups.values())
 
 
 def _canonical(name: str) -> str:

@@ -33,8 +33,8 @@ from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
     SideBySide,
+    group_models,
     protocol,
-    resolve_models,
     time_side_by_side,
 )
 
@@ -155,16 +155,16 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
     optimizer = make_optimizer(
         OptimizerConfig(name="adamw", learning_rate=1e-3, schedule="constant"), total_steps=1
     )
+
     # SASRec is timed in a group of its own: at T >= 1000 its step allocates GiBs (XLA: 1.5 GiB
     # at 1000, 5.8 at 4000) and a round's SSD steps after it ran slower and far more variably
     # (one run on 2 CPU cores, 20 rounds: the time branch's 95% interval at T = 1000 spanned 22
     # points with SASRec in the round, 8 without; at 4000, 206 against 24).
-    groups: dict[tuple[int, bool], list[str]] = {}
-    for key in resolve_models(SPEC, args.models):
-        entry = MODELS[key]
-        groups.setdefault((entry.seq_len, entry.family == "sasrec"), []).append(key)
+    def group_of(key: str) -> tuple[int, bool]:
+        return MODELS[key].seq_len, MODELS[key].family == "sasrec"
+
     warmup, repeats = protocol(args)
-    for keys in groups.values():
+    for keys in group_models(SPEC, args.models, group_of):
         rows = []
         for key in keys:
             entry = MODELS[key]
