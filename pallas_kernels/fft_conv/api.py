@@ -4,9 +4,11 @@ FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
 (arXiv 2311.05908), §3.
 """
 
+import operator
 from typing import Literal
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from pallas_kernels import platform
@@ -48,9 +50,33 @@ def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def _check_int(name: str, value, low: int, high: int, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+def _check_int(name: str, value, low: int, high: int, what: str) -> int:
+    """`value` as a Python int (numpy integers too; not bool), if it is in [low, high]."""
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        number = None
+    if number is None or not low <= number <= high:
         raise ValueError(f"{name}={value!r}: must be {what}")
+    return number
+
+
+def _check_array(name: str, value) -> None:
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        raise ValueError(f"{name}: expected a jax or numpy array, got {type(value).__name__}")
+
+
+def _resolve_block_sizes(block_sizes, fft_size: int) -> kernel.BlockSizes:
+    if block_sizes is None:
+        return kernel.default_block_sizes(fft_size)
+    if isinstance(block_sizes, str):
+        return kernel.BlockSizes.parse(block_sizes)
+    if not isinstance(block_sizes, kernel.BlockSizes):
+        raise ValueError(
+            f"block_sizes={block_sizes!r}: expected None, a BlockSizes, or a spec string for "
+            "BlockSizes.parse such as 'h4b8w8'"
+        )
+    return block_sizes
 
 
 def _max_pallas_size() -> int:
@@ -72,13 +98,13 @@ def fft_conv(
     u: Float[Array, "B H L"],
     k: Float[Array, "H Lk"],
     *,
-    fft_size: int | None = None,
+    fft_size: int | np.integer | None = None,
     pregate: Float[Array, "B H L"] | None = None,
     postgate: Float[Array, "B H L"] | None = None,
-    partial_taps: int | None = None,
-    kept_frequencies: int | None = None,
+    partial_taps: int | np.integer | None = None,
+    kept_frequencies: int | np.integer | None = None,
     implementation: Implementation = "auto",
-    block_sizes: kernel.BlockSizes | None = None,
+    block_sizes: kernel.BlockSizes | str | None = None,
 ) -> Float[Array, "B H L"]:
     """Gated long convolution `postgate * irfft(rfft(u * pregate, N) * rfft(k, N))[..., :L]`.
 
@@ -103,7 +129,9 @@ def fft_conv(
             backend: every size on CPU), "pallas" (the compiled kernels, N <= 32768),
             "interpret" (the kernels in interpret mode, N <= 32768), or "auto": pallas on TPU
             where N allows, else xla (on GPU the kernels are slower than cuFFT so far).
-        block_sizes: Kernel tiling (pallas/interpret only).
+        block_sizes: Kernel tiling (pallas/interpret only; validated for every implementation):
+            a `kernel.BlockSizes`, its spec string (`BlockSizes.parse`, e.g. "h4b8w8"), or None
+            for `kernel.default_block_sizes(N)`.
 
     Returns:
         y [B, H, L] in u's dtype.
@@ -111,6 +139,9 @@ def fft_conv(
     Raises:
         ValueError: An unsupported shape, dtype, size or option, naming what is supported.
     """
+    for name, array in (("u", u), ("k", k), ("pregate", pregate), ("postgate", postgate)):
+        if array is not None:
+            _check_array(name, array)
     if u.ndim != 3 or k.ndim != 2 or k.shape[0] != u.shape[1]:
         raise ValueError(f"u {u.shape} and k {k.shape}: expected u [B, H, L] and k [H, Lk]")
     if u.dtype not in _U_DTYPES:
@@ -124,8 +155,12 @@ def fft_conv(
                 f"{u.dtype}"
             )
     length, filter_len = u.shape[-1], k.shape[-1]
+    if filter_len == 0:
+        raise ValueError(f"k {k.shape}: the filter needs at least one tap (Lk >= 1)")
     if partial_taps is not None:
-        _check_int("partial_taps", partial_taps, 1, filter_len, f"an int in [1, Lk={filter_len}]")
+        partial_taps = _check_int(
+            "partial_taps", partial_taps, 1, filter_len, f"an int in [1, Lk={filter_len}]"
+        )
         k = k[:, :partial_taps]
         filter_len = partial_taps
     if fft_size is None:
@@ -138,12 +173,14 @@ def fft_conv(
     what = (
         f"a power of two in [{MIN_FFT_SIZE}, {MAX_FFT_SIZE}], >= L={length} and >= Lk={filter_len}"
     )
-    _check_int("fft_size", fft_size, max(MIN_FFT_SIZE, length, filter_len), MAX_FFT_SIZE, what)
+    fft_size = _check_int(
+        "fft_size", fft_size, max(MIN_FFT_SIZE, length, filter_len), MAX_FFT_SIZE, what
+    )
     if not _is_pow2(fft_size):
         raise ValueError(f"fft_size={fft_size}: must be {what}")
     if kept_frequencies is not None:
         step = 2 * fft_size // monarch.monarch_factors(fft_size)[-1]
-        _check_int(
+        kept_frequencies = _check_int(
             "kept_frequencies", kept_frequencies, step, fft_size, f"in [{step}, N={fft_size}]"
         )
         if kept_frequencies % step:
@@ -161,6 +198,7 @@ def fft_conv(
             f"fft_size={fft_size}: implementation={implementation!r} supports N <= {max_size} "
             f"on {platform.current()}; use implementation='xla'"
         )
+    block_sizes = _resolve_block_sizes(block_sizes, fft_size)
     implementation = resolve_implementation(implementation, fft_size)
     if 0 in u.shape:  # nothing to launch a kernel over: every implementation agrees on []
         implementation = "jnp_fft"
@@ -179,6 +217,6 @@ def fft_conv(
         filter_len=filter_len,
         kept_frequencies=kept_frequencies,
         implementation=implementation,  # type: ignore[arg-type]
-        block_sizes=block_sizes or kernel.default_block_sizes(fft_size),
+        block_sizes=block_sizes,
     )
     return vjp.monarch_conv(config, u, k, pregate, postgate)

@@ -68,7 +68,7 @@ class BlockSizes:
     dot: str = "f32"
 
     def __post_init__(self):
-        for name in ("block_h", "block_b", "num_warps", "num_stages", "heads_per_dot"):
+        for name in ("block_h", "block_b", "num_warps", "num_stages", "max_radix", "heads_per_dot"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"BlockSizes.{name} must be a positive int, got {value!r}")
@@ -94,9 +94,13 @@ class BlockSizes:
             "h": "block_h", "b": "block_b", "w": "num_warps", "s": "num_stages", "r": "max_radix",
             "m": "heads_per_dot",
         }  # fmt: skip
-        sizes, _, dot = spec.partition("-")
+        sizes, dash, dot = spec.partition("-")
         parts = re.findall(r"([a-z])(\d+)", sizes)
-        if (not parts and not dot) or "".join(f"{k}{v}" for k, v in parts) != sizes:
+        if (
+            (not parts and not dot)
+            or (dash and not dot)
+            or "".join(f"{k}{v}" for k, v in parts) != sizes
+        ):
             raise ValueError(
                 f"block sizes spec {spec!r}: expected letters h (block_h), b (block_b), "
                 "w (num_warps), s (num_stages), r (max_radix), m (heads_per_dot) each followed "
@@ -107,6 +111,10 @@ class BlockSizes:
             raise ValueError(
                 f"block sizes spec {spec!r}: unknown letters {unknown}; use h, b, w, s, r, m"
             )
+        letters = [k for k, _ in parts]
+        repeated = sorted({k for k in letters if letters.count(k) > 1})
+        if repeated:
+            raise ValueError(f"block sizes spec {spec!r}: letters {repeated} given more than once")
         return cls(**{fields[k]: int(v) for k, v in parts}, **({"dot": dot} if dot else {}))
 
 

@@ -15,6 +15,7 @@ conjugate matrices, ending in natural order. No transpose or bit reversal happen
 import dataclasses
 import functools
 import math
+import numbers
 import string
 from typing import NamedTuple
 
@@ -59,6 +60,11 @@ def monarch_factors(fft_size: int, max_radix: int = 32) -> tuple[int, ...]:
         raise ValueError(
             f"max_radix={max_radix!r}: must be one of {', '.join(map(str, MAX_RADICES))}"
         )
+    if isinstance(fft_size, bool) or not isinstance(fft_size, numbers.Integral):
+        raise ValueError(f"fft_size={fft_size!r}: must be a power of two >= 256")
+    fft_size = int(fft_size)
+    if fft_size < 256 or fft_size & (fft_size - 1):
+        raise ValueError(f"fft_size={fft_size}: must be a power of two >= 256")
     bits = fft_size.bit_length() - 1
     order = max(2, -(-bits // (max_radix.bit_length() - 1)))
     if bits // order < 4:

@@ -142,6 +142,56 @@ def test_block_sizes_parse_and_errors():
         BlockSizes.parse("r100")
     with pytest.raises(ValueError, match=r"BlockSizes.dot must be one of \['bf16', 'bf16x3'"):
         BlockSizes.parse("h4-fp8")
+    for spec, match in [
+        ("h4h8", r"letters \['h'\] given more than once"),
+        ("h4-", "then optionally -<dot>"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            BlockSizes.parse(spec)
+    # Every field is checked alike (max_radix used to accept a numpy int that `in` matched).
+    for field in ("num_warps", "max_radix"):
+        with pytest.raises(BAD, match=field):
+            BlockSizes(**{field: np.int64(64)})
+
+
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_block_sizes_argument(implementation):
+    """A spec string is parsed; anything else that is not a BlockSizes is an error on every path."""
+    u, k = _uk()
+    want = fft_conv(u, k, implementation=implementation)
+    got = fft_conv(u, k, implementation=implementation, block_sizes="h1b1")
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(BAD, match="block_sizes"):
+        fft_conv(u, k, implementation=implementation, block_sizes={"block_h": 4})
+    with pytest.raises(ValueError, match="block sizes spec 'h4x'"):
+        fft_conv(u, k, implementation=implementation, block_sizes="h4x")
+
+
+def test_numpy_integer_options():
+    """Sizes computed with numpy are accepted (and mean what the same Python ints mean)."""
+    u, k = _uk()
+    for kwargs in [
+        {"fft_size": 512},
+        {"partial_taps": 5},
+        {"fft_size": 1024, "kept_frequencies": 64},
+    ]:
+        as_numpy = {name: np.int64(value) for name, value in kwargs.items()}
+        want = fft_conv(u, k, implementation="xla", **kwargs)
+        got = fft_conv(u, k, implementation="xla", **as_numpy)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    for bad in (True, 512.0, "512"):
+        with pytest.raises(BAD, match="fft_size"):
+            fft_conv(u, k, fft_size=bad)
+
+
+def test_not_arrays_and_empty_filter():
+    u, k = _uk()
+    with pytest.raises(BAD, match="u"):
+        fft_conv(u.tolist(), k)
+    with pytest.raises(BAD, match="postgate"):
+        fft_conv(u, k, postgate=2.0)
+    with pytest.raises(ValueError, match=r"k \(2, 0\): the filter needs at least one tap"):
+        fft_conv(u, k[:, :0])
 
 
 def test_tf32_needs_a_gpu():

@@ -68,6 +68,12 @@ def test_factors_with_larger_radices():
         monarch.monarch_factors(4096, 48)
 
 
+@pytest.mark.parametrize("n", [300, 255, 128, 0])
+def test_factors_need_a_power_of_two(n):
+    with pytest.raises(ValueError, match="must be a power of two >= 256"):
+        monarch.monarch_factors(n)
+
+
 @pytest.mark.parametrize("n", [256, 2048, 4096, 65536])
 def test_forward_is_dft_in_permuted_layout(n):
     plan = _plan(n)
