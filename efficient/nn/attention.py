@@ -11,10 +11,10 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.nn import initializers
 from jaxtyping import Array, Bool, Float, Int
 
+from efficient.nn import decode_cache
 from efficient.nn.conv import TRUNC_NORMAL
 
 Implementation = Literal["einsum", "jax"]
@@ -360,6 +360,8 @@ class MultiHeadAttention(nn.Module):
             if deterministic or self.dropout_rate == 0.0
             else self.make_rng("dropout"),
         )  # [B, T, H, K]
+        if decode:  # NaN if this call ran past the cache (query_slots[:, 0] is the cache index)
+            x = decode_cache.poison_overflow(x, query_slots[0, 0], T, key_slots.shape[1])
         out_bias = self.use_bias if self.out_bias is None else self.out_bias
         return output_projection(
             features,
@@ -391,13 +393,9 @@ class MultiHeadAttention(nn.Module):
             k = rope(k, positions, theta=self.rope_theta)
         S = cached_key.value.shape[1]
         if initialized:
-            zero = jnp.zeros((), jnp.int32)
-            cached_key.value = lax.dynamic_update_slice(
-                cached_key.value, k.astype(cached_key.value.dtype), (zero, start, zero, zero)
-            )
-            cached_value.value = lax.dynamic_update_slice(
-                cached_value.value, v.astype(cached_value.value.dtype), (zero, start, zero, zero)
-            )
+            layer = f"attention {self.name!r}"
+            cached_key.value = decode_cache.write(cached_key.value, k, start, layer=layer)
+            cached_value.value = decode_cache.write(cached_value.value, v, start, layer=layer)
             cache_index.value = start + T
         slots = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))  # [B, S]
         # Masks compare slots with the queries' slots (start + t), not with `positions`, so that

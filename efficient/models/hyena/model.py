@@ -17,7 +17,7 @@ from jaxtyping import Array, Float, Int
 from efficient.models.hyena.config import HyenaConfig
 from efficient.models.hyena.filter import ImplicitFilter
 from efficient.models.transformer.model import lm_head, token_embedding
-from efficient.nn import CausalConv1d, GatedMlp, RMSNorm
+from efficient.nn import CausalConv1d, GatedMlp, RMSNorm, decode_cache
 from pallas_kernels.fft_conv import fft_conv
 
 
@@ -118,6 +118,7 @@ class HyenaOperator(nn.Module):
         y = z.transpose(0, 2, 1)  # [B, L, D]
         if decode:
             y = lax.dynamic_slice_in_dim(y, start, T, axis=1)  # [B, T, D]
+            y = decode_cache.poison_overflow(y, start, T, L)  # NaN if this call ran past the cache
         return nn.Dense(
             D,
             use_bias=c.use_bias,
@@ -137,10 +138,7 @@ class HyenaOperator(nn.Module):
         index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
         start = index.value
         if initialized:
-            zero = jnp.zeros((), jnp.int32)
-            cached.value = lax.dynamic_update_slice(
-                cached.value, p.astype(cached.value.dtype), (zero, start, zero)
-            )
+            cached.value = decode_cache.write(cached.value, p, start, layer=f"Hyena {self.name!r}")
             index.value = start + p.shape[1]
         return cached.value, start
 

@@ -15,7 +15,7 @@ from jax.nn import initializers
 from jaxtyping import Array, Float, Int
 
 from efficient.models.lact.config import NS_COEFFICIENTS, LaCTConfig
-from efficient.nn import RMSNorm, attention_mask, dot_product_attention, rope
+from efficient.nn import RMSNorm, attention_mask, decode_cache, dot_product_attention, rope
 from efficient.nn.attention import Implementation
 from efficient.nn.lact import FastWeights, lact, swiglu_fast
 
@@ -145,6 +145,7 @@ class LaCTLayer(nn.Module):
         y = self._mix(x, positions)
         if decode:
             y = lax.dynamic_slice_in_dim(y, start, T, axis=1)  # [B, T, D]
+            y = decode_cache.poison_overflow(y, start, T, x.shape[1])  # NaN past the cache
         return y
 
     def _mix(self, x: Array, positions: Array) -> Array:
@@ -301,12 +302,10 @@ class LaCTLayer(nn.Module):
         if positions is None:
             positions = start + jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
         if initialized:
-            zero = jnp.zeros((), jnp.int32)
-            inputs.value = lax.dynamic_update_slice(
-                inputs.value, x.astype(inputs.value.dtype), (zero, start, zero)
-            )
-            cached_positions.value = lax.dynamic_update_slice(
-                cached_positions.value, positions.astype(jnp.int32), (zero, start)
+            layer = f"LaCT {self.name!r}"
+            inputs.value = decode_cache.write(inputs.value, x, start, layer=layer)
+            cached_positions.value = decode_cache.write(
+                cached_positions.value, positions, start, layer=layer
             )
             index.value = start + T
         return inputs.value, cached_positions.value, start
