@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from jaxtyping import Bool, Float32, Int, UInt8
 
+from efficient.checks import check_positive_ints
 from efficient.data import fashion_mnist, synthetic
 from efficient.data._grain import (
     _check_shard,
@@ -61,9 +62,7 @@ class ImageDataConfig:
         if self.source not in ("fashion_mnist", "synthetic"):
             raise ValueError(f"source={self.source!r}: expected 'fashion_mnist' or 'synthetic'.")
         sizes = ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_eval_size")
-        for name in sizes:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        check_positive_ints(self, sizes)
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed={self.seed}: expected an integer in [0, 2**32).")
         if self.worker_count < 0:

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Int64, Integer, Shaped
 
+from efficient.checks import check_positive_ints
 from efficient.data import movielens
 from efficient.data._grain import (
     _check_shard,
@@ -87,9 +88,7 @@ class RecSysDataConfig:
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
-        for name in ("max_len", "batch_size", "eval_batch_size", "synthetic_users"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        check_positive_ints(self, ("max_len", "batch_size", "eval_batch_size", "synthetic_users"))
         if self.synthetic_items < 4:
             raise ValueError(f"synthetic_items={self.synthetic_items}: expected at least 4.")
         lo, hi = self.synthetic_length

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Integer, UInt8
 
+from efficient.checks import check_positive_ints
 from efficient.data._grain import (
     _check_shard,
     _derived_seed,
@@ -84,9 +85,7 @@ class TextDataConfig:
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
-        for name in ("seq_len", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        check_positive_ints(self, ("seq_len", "batch_size", "eval_batch_size"))
         for name in ("synthetic_train_size", "synthetic_eval_size"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name}={getattr(self, name)}: expected at least 2 bytes.")

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Int64, Integer, UInt8
 
+from efficient.checks import check_positive_ints
 from efficient.data import fashion_mnist, synthetic
 from efficient.data._grain import _check_shard, _shard_slice, _to_iter
 from efficient.data.text import VOCAB_SIZE, encode
@@ -140,9 +141,7 @@ class VideoQADataConfig:
             "eval_clips",
             "synthetic_size",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        check_positive_ints(self, positive)
         if self.clip_frames % self.num_frames:
             raise ValueError(
                 f"num_frames={self.num_frames}: expected a divisor of clip_frames="

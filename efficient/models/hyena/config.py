@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
+from efficient.checks import check_positive, check_positive_ints
+
 # The causal FFT of a length-T sequence with a length-T filter needs N >= 2T - 1, and fft_conv
 # supports N <= 2**20 (pallas_kernels/fft_conv/api.py MAX_FFT_SIZE).
 MAX_LEN_LIMIT = 2**19
@@ -82,22 +84,21 @@ class HyenaConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        for name in (
+        check_positive_ints(self, (
             "vocab_size", "features", "num_layers", "order", "filter_order", "short_filter_size",
             "mlp_dim", "max_len",
-        ):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        ))  # fmt: skip
+        if isinstance(self.filter_layers, bool) or not isinstance(self.filter_layers, int):
+            raise ValueError(f"filter_layers={self.filter_layers!r}: expected an integer >= 0.")
         if self.filter_layers < 0:
             raise ValueError(f"filter_layers={self.filter_layers}: expected >= 0.")
+        check_positive_ints(self, ("emb_dim",))
         if self.emb_dim < 3 or self.emb_dim % 2 == 0:
             raise ValueError(
                 f"emb_dim={self.emb_dim}: expected an odd integer >= 3 (t, then cosine and sine "
                 "pairs)."
             )
-        for name in ("fast_decay_pct", "slow_decay_pct"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)}: expected > 0.")
+        check_positive(self, ("fast_decay_pct", "slow_decay_pct", "norm_eps"))
         if not 0 < self.decay_target < 1:
             raise ValueError(f"decay_target={self.decay_target}: expected in (0, 1).")
         if self.max_len > MAX_LEN_LIMIT:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
+from efficient.checks import check_positive_ints
 from efficient.nn.lact import NS5_FIXED, NS5_PER_STEP
 
 NS_COEFFICIENTS = {"per_step": NS5_PER_STEP, "fixed": NS5_FIXED}
@@ -91,12 +92,10 @@ class LaCTConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        for name in (
+        check_positive_ints(self, (
             "vocab_size", "features", "num_layers", "num_heads", "num_lact_heads", "mlp_dim",
             "sliding_window", "chunk_size", "max_len",
-        ):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        ))  # fmt: skip
         for name in ("num_heads", "num_lact_heads"):
             if self.features % getattr(self, name):
                 raise ValueError(

@@ -10,6 +10,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from efficient.checks import check_positive, check_positive_ints
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SASRecConfig:
@@ -47,16 +49,15 @@ class SASRecConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        for name in ("num_items", "max_len", "features", "num_layers", "num_heads", "mlp_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        check_positive_ints(
+            self, ("num_items", "max_len", "features", "num_layers", "num_heads", "mlp_dim")
+        )
         if self.features % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} must divide features={self.features}.")
         for name in ("dropout_rate", "attention_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)}: expected a rate in [0, 1).")
-        if self.norm_eps <= 0:
-            raise ValueError(f"norm_eps={self.norm_eps}: expected > 0.")
+        check_positive(self, ("norm_eps",))
 
     @property
     def head_dim(self) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from efficient.checks import check_positive_ints
 from efficient.models.transformer import TransformerConfig
 from efficient.models.vit import ViTConfig
 
@@ -47,16 +48,17 @@ class TokenPipelineConfig:
     min_fast_frames: int = 16
 
     def __post_init__(self):
-        for name in (
-            "num_frames",
-            "frame_pooling",
-            "temporal_sampling_stride",
-            "temporal_pool",
-            "spatial_pool",
-            "min_fast_frames",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        check_positive_ints(
+            self,
+            (
+                "num_frames",
+                "frame_pooling",
+                "temporal_sampling_stride",
+                "temporal_pool",
+                "spatial_pool",
+                "min_fast_frames",
+            ),
+        )
 
     @classmethod
     def released(cls, frames: int, **overrides) -> "TokenPipelineConfig":

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
+from efficient.checks import check_positive, check_positive_ints
+
 Activation = Literal["auto", "silu", "hardswish"]
 
 
@@ -85,19 +87,20 @@ class TiM4RecConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        for name in (
-            "num_items",
-            "max_len",
-            "features",
-            "num_layers",
-            "state_dim",
-            "conv_width",
-            "expand",
-            "head_dim",
-            "chunk_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        check_positive_ints(
+            self,
+            (
+                "num_items",
+                "max_len",
+                "features",
+                "num_layers",
+                "state_dim",
+                "conv_width",
+                "expand",
+                "head_dim",
+                "chunk_size",
+            ),
+        )
         if (self.expand * self.features) % self.head_dim:
             raise ValueError(
                 f"head_dim={self.head_dim}: must divide expand * features = "
@@ -106,8 +109,7 @@ class TiM4RecConfig:
         for name in ("dropout_rate", "time_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)}: expected a rate in [0, 1).")
-        if self.norm_eps <= 0:
-            raise ValueError(f"norm_eps={self.norm_eps}: expected > 0.")
+        check_positive(self, ("norm_eps",))
         if self.activation not in ("auto", "silu", "hardswish"):
             raise ValueError(
                 f"activation={self.activation!r}: expected 'auto', 'silu' or 'hardswish'."

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
+from efficient.checks import check_positive_ints
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TransformerConfig:
@@ -62,9 +64,9 @@ class TransformerConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        for name in ("vocab_size", "features", "num_layers", "num_heads", "mlp_dim", "max_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer.")
+        check_positive_ints(
+            self, ("vocab_size", "features", "num_layers", "num_heads", "mlp_dim", "max_len")
+        )
         if self.head_dim is None and self.features % self.num_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} must divide features={self.features} "

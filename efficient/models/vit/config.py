@@ -9,6 +9,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from efficient.checks import check_positive, check_positive_ints
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ViTConfig:
@@ -44,6 +46,11 @@ class ViTConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_positive_ints(self, (
+            "image_size", "patch_size", "in_channels", "num_classes", "features", "num_layers",
+            "num_heads", "mlp_dim",
+        ))  # fmt: skip
+        check_positive(self, ("layer_norm_eps",))
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"patch_size={self.patch_size} must divide image_size={self.image_size}."
