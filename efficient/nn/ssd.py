@@ -129,6 +129,10 @@ def ssd_chunked(
     C): a zero step neither decays the state (exp(0 · a) = 1) nor writes to it (Δ x = 0), so y
     and the final state are exact. Inputs are computed in float32 (float64 if any is float64).
 
+    Non-finite inputs: an inf or NaN at step s reaches every output of its chunk, earlier steps
+    too (the masked-out upper triangle of step 1 multiplies it by 0, and 0 · inf = NaN), where
+    `ssd_scan` keeps it to steps >= s. Finite inputs are causal exactly as in the scan.
+
     Args:
       x: inputs, H heads of width K.
       dt: the step sizes Δ > 0, already positive: apply softplus(dt + dt_bias) (and any time
