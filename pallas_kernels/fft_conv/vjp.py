@@ -18,6 +18,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels import autodiff
 from pallas_kernels.fft_conv import kernel, monarch
 
 __all__ = ["ConvConfig", "filter_spectrum", "monarch_conv"]
@@ -86,19 +87,29 @@ def filter_spectrum(config: ConvConfig, k: jax.Array) -> monarch.Planes:
 
 def _spectral_conv(config, u, spectrum, pregate, postgate, out_dtype):
     """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[:L] by the configured implementation."""
-    plan = config.plan
-    if config.implementation != "xla":
+    xla = functools.partial(_xla_spectral_conv, config, out_dtype)
+    if config.implementation == "xla":
+        return xla(u, spectrum, pregate, postgate)
+
+    def kernel_call(u, spectrum, pregate, postgate):
         return kernel.spectral_conv(
             u,
             spectrum,
             pregate,
             postgate,
-            plan=plan,
+            plan=config.plan,
             length=config.seq_len,
             block_sizes=config.block_sizes,
             interpret=config.implementation == "interpret",
             out_dtype=out_dtype,
         )
+
+    # Differentiated (only in second-order derivatives: the first is `_backward`) as the XLA path.
+    return autodiff.with_derivatives_of(kernel_call, xla)(u, spectrum, pregate, postgate)
+
+
+def _xla_spectral_conv(config, out_dtype, u, spectrum, pregate, postgate):
+    plan = config.plan
     mats = monarch.monarch_matrices(plan)
     x = u.astype(jnp.float32)
     if pregate is not None:
@@ -128,19 +139,33 @@ def _backward(config, residuals, dy):
     dy = jnp.asarray(dy)  # jax.test_util.check_grads passes numpy cotangents
     k_shape = jax.ShapeDtypeStruct((spectrum[0].shape[0], config.filter_len), jnp.float32)
     spectrum_vjp = jax.linear_transpose(functools.partial(filter_spectrum, config), k_shape)
-    if config.implementation != "xla":
-        du, d_pre, d_post, d_spectrum = kernel.spectral_conv_bwd(
-            u,
-            dy,
-            spectrum,
-            pregate,
-            postgate,
-            plan=config.plan,
-            length=config.seq_len,
-            block_sizes=config.block_sizes,
-            interpret=config.implementation == "interpret",
+    xla = functools.partial(_xla_cotangents, config)
+    if config.implementation == "xla":
+        du, d_pre, d_post, d_spectrum = xla(u, dy, spectrum, pregate, postgate)
+    else:
+
+        def kernel_call(u, dy, spectrum, pregate, postgate):
+            return kernel.spectral_conv_bwd(
+                u,
+                dy,
+                spectrum,
+                pregate,
+                postgate,
+                plan=config.plan,
+                length=config.seq_len,
+                block_sizes=config.block_sizes,
+                interpret=config.implementation == "interpret",
+            )
+
+        # Second-order derivatives differentiate the XLA formulas below (autodiff.py).
+        du, d_pre, d_post, d_spectrum = autodiff.with_derivatives_of(kernel_call, xla)(
+            u, dy, spectrum, pregate, postgate
         )
-        return du, spectrum_vjp(d_spectrum)[0], d_pre, d_post
+    return du, spectrum_vjp(d_spectrum)[0], d_pre, d_post
+
+
+def _xla_cotangents(config, u, dy, spectrum, pregate, postgate):
+    """(du, dpregate, dpostgate, dspectrum) in jnp: `kernel.spectral_conv_bwd`'s specification."""
     plan = config.plan
     mats = monarch.monarch_matrices(plan)
     g = dy.astype(jnp.float32)
@@ -163,8 +188,7 @@ def _backward(config, residuals, dy):
         dx = dx * pregate.astype(jnp.float32)
     ds_r, ds_i = monarch.cmul(g_f, x_f, conj_b=True)
     d_spectrum = (ds_r.sum(axis=0), ds_i.sum(axis=0))  # [H, *spectrum_shape]
-    (dk,) = spectrum_vjp(d_spectrum)
-    return dx.astype(u.dtype), dk, d_pre, d_post
+    return dx.astype(u.dtype), d_pre, d_post, d_spectrum
 
 
 monarch_conv.defvjp(_forward, _backward)

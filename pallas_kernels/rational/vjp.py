@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels import platform
+from pallas_kernels import autodiff, platform
 from pallas_kernels.rational import kernel, reference
 
 __all__ = ["RationalConfig", "group_rational_op"]
@@ -104,16 +104,22 @@ def group_rational_op(config, x, numerator, denominator):
 
 
 def _forward(config, x, numerator, denominator):
+    xla = reference.group_rational_reference
     if config.implementation == "xla":
-        y = reference.group_rational_reference(x, numerator, denominator)
+        y = xla(x, numerator, denominator)
     else:
-        y = kernel.rational_fwd(
-            x,
-            numerator,
-            denominator,
-            block_sizes=config.block_sizes,
-            interpret=config.implementation == "interpret",
-        )
+
+        def kernel_call(x, numerator, denominator):
+            return kernel.rational_fwd(
+                x,
+                numerator,
+                denominator,
+                block_sizes=config.block_sizes,
+                interpret=config.implementation == "interpret",
+            )
+
+        # Differentiated (only in second-order derivatives: the first is `_backward`) as jnp.
+        y = autodiff.with_derivatives_of(kernel_call, xla)(x, numerator, denominator)
     return y, (x, numerator, denominator)
 
 
@@ -134,13 +140,20 @@ def _backward(config, residuals, dy):
         if fenced:
             dx = lax.optimization_barrier(dx)
     else:
-        dx, sum_a, sum_b = kernel.rational_bwd(
-            x,
-            dy,
-            numerator,
-            denominator,
-            block_sizes=config.block_sizes,
-            interpret=config.implementation == "interpret",
+
+        def kernel_call(x, dy, numerator, denominator):
+            return kernel.rational_bwd(
+                x,
+                dy,
+                numerator,
+                denominator,
+                block_sizes=config.block_sizes,
+                interpret=config.implementation == "interpret",
+            )
+
+        # Second-order derivatives differentiate the jnp sums instead (autodiff.py).
+        dx, sum_a, sum_b = autodiff.with_derivatives_of(kernel_call, _xla_backward)(
+            x, dy, numerator, denominator
         )
     if numerator.shape[0] == 1:
         sum_a = sum_a.sum(axis=0, keepdims=True)  # shared numerator: [1, 6]
