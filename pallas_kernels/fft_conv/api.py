@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from pallas_kernels import platform
+from pallas_kernels import arguments, platform
 from pallas_kernels.fft_conv import kernel, monarch, reference, vjp
 
 __all__ = [
@@ -64,19 +64,6 @@ def _check_int(name: str, value, low: int, high: int, what: str) -> int:
 def _check_array(name: str, value) -> None:
     if not (hasattr(value, "shape") and hasattr(value, "dtype")):
         raise ValueError(f"{name}: expected a jax or numpy array, got {type(value).__name__}")
-
-
-def _resolve_block_sizes(block_sizes, fft_size: int) -> kernel.BlockSizes:
-    if block_sizes is None:
-        return kernel.default_block_sizes(fft_size)
-    if isinstance(block_sizes, str):
-        return kernel.BlockSizes.parse(block_sizes)
-    if not isinstance(block_sizes, kernel.BlockSizes):
-        raise ValueError(
-            f"block_sizes={block_sizes!r}: expected None, a BlockSizes, or a spec string for "
-            "BlockSizes.parse such as 'h4b8w8'"
-        )
-    return block_sizes
 
 
 def _max_pallas_size() -> int:
@@ -198,7 +185,9 @@ def fft_conv(
             f"fft_size={fft_size}: implementation={implementation!r} supports N <= {max_size} "
             f"on {platform.current()}; use implementation='xla'"
         )
-    block_sizes = _resolve_block_sizes(block_sizes, fft_size)
+    block_sizes = arguments.resolve_block_sizes(
+        block_sizes, kernel.BlockSizes, lambda: kernel.default_block_sizes(fft_size)
+    )
     implementation = resolve_implementation(implementation, fft_size)
     if 0 in u.shape:  # nothing to launch a kernel over: every implementation agrees on []
         implementation = "jnp_fft"

@@ -8,7 +8,7 @@ from typing import Literal
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from pallas_kernels import platform
+from pallas_kernels import arguments, platform
 from pallas_kernels.rational import kernel, reference, vjp
 
 __all__ = ["Implementation", "check_arguments", "group_rational", "resolve_implementation"]
@@ -74,7 +74,7 @@ def group_rational(
     denominator: Float[Array, "G 4"],
     *,
     implementation: Implementation = "auto",
-    block_sizes: kernel.BlockSizes | None = None,
+    block_sizes: kernel.BlockSizes | str | None = None,
 ) -> Float[Array, "*batch D"]:
     """Group-rational activation F(x) = P(x) / Q(x), differentiable in x and the coefficients.
 
@@ -89,8 +89,10 @@ def group_rational(
         implementation: "xla" (jnp, fused by XLA; the CPU default), "pallas" (compiled kernels),
             "interpret" (the kernels in interpret mode), or "auto": pallas on TPU, else xla
             (on GPU the XLA path was faster forward+backward so far).
-        block_sizes: Kernel tiling (pallas/interpret only); default
-            `kernel.default_block_sizes()` (the loop reduction on GPU, `BlockSizes()` elsewhere).
+        block_sizes: Kernel tiling (pallas/interpret only; validated for every implementation):
+            a `kernel.BlockSizes`, its spec string (`BlockSizes.parse`, e.g. "256x64l16-loop"),
+            or None for `kernel.default_block_sizes()` (the loop reduction on GPU, `BlockSizes()`
+            elsewhere).
 
     Returns:
         F(x) [..., D] in x's dtype.
@@ -99,11 +101,14 @@ def group_rational(
         ValueError: An unsupported shape, dtype or implementation, naming what is supported.
     """
     check_arguments(x, numerator, denominator, implementation)
+    block_sizes = arguments.resolve_block_sizes(
+        block_sizes, kernel.BlockSizes, kernel.default_block_sizes
+    )
     implementation = resolve_implementation(implementation)
     if x.size == 0:  # nothing to launch a kernel over; the XLA path gives [] and zero gradients
         implementation = "xla"
     config = vjp.RationalConfig(
         implementation=implementation,  # type: ignore[arg-type]
-        block_sizes=block_sizes or kernel.default_block_sizes(),
+        block_sizes=block_sizes,
     )
     return vjp.group_rational_op(config, x, numerator, denominator)

@@ -133,8 +133,12 @@ class BlockSizes:
             value = getattr(self, name)
             if name in ("block_d", "fwd_rows") and value is None:
                 continue
-            if not isinstance(value, int) or not _is_pow2(value):
+            if not isinstance(value, int) or isinstance(value, bool) or not _is_pow2(value):
                 raise ValueError(f"BlockSizes.{name}={value!r}: must be a power of two")
+        for name in ("num_warps", "num_stages"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BlockSizes.{name}={value!r}: must be a positive int")
         if self.reduce not in ("tree", "loop"):
             raise ValueError(f"BlockSizes.reduce={self.reduce!r}: must be 'tree' or 'loop'")
         for name in ("block_rows", "chunk_rows"):

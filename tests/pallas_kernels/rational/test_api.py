@@ -8,7 +8,7 @@ import jaxtyping
 import numpy as np
 import pytest
 
-from pallas_kernels.rational import api, group_rational
+from pallas_kernels.rational import BlockSizes, api, group_rational
 from tests.pallas_kernels.rational.common import inputs
 
 # Shape mismatches against the annotations ("Gn 6", "G 4") meet jaxtyping's run-time check first
@@ -90,3 +90,24 @@ def test_empty_input(implementation):
     assert dx.shape == (0, 16)
     np.testing.assert_array_equal(np.asarray(dnum), np.zeros(num.shape, np.float32))
     np.testing.assert_array_equal(np.asarray(dden), np.zeros(den.shape, np.float32))
+
+
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_block_sizes_argument(implementation):
+    """A spec string is parsed; anything else that is not a BlockSizes is an error on every path
+    (it used to be ignored on "xla" and an AttributeError on the kernels)."""
+    x, num, den = _args()
+    want = group_rational(x, num, den, implementation=implementation)
+    got = group_rational(x, num, den, implementation=implementation, block_sizes="8x8")
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(BAD, match="block_sizes"):
+        group_rational(x, num, den, implementation=implementation, block_sizes={"block_rows": 8})
+    with pytest.raises(ValueError, match="block sizes spec '256x'"):
+        group_rational(x, num, den, implementation=implementation, block_sizes="256x")
+
+
+@pytest.mark.parametrize("field", ["num_warps", "num_stages"])
+@pytest.mark.parametrize("value", [0, -3])
+def test_block_sizes_positive_triton_parameters(field, value):
+    with pytest.raises(ValueError, match=rf"BlockSizes.{field}={value}: must be a positive int"):
+        BlockSizes(**{field: value})
