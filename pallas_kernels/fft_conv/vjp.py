@@ -85,25 +85,24 @@ def filter_spectrum(config: ConvConfig, k: jax.Array) -> monarch.Planes:
     return sr * scale, si * scale
 
 
+def _kernel_options(config: ConvConfig) -> dict:
+    """The static keyword arguments of `kernel.spectral_conv` and `kernel.spectral_conv_bwd`."""
+    return dict(
+        plan=config.plan,
+        length=config.seq_len,
+        block_sizes=config.block_sizes,
+        interpret=config.implementation == "interpret",
+    )
+
+
 def _spectral_conv(config, u, spectrum, pregate, postgate, out_dtype):
     """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[:L] by the configured implementation."""
     xla = functools.partial(_xla_spectral_conv, config, out_dtype)
     if config.implementation == "xla":
         return xla(u, spectrum, pregate, postgate)
-
-    def kernel_call(u, spectrum, pregate, postgate):
-        return kernel.spectral_conv(
-            u,
-            spectrum,
-            pregate,
-            postgate,
-            plan=config.plan,
-            length=config.seq_len,
-            block_sizes=config.block_sizes,
-            interpret=config.implementation == "interpret",
-            out_dtype=out_dtype,
-        )
-
+    kernel_call = functools.partial(
+        kernel.spectral_conv, **_kernel_options(config), out_dtype=out_dtype
+    )
     # Differentiated (only in second-order derivatives: the first is `_backward`) as the XLA path.
     return autodiff.with_derivatives_of(kernel_call, xla)(u, spectrum, pregate, postgate)
 
@@ -143,20 +142,7 @@ def _backward(config, residuals, dy):
     if config.implementation == "xla":
         du, d_pre, d_post, d_spectrum = xla(u, dy, spectrum, pregate, postgate)
     else:
-
-        def kernel_call(u, dy, spectrum, pregate, postgate):
-            return kernel.spectral_conv_bwd(
-                u,
-                dy,
-                spectrum,
-                pregate,
-                postgate,
-                plan=config.plan,
-                length=config.seq_len,
-                block_sizes=config.block_sizes,
-                interpret=config.implementation == "interpret",
-            )
-
+        kernel_call = functools.partial(kernel.spectral_conv_bwd, **_kernel_options(config))
         # Second-order derivatives differentiate the XLA formulas below (autodiff.py).
         du, d_pre, d_post, d_spectrum = autodiff.with_derivatives_of(kernel_call, xla)(
             u, dy, spectrum, pregate, postgate

@@ -39,6 +39,11 @@ class RationalConfig:
     block_sizes: kernel.BlockSizes = kernel.BlockSizes()
 
 
+def _kernel_options(config: RationalConfig) -> dict:
+    """The static keyword arguments of `kernel.rational_fwd` and `kernel.rational_bwd`."""
+    return dict(block_sizes=config.block_sizes, interpret=config.implementation == "interpret")
+
+
 def _sign(v):
     return jnp.where(v < 0, -1.0, 1.0).astype(v.dtype)
 
@@ -108,16 +113,7 @@ def _forward(config, x, numerator, denominator):
     if config.implementation == "xla":
         y = xla(x, numerator, denominator)
     else:
-
-        def kernel_call(x, numerator, denominator):
-            return kernel.rational_fwd(
-                x,
-                numerator,
-                denominator,
-                block_sizes=config.block_sizes,
-                interpret=config.implementation == "interpret",
-            )
-
+        kernel_call = functools.partial(kernel.rational_fwd, **_kernel_options(config))
         # Differentiated (only in second-order derivatives: the first is `_backward`) as jnp.
         y = autodiff.with_derivatives_of(kernel_call, xla)(x, numerator, denominator)
     return y, (x, numerator, denominator)
@@ -140,17 +136,7 @@ def _backward(config, residuals, dy):
         if fenced:
             dx = lax.optimization_barrier(dx)
     else:
-
-        def kernel_call(x, dy, numerator, denominator):
-            return kernel.rational_bwd(
-                x,
-                dy,
-                numerator,
-                denominator,
-                block_sizes=config.block_sizes,
-                interpret=config.implementation == "interpret",
-            )
-
+        kernel_call = functools.partial(kernel.rational_bwd, **_kernel_options(config))
         # Second-order derivatives differentiate the jnp sums instead (autodiff.py).
         dx, sum_a, sum_b = autodiff.with_derivatives_of(kernel_call, _xla_backward)(
             x, dy, numerator, denominator
