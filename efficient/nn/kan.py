@@ -53,7 +53,11 @@ def fc_gain(preset: str) -> float:
     """sigma^2 / E[F(x)^2], x ~ N(0, 1), of a preset: the variance gain of the layer after it.
 
     The authors' values (katransformer.py `calculate_gain`) for gelu and swish, float64
-    quadrature of the kernel form (`variance_gain`) for the other presets.
+    quadrature of the kernel form (`variance_gain`) for the other presets. Note that the
+    authors' gelu value (2.357) is that of the safe-PAU form, where "gelu" is a GELU; under the
+    kernel form this op computes, `variance_gain("gelu")` is 3.19, so `fc_init=
+    "variance_preserving"` after a "gelu" rational does not preserve variance exactly (KAT's
+    models use "swish" there, whose two values agree to 0.3%).
     """
     check_preset(preset, "preset")
     if preset == "identity":
