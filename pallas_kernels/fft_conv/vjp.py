@@ -9,6 +9,8 @@ y = postgate * z, z = Re(IDFT(X S))[:L]:
     dx = Re(IDFT(D conj(S)))[:L]   -> du = dx * pregate,  dpregate = dx * u
     dS = sum_B D conj(X)   (as real/imaginary planes)  -> dk = transpose of (k -> S) applied to dS
 Residuals are the inputs and S only; X and z are recomputed in the backward (memory over FLOPs).
+On the kernel paths both kernels carry the XLA path's derivatives (`pallas_kernels.autodiff`),
+so the backward itself can be differentiated (second-order derivatives).
 """
 
 import dataclasses

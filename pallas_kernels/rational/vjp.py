@@ -9,6 +9,8 @@ With P = sum_i a_i x^i, Q = 1 + sum_j |b_j| |x|^j, g the output cotangent:
 over all elements of b's group (and over all groups for a shared numerator). sign(0) = +1 for both
 x and b, as the CUDA/Triton kernels and jax's d|x|/dx at 0: at the identity preset (b = 0) the
 denominator still receives a gradient. Residuals are the inputs only; P and Q are recomputed.
+On the kernel paths both kernels carry the jnp formulas' derivatives (`pallas_kernels.autodiff`),
+so the backward itself can be differentiated (second-order derivatives).
 """
 
 import dataclasses
