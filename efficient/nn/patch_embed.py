@@ -55,4 +55,5 @@ class PatchEmbed(nn.Module):
             conv_general_dilated=conv_general_dilated,  # im2col + matmul: exact for patches
             name="proj",
         )(images)  # [B, H/p, W/p, D]
-        return x.reshape(x.shape[0], -1, x.shape[-1])  # [B, T, D]
+        B, rows, cols, D = x.shape
+        return x.reshape(B, rows * cols, D)  # [B, T, D] (no -1: B may be 0)

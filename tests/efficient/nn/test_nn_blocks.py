@@ -51,15 +51,16 @@ def test_patch_embed_is_a_per_patch_linear_map():
         jax.eval_shape(lambda: layer.init(jax.random.key(0), jnp.zeros(images.shape)))
     )
     p = jax.tree.map(lambda s: rng.normal(size=s.shape), shapes["params"])
-    got = layer.apply(
-        {"params": jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p)},
-        jnp.asarray(images, jnp.float32),
-    )
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p)
+    got = layer.apply({"params": params}, jnp.asarray(images, jnp.float32))
     patches = images.reshape(2, 2, 4, 3, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 6, 48)
     want = patches @ p["proj"]["kernel"].reshape(48, 5) + p["proj"]["bias"]
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="patch_size=4"):
         layer.init(jax.random.key(0), jnp.zeros((1, 6, 8, 3)))
+    # An empty batch gives an empty [0, T, D] (the reshape used -1: ZeroDivisionError at B = 0).
+    empty = layer.apply({"params": params}, jnp.zeros((0, 8, 12, 3), jnp.float32))
+    assert empty.shape == (0, 6, 5)
 
 
 def test_mbconv_blocks_structure():
