@@ -150,6 +150,8 @@ def ssd_chunked(
     Raises:
       ValueError: a shape disagrees with x's [B, T, H, K], G does not divide H, or chunk_size < 1.
     """
+    if chunk_size is None:  # _validate allows None for the functions without chunks
+        raise ValueError("chunk_size=None: expected an int >= 1.")
     _validate(x, dt, A, B, C, D, initial_state, chunk_size)
     batch, T, H, K = x.shape
     G, N = B.shape[2:]

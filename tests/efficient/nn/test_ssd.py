@@ -229,6 +229,7 @@ def _bad_cases():
         (with_(D=f32(2)), {}, r"D.shape=\(2,\)"),
         (with_(initial_state=f32(1, 4, 2, 2)), {}, r"initial_state.shape=\(1, 4, 2, 2\)"),
         (with_(), {"chunk_size": 0}, "chunk_size=0: expected an int >= 1"),
+        (with_(), {"chunk_size": None}, "chunk_size=None: expected an int >= 1"),
     ]
 
 
