@@ -155,13 +155,13 @@ def test_block_sizes_parse_and_errors():
 
 
 @pytest.mark.parametrize("implementation", ["xla", "interpret"])
-def test_block_sizes_argument(implementation):
+def test_block_sizes_argument(no_typecheck, implementation):
     """A spec string is parsed; anything else that is not a BlockSizes is an error on every path."""
     u, k = _uk()
     want = fft_conv(u, k, implementation=implementation)
     got = fft_conv(u, k, implementation=implementation, block_sizes="h1b1")
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    with pytest.raises(BAD, match="block_sizes"):
+    with pytest.raises(ValueError, match=r"block_sizes=\{.*\}: expected None, a .*BlockSizes"):
         fft_conv(u, k, implementation=implementation, block_sizes={"block_h": 4})
     with pytest.raises(ValueError, match="block sizes spec 'h4x'"):
         fft_conv(u, k, implementation=implementation, block_sizes="h4x")
@@ -179,16 +179,20 @@ def test_numpy_integer_options():
         want = fft_conv(u, k, implementation="xla", **kwargs)
         got = fft_conv(u, k, implementation="xla", **as_numpy)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_non_integer_sizes(no_typecheck):
+    u, k = _uk()
     for bad in (True, 512.0, "512"):
-        with pytest.raises(BAD, match="fft_size"):
+        with pytest.raises(ValueError, match=f"fft_size={bad!r}: must be a power of two"):
             fft_conv(u, k, fft_size=bad)
 
 
-def test_not_arrays_and_empty_filter():
+def test_not_arrays_and_empty_filter(no_typecheck):
     u, k = _uk()
-    with pytest.raises(BAD, match="u"):
+    with pytest.raises(ValueError, match="u: expected a jax or numpy array, got list"):
         fft_conv(u.tolist(), k)
-    with pytest.raises(BAD, match="postgate"):
+    with pytest.raises(ValueError, match="postgate: expected a jax or numpy array, got float"):
         fft_conv(u, k, postgate=2.0)
     with pytest.raises(ValueError, match=r"k \(2, 0\): the filter needs at least one tap"):
         fft_conv(u, k[:, :0])
