@@ -20,7 +20,6 @@ def check_positive(owner: object, names: Iterable[str]) -> None:
     """Raise a ValueError unless each `owner.<name>` is a finite real number > 0 (NaN fails)."""
     for name in names:
         value = getattr(owner, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{name}={value!r}: expected a finite number > 0.")
-        if not (math.isfinite(value) and value > 0):
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not (real and math.isfinite(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a finite number > 0.")

@@ -4,7 +4,7 @@ FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
 (arXiv 2311.05908), §3.
 """
 
-import operator
+import numbers
 from typing import Literal
 
 import jax.numpy as jnp
@@ -52,13 +52,13 @@ def _is_pow2(n: int) -> bool:
 
 def _check_int(name: str, value, low: int, high: int, what: str) -> int:
     """`value` as a Python int (numpy integers too; not bool), if it is in [low, high]."""
-    try:
-        number = operator.index(value) if not isinstance(value, bool) else None
-    except TypeError:
-        number = None
-    if number is None or not low <= number <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not low <= value <= high
+    ):
         raise ValueError(f"{name}={value!r}: must be {what}")
-    return number
+    return int(value)
 
 
 def _check_array(name: str, value) -> None:

@@ -88,10 +88,9 @@ class HyenaConfig:
             "vocab_size", "features", "num_layers", "order", "filter_order", "short_filter_size",
             "mlp_dim", "max_len",
         ))  # fmt: skip
-        if isinstance(self.filter_layers, bool) or not isinstance(self.filter_layers, int):
-            raise ValueError(f"filter_layers={self.filter_layers!r}: expected an integer >= 0.")
-        if self.filter_layers < 0:
-            raise ValueError(f"filter_layers={self.filter_layers}: expected >= 0.")
+        layers = self.filter_layers
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+            raise ValueError(f"filter_layers={layers!r}: expected an integer >= 0.")
         check_positive_ints(self, ("emb_dim",))
         if self.emb_dim < 3 or self.emb_dim % 2 == 0:
             raise ValueError(
