@@ -6,6 +6,7 @@ version and git commit — instead of using `efficient.bench`.
 """
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -18,6 +19,7 @@ import time
 import jax
 
 __all__ = [
+    "AheadCompiler",
     "add_result",
     "block_sizes_spec",
     "environment",
@@ -90,13 +92,7 @@ def _samples(call, sync, *, warmup: int, repeats: int) -> dict:
     return {"median_ms": statistics.median(times), "min_ms": min(times), "calls_per_sample": inner}
 
 
-def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
-    """Compile `jax.jit(fn)` once, read XLA's cost/memory analysis, warm up, time the median.
-
-    Each sample queues enough calls to last ~2 ms before one `block_until_ready` and reports the
-    time per call (`calls_per_sample` says how many).
-    """
-    compiled = jax.jit(fn).lower(*args).compile()
+def _analysis(compiled) -> dict:
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, list):  # older jax returns one dict per computation
         cost = cost[0] if cost else {}
@@ -104,14 +100,103 @@ def time_fn(fn, *args, warmup: int = 3, repeats: int = 20) -> dict:
         temp_bytes = compiled.memory_analysis().temp_size_in_bytes
     except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
         temp_bytes = None
-    timing = _samples(
-        lambda: compiled(*args), jax.block_until_ready, warmup=warmup, repeats=repeats
-    )
-    return timing | {
+    return {
         "flops": cost.get("flops"),
         "bytes_accessed": cost.get("bytes accessed"),
         "temp_bytes": temp_bytes,
     }
+
+
+def time_fn(fn, *args, warmup: int = 3, repeats: int = 20, compiled=None) -> dict:
+    """Compile `jax.jit(fn)` once, read XLA's cost/memory analysis, warm up, time the median.
+
+    Each sample queues enough calls to last ~2 ms before one `block_until_ready` and reports the
+    time per call (`calls_per_sample` says how many). `compiled`: the executable of `fn` on
+    arguments shaped like `args`, compiled beforehand (`AheadCompiler`); None compiles here.
+    """
+    if compiled is None:
+        start = time.perf_counter()
+        compiled = jax.jit(fn).lower(*args).compile()
+        compile_s = time.perf_counter() - start
+    else:
+        compile_s = None  # the AheadCompiler's record carries it
+    timing = _samples(
+        lambda: compiled(*args), jax.block_until_ready, warmup=warmup, repeats=repeats
+    )
+    return timing | _analysis(compiled) | ({} if compile_s is None else {"compile_s": compile_s})
+
+
+class AheadCompiler:
+    """Compiles the rows of a benchmark on a pool of threads while earlier rows are timed.
+
+    A GPU session's benches spend most of their minutes compiling (a Triton kernel or a train
+    step: 5-20 s each, some kernels minutes; README, GPU), one row after another on one of the
+    machine's 16 cores. XLA releases the GIL while it compiles, so `workers` threads compile
+    that many rows at once. Lowering (tracing, Python) happens in `submit`, on the caller's
+    thread, so that a row being timed never waits for the GIL behind a tracing thread.
+
+    `workers=0` compiles nothing ahead (`get` returns None and `time_fn` compiles inline): the
+    choice on a CPU backend, where a compile in the background would slow the row being timed.
+    """
+
+    def __init__(self, workers: int):
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers) if workers else None
+        self._jobs: dict = {}
+
+    @staticmethod
+    def default_workers() -> int:
+        """Half the cores on an accelerator (the rest time rows and run XLA's own threads);
+        0 on CPU."""
+        if jax.default_backend() == "cpu":
+            return 0
+        return max(1, min(8, len(os.sched_getaffinity(0)) // 2))
+
+    def submit(self, key, fn, *shapes) -> None:
+        """Lower `jax.jit(fn)` on `shapes` (`jax.ShapeDtypeStruct`s or arrays) now, compile it
+        on the pool; a lowering error is raised again by `get(key)`."""
+        if self._pool is None:
+            return
+        try:
+            lowered = jax.jit(fn).lower(*shapes)
+        except Exception as e:  # noqa: BLE001 — re-raised for its row by get()
+            future = concurrent.futures.Future()
+            future.set_exception(e)
+            self._jobs[key] = future
+            return
+        self._jobs[key] = self._pool.submit(self._compile, lowered)
+
+    @staticmethod
+    def _compile(lowered):
+        start = time.perf_counter()
+        compiled = lowered.compile()
+        return compiled, time.perf_counter() - start
+
+    def next_ready(self, keys):
+        """The first of `keys` (in their order) that can be timed now: compiled (or failed), or
+        never submitted; waits for the first compile of `keys` to finish if none can."""
+        keys = list(keys)
+        while True:
+            for key in keys:
+                if key not in self._jobs or self._jobs[key].done():
+                    return key
+            concurrent.futures.wait(
+                [self._jobs[key] for key in keys],
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+
+    def get(self, key) -> tuple | None:
+        """(compiled executable, compile seconds) of `key`, waiting for it; None if `key` was
+        never submitted (or workers=0). Raises what its lowering or compile raised."""
+        if key not in self._jobs:
+            return None
+        return self._jobs.pop(key).result()
+
+    def shutdown(self) -> None:
+        """Cancel the compiles not started; those running finish in the background."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def time_torch_cuda(run, *, warmup: int, repeats: int) -> dict:

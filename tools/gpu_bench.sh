@@ -2,13 +2,16 @@
 # One GPU session's checks and figures, in priority order, each step under its own time limit:
 # compiled-kernel correctness, the kernel benches (fft_conv, rational), then the model benches
 # (Hyena vs attention, KAT vs ViT, LowFormer). Everything lands in $OUT (default
-# bench_results/gpu/): JSON / JSON-lines per step and one log. A step that fails or runs out of
-# time loses only its own remaining rows (the benches write after every row).
+# bench_results/gpu/): JSON / JSON-lines and a log per step (NAME.log), the === lines in log.txt.
+# A step that fails or runs out of time loses only its own remaining rows (the benches write
+# after every row; the kernel benches compile rows ahead on threads, --compile-workers).
 #
 #   bash tools/gpu_bench.sh            # on a machine with a CUDA GPU and jax[cuda]
 #   QUICK=1 bash tools/gpu_bench.sh    # smoke check of the script itself (any machine)
 #   STEPS="check rational" bash ...    # a subset, in that order
 #   STEPS="train tim4rec lact" bash ... # the training runs (below), then the GPU-only benches
+#   BACKGROUND="diagnose check_rational" STEPS="fft_tune kat" DEADLINE=500 bash ...
+#                                      # checks side by side with timed steps, all in 500 s
 # The `train` step runs the CPU presets whose figures the README still lacks, side by side on the
 # one GPU (each process allocates on demand): the 3-seed MovieLens table (TiM4Rec, SSD4Rec,
 # SASRec; `experiments.recommendation_table`) and KAT vs ViT on Fashion-MNIST. Runs land in $RUNS
@@ -34,14 +37,27 @@ PY=${PY:-python3}
 # paths between calls) skips the Triton and XLA compiles that cut the H200 session's steps short.
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$PWD/.cache/jax}
 
+# DEADLINE=SECONDS: the whole script's budget (a lent machine's 10-minute call); each step's
+# limit is cut to what is left of it (less a margin for packing the results), and a step with
+# under 20 s left is skipped, so the script ends, and its files come back, before the call's
+# limit kills it.
+DEADLINE=${DEADLINE:-}
 step() { # step NAME SECONDS COMMAND...: run with a time limit (LIMIT_<NAME> overrides SECONDS),
-  # log, never abort the script
+  # log to $OUT/NAME.log (the lines of === to $LOG too), never abort the script
   local name=$1 override="LIMIT_$1"
   local seconds=${!override:-$2}
   shift 2
-  echo "=== $name (limit ${seconds}s): $*" | tee -a "$LOG"
+  if [ -n "$DEADLINE" ]; then
+    local left=$((DEADLINE - SECONDS - 15))
+    if [ "$left" -lt 20 ]; then
+      echo "=== $name: skipped, ${left}s left of DEADLINE=$DEADLINE" | tee -a "$LOG"
+      return
+    fi
+    [ "$left" -lt "$seconds" ] && seconds=$left
+  fi
+  echo "=== $name (limit ${seconds}s, at ${SECONDS}s): $*" | tee -a "$LOG"
   local start=$SECONDS
-  timeout --signal=INT --kill-after=10 "$seconds" "$@" >>"$LOG" 2>&1
+  timeout --signal=INT --kill-after=10 "$seconds" "$@" >>"$OUT/$name.log" 2>&1
   local rc=$?
   echo "=== $name: exit $rc after $((SECONDS - start))s" | tee -a "$LOG"
 }
@@ -79,9 +95,21 @@ if [ -n "${QUICK:-}" ]; then
   exit 0
 fi
 
-# STEPS picks and orders the steps (default: all, in this order; more than one 10-minute call).
-for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rational hyena lowformer}; do
+run_step() { # run_step NAME: one of the steps below
+  local name=$1
   case $name in
+    check_rational) # the compiled rational kernels at the KAT shapes and the GPU default tiling
+      step check_rational 400 "$PY" -m pallas_kernels.check --ops rational \
+        --rational-variants 256x64l16-loop 256x64 --out "$OUT/check_rational.json"
+      ;;
+    check_fft) # the low-spill fft_conv candidates (registers table, README), then the defaults
+      step check_fft 400 "$PY" -m pallas_kernels.check --ops fft_conv \
+        --fft-variants ${CHECK_FFT_VARIANTS:-h1w8-bf16 h2m2w8-bf16} --out "$OUT/check_fft.json"
+      ;;
+    check_fft_h200) # the variants the H200 session timed but could not check
+      step check_fft_h200 400 "$PY" -m pallas_kernels.check --ops fft_conv \
+        --fft-variants h8m8w8-bf16 r128h4m4w8-tf32 --out "$OUT/check_fft_h200.json"
+      ;;
     check)
       step check 240 "$PY" -m pallas_kernels.check --ops ${CHECK_OPS:-rational fft_conv} \
         --rational-variants 256x64 --fft-variants h1w8-bf16 h8m8w8-bf16 r128h4m4w8-tf32 \
@@ -105,7 +133,7 @@ for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rationa
       # H200's measured best
       step fft_tune 240 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
         --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations \
-        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft pallas:h1w8-bf16 pallas:h2m2w8-bf16 \
+        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft torch_fft pallas:h1w8-bf16 pallas:h2m2w8-bf16 \
         pallas:r128h2m2w8-bf16 pallas:r128h1w4-bf16 pallas:h8m8w8-bf16 pallas:h4m4w8-bf16 \
         pallas:r128h4m4w8-tf32 pallas:h1w4-bf16} --out "$OUT/fft_tune.json"
       ;;
@@ -120,8 +148,9 @@ for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rationa
       ;;
     rational)
       step rational 150 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
-        --dims ${RATIONAL_DIMS:-192 768 3072} --implementations copy gelu xla pallas \
-        pallas:256x64 torch --out "$OUT/rational.json"
+        --dims ${RATIONAL_DIMS:-192 768 3072} --implementations \
+        ${RATIONAL_IMPLEMENTATIONS:-copy gelu xla pallas pallas:256x64l16f32-loop torch} \
+        --out "$OUT/rational.json"
       ;;
     hyena) step hyena 120 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl" ;;
     kat)
@@ -176,7 +205,7 @@ RUNS
       ;;
     tim4rec)
       step tim4rec 300 "$PY" -m experiments.bench tim4rec --repeats 10 \
-        --out "$RUNS/bench/tim4rec.jsonl"
+        --out "$OUT/tim4rec.jsonl"
       ;;
     lact)
       step lact 180 "$PY" -m experiments.bench lact --repeats 5 \
@@ -189,8 +218,23 @@ RUNS
       ;;
     *) echo "unknown step $name" | tee -a "$LOG" ;;
   esac
+}
+
+# BACKGROUND: steps that only check results (nothing timed), each in its own process side by
+# side with STEPS from the start, allocating GPU memory on demand. A lent machine's 16 cores
+# compile their kernels while STEPS time theirs; their few kernel calls share the card with
+# the timed rows (each timed row is a median of 10 samples).
+bg=()
+for name in ${BACKGROUND:-}; do
+  (export XLA_PYTHON_CLIENT_PREALLOCATE=false; run_step "$name") &
+  bg+=($!)
 done
+# STEPS picks and orders the steps (default: all, in this order; more than one 10-minute call).
+for name in ${STEPS:-diagnose check kat fft_tune fft_conv rational_tiles rational hyena lowformer}; do
+  run_step "$name"
+done
+for pid in "${bg[@]}"; do wait "$pid"; done
 if [ -d "$RUNS" ]; then
   tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=best --exclude=plots --exclude=tb -C "$RUNS" . || true
 fi
-grep -E "^(ok|FAIL)|jnp.fft / impl|/ (gelu|xla)|===" "$LOG" | tail -80
+grep -h -E "^(ok|FAIL)|jnp.fft / impl|/ (gelu|xla)|===|^[0-9]+/[0-9]+ |wrong" "$OUT"/*.log | tail -80

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import environment, time_fn, time_torch_cuda
+from pallas_kernels._bench import AheadCompiler, environment, time_fn, time_torch_cuda
 from pallas_kernels.fft_conv import api, kernel, reference, vjp
 
 __all__ = ["Case", "main"]
@@ -58,6 +58,13 @@ def _inputs(case: Case):
     k = jnp.asarray(rng.standard_normal((case.heads, case.length)) * 0.02, jnp.float32)
     gates = [jnp.asarray(rng.standard_normal(shape), dtype) for _ in range(2)]
     return u, k, *(gates if case.gated else (None, None))
+
+
+def _input_shapes(case: Case):
+    """`_inputs`' shapes and dtypes, for lowering without allocating."""
+    u = jax.ShapeDtypeStruct((case.batch, case.heads, case.length), jnp.dtype(case.dtype))
+    k = jax.ShapeDtypeStruct((case.heads, case.length), jnp.float32)
+    return u, k, *((u, u) if case.gated else (None, None))
 
 
 def _conv(case: Case, implementation: str):
@@ -129,25 +136,51 @@ def _io_bytes(case: Case) -> int:
     return tensors * case.batch * case.heads * case.length * item + case.heads * case.length * 4
 
 
-def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: int) -> dict:
-    """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record."""
+def _skip_reason(case: Case, implementation: str, mode: str) -> str | None:
+    if implementation == "torch_fft" and mode != "fwd":
+        return "torch baseline is forward only here"
+    if implementation.startswith("pallas") and case.fft_size > api._max_pallas_size():
+        return f"the kernel supports N <= {api._max_pallas_size()} here"
+    return None
+
+
+def _timed_fn(case: Case, implementation: str, mode: str):
+    """The JAX function a row times (None: a torch or skipped row)."""
+    if implementation == "torch_fft" or _skip_reason(case, implementation, mode):
+        return None
+    conv = _conv(case, implementation)
+    return conv if mode == "fwd" else _fwd_bwd(conv)
+
+
+def run_case(
+    case: Case,
+    implementation: str,
+    mode: str,
+    warmup: int,
+    repeats: int,
+    compiled: tuple | None = None,
+) -> dict:
+    """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record.
+
+    compiled: (executable, compile seconds) from an `AheadCompiler`; None compiles here.
+    """
     record = dataclasses.asdict(case) | {
         "length": case.length,
         "implementation": implementation,
         "mode": mode,
     }
+    if reason := _skip_reason(case, implementation, mode):
+        return record | {"skipped": reason}
     if implementation == "torch_fft":
-        if mode != "fwd":
-            return record | {"skipped": "torch baseline is forward only here"}
         timing = _torch_time(case, repeats, warmup)
         if timing is None:
             return record | {"skipped": "torch with CUDA is not importable"}
         return record | timing
-    if implementation.startswith("pallas") and case.fft_size > api._max_pallas_size():
-        return record | {"skipped": f"the kernel supports N <= {api._max_pallas_size()} here"}
-    conv = _conv(case, implementation)
-    fn = conv if mode == "fwd" else _fwd_bwd(conv)
-    record |= time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats)
+    fn = _timed_fn(case, implementation, mode)
+    executable, compile_s = compiled or (None, None)
+    record |= time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats, compiled=executable)
+    if compile_s is not None:
+        record["compile_s"] = compile_s
     record["gb_per_s"] = _io_bytes(case) / record["median_ms"] / 1e6
     return record
 
@@ -210,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace each section's implementations (e.g. jnp_fft pallas:h4b8w8)",
     )
     parser.add_argument("--gated-only", action="store_true", help="GPU section: gated cases only")
+    parser.add_argument(
+        "--compile-workers",
+        type=int,
+        default=None,
+        help="rows compiled ahead on this many threads, each timed as soon as it is compiled "
+        "(default: half the cores, at most 8, on an accelerator; 0, inline, on CPU)",
+    )
     return parser
 
 
@@ -252,23 +292,38 @@ def main(argv=None) -> None:
     print(json.dumps(env))
     results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        for case, implementations, modes in sections[name]:
-            for mode in modes:
-                for implementation in implementations:
-                    try:
-                        record = run_case(case, implementation, mode, warmup, repeats)
-                    except Exception as e:  # one failure must not end a GPU session
-                        record = dataclasses.asdict(case) | {
-                            "implementation": implementation,
-                            "mode": mode,
-                            "skipped": f"{type(e).__name__}: {str(e)[:300]}",
-                        }
-                    record = {"section": name} | record
-                    results.append(record)
-                    _print(record)
-                    # Written after every record: a run stopped by a time limit keeps its rows.
-                    args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
+    rows = [
+        (name, case, mode, implementation)
+        for name in names
+        for case, implementations, modes in sections[name]
+        for mode in modes
+        for implementation in implementations
+    ]
+    ahead = AheadCompiler(
+        AheadCompiler.default_workers() if args.compile_workers is None else args.compile_workers
+    )
+    for i, (_, case, mode, implementation) in enumerate(rows):
+        if (fn := _timed_fn(case, implementation, mode)) is not None:
+            ahead.submit(i, fn, *_input_shapes(case))
+    todo = list(range(len(rows)))
+    while todo:  # in order, except that a row still compiling lets compiled ones go first
+        i = ahead.next_ready(todo)
+        todo.remove(i)
+        name, case, mode, implementation = rows[i]
+        try:
+            record = run_case(case, implementation, mode, warmup, repeats, ahead.get(i))
+        except Exception as e:  # one failure must not end a GPU session
+            record = dataclasses.asdict(case) | {
+                "implementation": implementation,
+                "mode": mode,
+                "skipped": f"{type(e).__name__}: {str(e)[:300]}",
+            }
+        record = {"section": name} | record
+        results.append(record)
+        _print(record)
+        # Written after every record: a run stopped by a time limit keeps its rows.
+        args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
+    ahead.shutdown()
     _print_ratios(results)
     print(f"wrote {args.out}")
 

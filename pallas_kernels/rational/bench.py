@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import environment, time_fn, time_torch_cuda
+from pallas_kernels._bench import AheadCompiler, environment, time_fn, time_torch_cuda
 from pallas_kernels.rational import BlockSizes, api, init_coefficients, kernel
 
 __all__ = ["Case", "main"]
@@ -49,6 +49,13 @@ def _inputs(case: Case):
     dy = jnp.asarray(rng.standard_normal(shape, np.float32), case.dtype)
     numerator, denominator = init_coefficients("swish", case.groups)
     return x, dy, numerator, denominator
+
+
+def _input_shapes(case: Case):
+    """`_inputs`' shapes and dtypes, for lowering without allocating."""
+    x = jax.ShapeDtypeStruct((case.batch, case.tokens, case.width), jnp.dtype(case.dtype))
+    numerator, denominator = init_coefficients("swish", case.groups)
+    return x, x, numerator, denominator
 
 
 def _functions(implementation: str):
@@ -121,8 +128,26 @@ def _torch_time(case: Case, mode: str, warmup: int, repeats: int) -> dict | None
     return time_torch_cuda(run, warmup=warmup, repeats=repeats)
 
 
-def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: int) -> dict:
-    """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record."""
+def _timed_fn(implementation: str, mode: str):
+    """The JAX function a row times (None: the torch row, or no such mode)."""
+    if implementation == "torch":
+        return None
+    fwd, fwd_bwd = _functions(implementation)
+    return fwd if mode == "fwd" else fwd_bwd
+
+
+def run_case(
+    case: Case,
+    implementation: str,
+    mode: str,
+    warmup: int,
+    repeats: int,
+    compiled: tuple | None = None,
+) -> dict:
+    """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record.
+
+    compiled: (executable, compile seconds) from an `AheadCompiler`; None compiles here.
+    """
     record = dataclasses.asdict(case) | {"implementation": implementation, "mode": mode}
     kind, _, tiling = implementation.partition(":")
     if kind in ("pallas", "interpret"):  # the tiling that ran, defaults resolved for this backend
@@ -136,11 +161,13 @@ def run_case(case: Case, implementation: str, mode: str, warmup: int, repeats: i
         if timing is None:
             return record | {"skipped": "torch with CUDA is not importable"}
     else:
-        fwd, fwd_bwd = _functions(implementation)
-        fn = fwd if mode == "fwd" else fwd_bwd
+        fn = _timed_fn(implementation, mode)
         if fn is None:
             return record | {"skipped": "forward only"}
-        timing = time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats)
+        executable, compile_s = compiled or (None, None)
+        timing = time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats, compiled=executable)
+        if compile_s is not None:
+            timing["compile_s"] = compile_s
     return record | timing | {"gb_per_s": io / timing["median_ms"] / 1e6}
 
 
@@ -197,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("bench_results/rational.json")
     )
+    parser.add_argument(
+        "--compile-workers",
+        type=int,
+        default=None,
+        help="rows compiled ahead on this many threads, each timed as soon as it is compiled "
+        "(default: half the cores, at most 8, on an accelerator; 0, inline, on CPU)",
+    )
     return parser
 
 
@@ -222,18 +256,38 @@ def main(argv=None) -> None:
     print(json.dumps(env))
     results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for width in dims:
-        for dtype in dtypes:
-            case = Case(batch=batch, width=width, dtype=dtype)
-            for mode in ("fwd", "fwd_bwd"):
-                for implementation in implementations:
-                    record = {"section": section} | run_case(
-                        case, implementation, mode, warmup, repeats
-                    )
-                    results.append(record)
-                    _print(record)
-                    # Written after every record: a run stopped by a time limit keeps its rows.
-                    args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
+    rows = [
+        (Case(batch=batch, width=width, dtype=dtype), mode, implementation)
+        for width in dims
+        for dtype in dtypes
+        for mode in ("fwd", "fwd_bwd")
+        for implementation in implementations
+    ]
+    ahead = AheadCompiler(
+        AheadCompiler.default_workers() if args.compile_workers is None else args.compile_workers
+    )
+    for i, (case, mode, implementation) in enumerate(rows):
+        if (fn := _timed_fn(implementation, mode)) is not None:
+            ahead.submit(i, fn, *_input_shapes(case))
+    todo = list(range(len(rows)))
+    while todo:  # in order, except that a row still compiling lets compiled ones go first
+        i = ahead.next_ready(todo)
+        todo.remove(i)
+        case, mode, implementation = rows[i]
+        try:
+            record = run_case(case, implementation, mode, warmup, repeats, ahead.get(i))
+        except Exception as e:  # one failure must not end a GPU session
+            record = dataclasses.asdict(case) | {
+                "implementation": implementation,
+                "mode": mode,
+                "skipped": f"{type(e).__name__}: {str(e)[:300]}",
+            }
+        record = {"section": section} | record
+        results.append(record)
+        _print(record)
+        # Written after every record: a run stopped by a time limit keeps its rows.
+        args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
+    ahead.shutdown()
     ratios = _ratios(results, "gelu")
     if section == "gpu":
         ratios += _ratios(results, "xla")

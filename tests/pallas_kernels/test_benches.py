@@ -18,6 +18,50 @@ def test_quick_bench_writes_results(bench, tmp_path):
     assert rows and all(r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] for r in rows)
 
 
+@pytest.mark.parametrize("bench", [fft_conv_bench, rational_bench], ids=["fft_conv", "rational"])
+def test_rows_compiled_ahead_on_threads_time_like_inline(bench, tmp_path):
+    """--compile-workers: every row still comes back once, with its compile time, and the same
+    FLOPs as the inline compile (GPU sessions use threads; CPU defaults to inline)."""
+    size = ["--sizes", "256"] if bench is fft_conv_bench else ["--dims", "64"]
+    rows = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"bench{workers}.json"
+        bench.main(["--quick", "--section", "cpu", *size, "--out", str(out)]
+                   + ["--compile-workers", workers])  # fmt: skip
+        results = json.loads(out.read_text())["results"]
+        rows[workers] = {(r["implementation"], r["mode"]): r for r in results}
+        assert len(rows[workers]) == len(results)  # no row twice
+        assert all(r["median_ms"] > 0 and r["compile_s"] > 0 for r in results)
+    assert rows["0"].keys() == rows["2"].keys()
+    for key, row in rows["2"].items():
+        assert row["flops"] == rows["0"][key]["flops"], key
+
+
+def test_ahead_compiler_order_errors_and_inline_mode():
+    import jax
+    import jax.numpy as jnp
+
+    from pallas_kernels._bench import AheadCompiler
+
+    x = jax.ShapeDtypeStruct((4,), jnp.float32)
+    ahead = AheadCompiler(2)
+    ahead.submit("double", lambda v: 2 * v, x)
+    ahead.submit("bad", lambda v: v @ jnp.ones((3, 3)), x)  # a shape error while lowering
+    assert ahead.next_ready(["never-submitted", "double"]) == "never-submitted"
+    assert ahead.get("never-submitted") is None
+    compiled, seconds = ahead.get("double")
+    assert seconds > 0 and list(compiled(jnp.arange(4.0))) == [0.0, 2.0, 4.0, 6.0]
+    assert ahead.next_ready(["bad"]) == "bad"
+    with pytest.raises(TypeError):
+        ahead.get("bad")
+    ahead.shutdown()
+    inline = AheadCompiler(0)
+    inline.submit("double", lambda v: 2 * v, x)
+    assert inline.get("double") is None  # time_fn compiles it
+    with pytest.raises(ValueError, match="workers"):
+        AheadCompiler(-1)
+
+
 def test_rational_bench_records_the_tiling_that_ran(tmp_path):
     out = tmp_path / "bench.json"
     rational_bench.main(

@@ -111,6 +111,30 @@ def test_interleaved_rejects_bad_groups():
         benchmark_interleaved([])
     with pytest.raises(ValueError, match="repeats"):
         benchmark_interleaved([case], repeats=0)
+    with pytest.raises(ValueError, match="compile_workers"):
+        benchmark_interleaved([case, BenchCase(fn=_matmul, args=case.args, name="y")],
+                              compile_workers=0)  # fmt: skip
+
+
+def test_interleaved_compiles_on_threads_like_one_by_one():
+    """Cases compiled side by side on threads: each keeps its own function, static arguments,
+    FLOPs and names (nothing crossed between threads), as when compiled one after another."""
+
+    def scaled(x, power):
+        return x**power
+
+    cases = [
+        BenchCase(fn=_matmul, args=(_struct(8, 16), _struct(16, 4)), name="mm"),
+        BenchCase(fn=scaled, args=(jnp.full(3, 2.0), 3), name="cube", static_argnums=1),
+        BenchCase(fn=scaled, args=(jnp.full(3, 2.0), 2), name="square", static_argnums=1),
+    ]
+    threaded = benchmark_interleaved(cases, warmup=0, repeats=2, compile_workers=3)
+    serial = benchmark_interleaved(cases, warmup=0, repeats=2, compile_workers=1)
+    assert [r.name for r in threaded] == ["mm", "cube", "square"]
+    for a, b in zip(threaded, serial, strict=True):
+        assert (a.name, a.flops, a.repeats) == (b.name, b.flops, b.repeats)
+        assert a.compile_s > 0 and a.lower_s > 0
+    assert threaded[0].flops == 2 * 8 * 16 * 4
 
 
 def _timed(name, times, other):
