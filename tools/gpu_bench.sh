@@ -44,7 +44,7 @@ export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$PWD/.cache/jax}
 DEADLINE=${DEADLINE:-}
 step() { # step NAME SECONDS COMMAND...: run with a time limit (LIMIT_<NAME> overrides SECONDS),
   # log to $OUT/NAME.log (the lines of === to $LOG too), never abort the script
-  local name=$1 override="LIMIT_$1"
+  local name=$1 override="LIMIT_${1//[^A-Za-z0-9_]/_}"
   local seconds=${!override:-$2}
   shift 2
   if [ -n "$DEADLINE" ]; then
@@ -105,6 +105,10 @@ run_step() { # run_step NAME: one of the steps below
     check_fft) # the low-spill fft_conv candidates (registers table, README), then the defaults
       step check_fft 400 "$PY" -m pallas_kernels.check --ops fft_conv \
         --fft-variants ${CHECK_FFT_VARIANTS:-h1w8-bf16 h2m2w8-bf16} --out "$OUT/check_fft.json"
+      ;;
+    check_fft:*) # one variant (check_fft:SPEC), its own process: BACKGROUND="check_fft:A check_fft:B"
+      step "check_fft_${name#*:}" 400 "$PY" -m pallas_kernels.check --ops fft_conv \
+        --fft-variants "${name#*:}" --out "$OUT/check_fft_${name#*:}.json"
       ;;
     check_fft_h200) # the variants the H200 session timed but could not check
       step check_fft_h200 400 "$PY" -m pallas_kernels.check --ops fft_conv \
@@ -205,7 +209,7 @@ RUNS
       ;;
     tim4rec)
       step tim4rec 300 "$PY" -m experiments.bench tim4rec --repeats 10 \
-        --out "$OUT/tim4rec.jsonl"
+        ${TIM4REC_MODELS:+--models "$TIM4REC_MODELS"} --out "$OUT/tim4rec.jsonl"
       ;;
     lact)
       step lact 180 "$PY" -m experiments.bench lact --repeats 5 \

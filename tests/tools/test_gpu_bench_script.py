@@ -16,6 +16,8 @@ def _commands(module: str) -> list[list[str]]:
     """The argument lists of every `"$PY" -m <module>` call in the script (a default of an
     overridable list, `${NAME:-a b c}`, read as its words)."""
     text = SCRIPT.read_text().replace("\\\n", " ")
+    # The spec of a `check_fft:SPEC` step comes from its name at run time: parse a sample.
+    text = text.replace('"${name#*:}"', "r128h1w4-bf16")
     text = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
     return [
         line.split(f"-m {module} ", 1)[1].split()
