@@ -21,7 +21,7 @@ from pallas_kernels.rational import (
     init_coefficients,
     variance_gain,
 )
-from pallas_kernels.rational.api import Implementation
+from pallas_kernels.rational.api import IMPLEMENTATIONS, Implementation
 
 __all__ = [
     "FC_INITS",
@@ -35,7 +35,6 @@ __all__ = [
 
 FcInit = Literal["trunc_normal", "variance_preserving"]
 FC_INITS: tuple[str, ...] = ("trunc_normal", "variance_preserving")
-IMPLEMENTATIONS: tuple[str, ...] = ("auto", "pallas", "interpret", "xla")
 
 # The coefficients are a few dozen numbers per layer, read by every shard of the activation that
 # follows: replicated on every mesh axis (no logical name, so no rule can split them). Naming the
@@ -77,8 +76,8 @@ class GroupRational(nn.Module):
       num_groups: G; it must divide D.
       preset: init preset name ("identity", "swish", "gelu_old", ...).
       shared_numerator: one numerator for all groups (KAT, FlashKAT) or one per group.
-      implementation: passed to `group_rational` ("auto": Pallas on TPU, the XLA path elsewhere:
-        on GPU it was the faster one).
+      implementation: passed to `group_rational` ("auto": Pallas on TPU, an XLA forward and
+        a Pallas backward on GPU (each pass the faster one there), the XLA path on CPU).
       dtype: compute dtype of the input and output (the op computes in float32 inside).
       param_dtype: coefficient storage dtype (cast to float32 for the op).
     """

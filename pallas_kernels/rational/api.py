@@ -11,31 +11,43 @@ from jaxtyping import Array, Float
 from pallas_kernels import arguments, platform
 from pallas_kernels.rational import kernel, reference, vjp
 
-__all__ = ["Implementation", "check_arguments", "group_rational", "resolve_implementation"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "Implementation",
+    "check_arguments",
+    "group_rational",
+    "resolve_implementation",
+]
 
-Implementation = Literal["auto", "pallas", "interpret", "xla"]
+Implementation = Literal["auto", "pallas", "interpret", "xla", "xla+pallas", "xla+interpret"]
+IMPLEMENTATIONS = ("auto", "pallas", "interpret", "xla", "xla+pallas", "xla+interpret")
 
 _X_DTYPES = (jnp.float32, jnp.bfloat16)
 
 
-# Backends where "auto" picks the Pallas kernels. Not GPU: on an H100 the Triton kernels matched
-# the XLA path forward but took 1.6x-2.9x its time forward+backward (README.md), so "auto" takes
-# the XLA path there and "pallas" stays opt-in until the backward kernel is faster.
-_AUTO_PALLAS_BACKENDS = frozenset({"tpu"})
+# What "auto" runs per backend, from the measurements (README.md, Benchmarks):
+# - GPU: forward by XLA, backward by the Pallas kernels. On an H200 (2026-11-28) the compiled
+#   kernels passed the check (every tiling, f32 and bf16, partial row tiles, bitwise
+#   reproducible); the XLA forward was 1.1-1.5x faster than the kernel's (it runs at the copy's
+#   bandwidth, and in a model XLA fuses it with its neighbours), the kernel's forward+backward
+#   1.0-1.7x faster than the XLA path's, so each pass takes the faster one.
+# - TPU: the Pallas kernels (compiled by Mosaic ahead of time here; no chip measured yet).
+# - CPU: the XLA path (Pallas runs only in interpret mode there).
+_AUTO = {"gpu": "xla+pallas", "tpu": "pallas"}
 
 
 def resolve_implementation(implementation: str) -> str:
-    """ "auto" -> "pallas" on TPU, else "xla"; other values unchanged."""
+    """ "auto" -> "xla+pallas" on GPU, "pallas" on TPU, "xla" on CPU; other values unchanged."""
     if implementation == "auto":
-        return "pallas" if platform.current() in _AUTO_PALLAS_BACKENDS else "xla"
+        return _AUTO.get(platform.current(), "xla")
     return implementation
 
 
 def check_arguments(x, numerator, denominator, implementation: str = "auto") -> None:
     """Raise a ValueError naming the first unsupported argument and what is supported."""
-    if implementation not in ("auto", "pallas", "interpret", "xla"):
+    if implementation not in IMPLEMENTATIONS:
         raise ValueError(
-            f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
+            f"implementation={implementation!r}: one of {', '.join(map(repr, IMPLEMENTATIONS))}"
         )
     if x.ndim < 1:
         raise ValueError(f"x.shape={x.shape}: x must have a channel axis [..., D]")
@@ -87,8 +99,9 @@ def group_rational(
         numerator: a_0..a_5, float32: [1, 6] shared by all groups (KAT) or [G, 6] per group.
         denominator: b_1..b_4 per group, float32 [G, 4]; G divides D.
         implementation: "xla" (jnp, fused by XLA; the CPU default), "pallas" (compiled kernels),
-            "interpret" (the kernels in interpret mode), or "auto": pallas on TPU, else xla
-            (on GPU the XLA path was faster forward+backward so far).
+            "interpret" (the kernels in interpret mode), "xla+pallas" (forward by XLA, backward
+            by the compiled kernels; the GPU default) or "xla+interpret", or "auto": the
+            measured fastest per backend (`resolve_implementation`).
         block_sizes: Kernel tiling (pallas/interpret only; validated for every implementation):
             a `kernel.BlockSizes`, its spec string (`BlockSizes.parse`, e.g. "256x64l16-loop"),
             or None for `kernel.default_block_sizes()` (the loop reduction on GPU, `BlockSizes()`
@@ -107,8 +120,10 @@ def group_rational(
     implementation = resolve_implementation(implementation)
     if x.size == 0:  # nothing to launch a kernel over; the XLA path gives [] and zero gradients
         implementation = "xla"
+    forward, _, backward = implementation.partition("+")
     config = vjp.RationalConfig(
-        implementation=implementation,  # type: ignore[arg-type]
+        implementation=forward,  # type: ignore[arg-type]
+        backward=backward or None,  # type: ignore[arg-type]
         block_sizes=block_sizes,
     )
     return vjp.group_rational_op(config, x, numerator, denominator)

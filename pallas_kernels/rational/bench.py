@@ -150,7 +150,8 @@ def run_case(
     """
     record = dataclasses.asdict(case) | {"implementation": implementation, "mode": mode}
     kind, _, tiling = implementation.partition(":")
-    if kind in ("pallas", "interpret"):  # the tiling that ran, defaults resolved for this backend
+    if kind.rpartition("+")[2] in ("pallas", "interpret"):  # the tiling that ran (defaults
+        # resolved for this backend), for the kernels and the mixed "xla+pallas"
         blocks = BlockSizes.parse(tiling) if tiling else kernel.default_block_sizes()
         record["block_sizes"] = dataclasses.asdict(blocks)
     item = jnp.dtype(case.dtype).itemsize
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--implementations",
         nargs="*",
         default=None,
-        help="subset/order: copy gelu xla pallas torch, or pallas:SPEC / interpret:SPEC "
+        help="subset/order: copy gelu xla pallas xla+pallas torch, or pallas:SPEC / interpret:SPEC "
         "(a BlockSizes.parse tiling, e.g. 256x64l16-loop)",
     )
     parser.add_argument(
@@ -251,7 +252,7 @@ def main(argv=None) -> None:
     elif section == "cpu":
         implementations = ("gelu", "xla")
     else:
-        implementations = ("copy", "gelu", "xla", "pallas", "torch")
+        implementations = ("copy", "gelu", "xla", "pallas", "xla+pallas", "torch")
     env = environment()
     print(json.dumps(env))
     results = []

@@ -33,17 +33,24 @@ class RationalConfig:
 
     Attributes:
         implementation: "xla" (jnp, fused by XLA), "pallas" or "interpret" (the Pallas kernels,
-            compiled or interpreted).
+            compiled or interpreted): the forward, and the backward unless `backward` is set.
+        backward: The backward's implementation, if not `implementation`'s (GPU's "auto" is
+            an XLA forward and a Pallas backward).
         block_sizes: Kernel tiling (pallas/interpret only).
     """
 
     implementation: Literal["xla", "pallas", "interpret"] = "xla"
+    backward: Literal["xla", "pallas", "interpret"] | None = None
     block_sizes: kernel.BlockSizes = kernel.BlockSizes()
 
+    @property
+    def backward_implementation(self) -> str:
+        return self.backward or self.implementation
 
-def _kernel_options(config: RationalConfig) -> dict:
+
+def _kernel_options(config: RationalConfig, implementation: str) -> dict:
     """The static keyword arguments of `kernel.rational_fwd` and `kernel.rational_bwd`."""
-    return dict(block_sizes=config.block_sizes, interpret=config.implementation == "interpret")
+    return dict(block_sizes=config.block_sizes, interpret=implementation == "interpret")
 
 
 def _sign(v):
@@ -115,7 +122,9 @@ def _forward(config, x, numerator, denominator):
     if config.implementation == "xla":
         y = xla(x, numerator, denominator)
     else:
-        kernel_call = functools.partial(kernel.rational_fwd, **_kernel_options(config))
+        kernel_call = functools.partial(
+            kernel.rational_fwd, **_kernel_options(config, config.implementation)
+        )
         # Differentiated (only in second-order derivatives: the first is `_backward`) as jnp.
         y = autodiff.with_derivatives_of(kernel_call, xla)(x, numerator, denominator)
     return y, (x, numerator, denominator)
@@ -124,7 +133,7 @@ def _forward(config, x, numerator, denominator):
 def _backward(config, residuals, dy):
     x, numerator, denominator = residuals
     dy = jnp.asarray(dy)  # jax.test_util.check_grads passes numpy cotangents
-    if config.implementation == "xla":
+    if config.backward_implementation == "xla":
         # CPU: fences around the jnp backward. Without them XLA fuses its producers (the fc1
         # matmul's bias add, the LayerNorm) into it and it into every consumer of dx (the fc1
         # backward's transposes and adds), so the polynomials and divisions were recomputed per
@@ -138,7 +147,9 @@ def _backward(config, residuals, dy):
         if fenced:
             dx = lax.optimization_barrier(dx)
     else:
-        kernel_call = functools.partial(kernel.rational_bwd, **_kernel_options(config))
+        kernel_call = functools.partial(
+            kernel.rational_bwd, **_kernel_options(config, config.backward_implementation)
+        )
         # Second-order derivatives differentiate the jnp sums instead (autodiff.py).
         dx, sum_a, sum_b = autodiff.with_derivatives_of(kernel_call, _xla_backward)(
             x, dy, numerator, denominator

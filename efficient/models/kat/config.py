@@ -24,8 +24,8 @@ class KATConfig(ViTConfig):
         (KAT, FlashKAT), or a numerator per group too.
       fc_init: "trunc_normal" (what the authors' code does in effect: the README explains) or
         "variance_preserving" (KAT §4.3 as written).
-      implementation: passed to `group_rational` ("auto": Pallas on TPU, the XLA path elsewhere:
-        on GPU it was the faster one).
+      implementation: passed to `group_rational` ("auto": Pallas on TPU, an XLA forward and
+        a Pallas backward on GPU (each pass the faster one there), the XLA path on CPU).
     """
 
     num_groups: int = 8
