@@ -159,6 +159,7 @@ def _cases(
     fft_variants: tuple[str, ...] = (),
     rational_variants: tuple[str, ...] = (),
     ops: tuple[str, ...] = ("rational", "fft_conv"),
+    fft_variant_sizes: tuple[int, ...] = (1024, 4096),
 ):
     if quick:
         yield functools.partial(check_fft_conv, 256, batch=1, heads=4, dtype="float32", gated=True)
@@ -184,7 +185,7 @@ def _cases(
         # The tensor-core variants (the candidates for the GPU default) before the default
         # tiling, whose f32 FMA dots compile for minutes from N = 4K (ptxas, spilling).
         for spec in fft_variants:
-            for n in (1024, 4096):
+            for n in fft_variant_sizes:
                 yield functools.partial(fft, n, dtype="bfloat16", gated=True, block_sizes=spec)
         for n in (256, 1024):
             for dtype, gated in (("float32", False), ("bfloat16", True)):
@@ -229,7 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=(),
         type=block_sizes_spec(BlockSizes.parse),
-        help="BlockSizes specs for extra fft_conv cases at N = 1024, 4096 (e.g. r128-tf32x3)",
+        help="BlockSizes specs for extra fft_conv cases at --fft-variant-sizes (e.g. r128-bf16)",
+    )
+    parser.add_argument(
+        "--fft-variant-sizes",
+        type=int,
+        nargs="+",
+        default=(1024, 4096),
+        help="the FFT sizes N of the --fft-variants cases",
     )
     parser.add_argument(
         "--ops",
@@ -257,8 +265,15 @@ def main(argv=None) -> int:
     print(json.dumps(env), flush=True)
     results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    for n in args.fft_variant_sizes:
+        if n < 256 or n & (n - 1):
+            parser.error(f"--fft-variant-sizes {n}: a power of two >= 256")
     cases = _cases(
-        args.quick, tuple(args.fft_variants), tuple(args.rational_variants), tuple(args.ops)
+        args.quick,
+        tuple(args.fft_variants),
+        tuple(args.rational_variants),
+        tuple(args.ops),
+        tuple(args.fft_variant_sizes),
     )
     for case in cases:
         try:

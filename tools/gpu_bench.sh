@@ -66,7 +66,7 @@ step() { # step NAME SECONDS COMMAND...: run with a time limit (LIMIT_<NAME> ove
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
     --format=csv 2>&1 || true
   "$PY" -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
-  git rev-parse --short HEAD 2>/dev/null || true
+  echo "commit ${EFFICIENT_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
 } | tee -a "$LOG"
 
 # launch NAME SECONDS ARGS...: `python -m ARGS` in the background with a time limit, allocating GPU
@@ -102,21 +102,20 @@ run_step() { # run_step NAME: one of the steps below
       step check_rational 400 "$PY" -m pallas_kernels.check --ops rational \
         --rational-variants 256x64l16-loop 256x64 --out "$OUT/check_rational.json"
       ;;
-    check_fft) # the low-spill fft_conv candidates (registers table, README), then the defaults
-      step check_fft 400 "$PY" -m pallas_kernels.check --ops fft_conv \
-        --fft-variants ${CHECK_FFT_VARIANTS:-h1w8-bf16 h2m2w8-bf16} --out "$OUT/check_fft.json"
+    check_fft) # the bf16 variants measured fastest at 1K and 4K (README, GPU 2026-11-28), and the
+      # order-2 (r128) ones up to 16K, where bf16 dots were right on the H200; then the defaults
+      step check_fft 400 "$PY" -m pallas_kernels.check --ops fft_conv --fft-variants \
+        ${CHECK_FFT_VARIANTS:-r128h1w4-bf16 r128h2m2w8-bf16} \
+        --fft-variant-sizes ${CHECK_FFT_SIZES:-1024 4096 8192 16384} --out "$OUT/check_fft.json"
       ;;
     check_fft:*) # one variant (check_fft:SPEC), its own process: BACKGROUND="check_fft:A check_fft:B"
       step "check_fft_${name#*:}" 400 "$PY" -m pallas_kernels.check --ops fft_conv \
-        --fft-variants "${name#*:}" --out "$OUT/check_fft_${name#*:}.json"
-      ;;
-    check_fft_h200) # the variants the H200 session timed but could not check
-      step check_fft_h200 400 "$PY" -m pallas_kernels.check --ops fft_conv \
-        --fft-variants h8m8w8-bf16 r128h4m4w8-tf32 --out "$OUT/check_fft_h200.json"
+        --fft-variants "${name#*:}" --fft-variant-sizes ${CHECK_FFT_SIZES:-1024 4096 8192 16384} \
+        --out "$OUT/check_fft_${name#*:}.json"
       ;;
     check)
       step check 240 "$PY" -m pallas_kernels.check --ops ${CHECK_OPS:-rational fft_conv} \
-        --rational-variants 256x64 --fft-variants h1w8-bf16 h8m8w8-bf16 r128h4m4w8-tf32 \
+        --rational-variants 256x64 --fft-variants r128h1w4-bf16 h8m8w8-bf16 h4m4w8-bf16 \
         --out "$OUT/check.json"
       ;;
     diagnose) # the rational backward's raw outputs per tile against float64: which tiles, rows,
@@ -132,14 +131,14 @@ run_step() { # run_step NAME: one of the steps below
       ;;
     fft_tune) # fft_conv kernel options: tilings (heads, backward batch rows per program, warps),
       # order 2 with 64/128 radices (r128), heads stacked into each matmul (m), tensor-core
-      # matmul arithmetic (-tf32, -bf16, ...); likeliest first (a cut run keeps its rows): the
-      # fewest register spills at 4K by `pallas_kernels.registers` (fft_conv README), then the
-      # H200's measured best
+      # matmul arithmetic (-tf32, -bf16, ...): the H200's fastest correct variants at 1K (h8m8w8,
+      # h4m4w8) and 4K (r128h1w4, r128h2m2w8; 2026-11-28), and order 2 up to 16K (at 4K and
+      # beyond the h-only bf16 specs are refused: wrong on GPU, fft_conv README)
       step fft_tune 240 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
-        --sizes ${FFT_TUNE_SIZES:-1024 4096} --gated-only --implementations \
-        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft torch_fft pallas:h1w8-bf16 pallas:h2m2w8-bf16 \
-        pallas:r128h2m2w8-bf16 pallas:r128h1w4-bf16 pallas:h8m8w8-bf16 pallas:h4m4w8-bf16 \
-        pallas:r128h4m4w8-tf32 pallas:h1w4-bf16} --out "$OUT/fft_tune.json"
+        --sizes ${FFT_TUNE_SIZES:-1024 4096 16384} --gated-only --implementations \
+        ${FFT_TUNE_IMPLEMENTATIONS:-jnp_fft torch_fft pallas:h8m8w8-bf16 pallas:h4m4w8-bf16 \
+        pallas:r128h1w4-bf16 pallas:r128h2m2w8-bf16 pallas:r128h1w8-bf16 \
+        pallas:r128h4m4w8-bf16} --out "$OUT/fft_tune.json"
       ;;
     rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the loop default,
       # the forward stepping through its tile (f: 123-132 registers per thread instead of 194-255,
@@ -153,7 +152,7 @@ run_step() { # run_step NAME: one of the steps below
     rational)
       step rational 150 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
         --dims ${RATIONAL_DIMS:-192 768 3072} --implementations \
-        ${RATIONAL_IMPLEMENTATIONS:-copy gelu xla pallas pallas:256x64l16f32-loop torch} \
+        ${RATIONAL_IMPLEMENTATIONS:-copy gelu xla pallas xla+pallas pallas:256x64l16f32-loop torch} \
         --out "$OUT/rational.json"
       ;;
     hyena) step hyena 120 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl" ;;

@@ -198,6 +198,36 @@ def test_not_arrays_and_empty_filter(no_typecheck):
         fft_conv(u, k[:, :0])
 
 
+@pytest.mark.parametrize(
+    ("fft_size", "spec", "refused"),
+    [
+        (4096, "h1w8-bf16", True),  # 16 x 16 x 16: wrong on an H200
+        (4096, "h2m2w8-bf16x3", True),
+        (256, "-bf16", True),  # 16 x 16: 16-wide bf16 dots, unchecked
+        (32768, "-bf16", True),  # 32 x 32 x 32: order 3, unchecked
+        (4096, "r128h1w4-bf16", False),  # 64 x 64: right on the H200
+        (1024, "h8m8w8-bf16", False),  # 32 x 32: right on the H200
+        (4096, "h2m2w8-tf32", False),  # 16 x 16 x 16 with tf32: right
+    ],
+)
+def test_gpu_refuses_bf16_dots_where_they_were_wrong(fft_size, spec, refused):
+    from pallas_kernels import platform
+
+    u = jax.ShapeDtypeStruct((2, 8, fft_size // 2), jnp.bfloat16)
+    k = jax.ShapeDtypeStruct((8, fft_size // 2), jnp.float32)
+
+    def loss(u, k):
+        y = fft_conv(u, k, fft_size=fft_size, implementation="pallas", block_sizes=spec)
+        return y.astype(jnp.float32).sum()
+
+    with platform.compiling_for("gpu"):  # traced for a GPU (the check runs while tracing)
+        if refused:
+            with pytest.raises(ValueError, match="bf16 dots were right on GPU only in order-2"):
+                jax.eval_shape(jax.grad(loss), u, k)
+        else:
+            assert jax.eval_shape(jax.grad(loss), u, k).shape == u.shape
+
+
 def test_tf32_needs_a_gpu():
     u, k = _uk()
     with pytest.raises(ValueError, match="BlockSizes.dot='tf32x3' needs a GPU"):
