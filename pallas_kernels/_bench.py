@@ -25,6 +25,7 @@ __all__ = [
     "environment",
     "exit_status",
     "time_fn",
+    "time_rows",
     "time_torch_cuda",
 ]
 
@@ -111,19 +112,19 @@ def time_fn(fn, *args, warmup: int = 3, repeats: int = 20, compiled=None) -> dic
     """Compile `jax.jit(fn)` once, read XLA's cost/memory analysis, warm up, time the median.
 
     Each sample queues enough calls to last ~2 ms before one `block_until_ready` and reports the
-    time per call (`calls_per_sample` says how many). `compiled`: the executable of `fn` on
-    arguments shaped like `args`, compiled beforehand (`AheadCompiler`); None compiles here.
+    time per call (`calls_per_sample` says how many). `compiled`: (executable of `fn` on
+    arguments shaped like `args`, its compile seconds), compiled beforehand (`AheadCompiler`);
+    None compiles here.
     """
     if compiled is None:
         start = time.perf_counter()
-        compiled = jax.jit(fn).lower(*args).compile()
-        compile_s = time.perf_counter() - start
-    else:
-        compile_s = None  # the AheadCompiler's record carries it
+        executable = jax.jit(fn).lower(*args).compile()
+        compiled = executable, time.perf_counter() - start
+    executable, compile_s = compiled
     timing = _samples(
-        lambda: compiled(*args), jax.block_until_ready, warmup=warmup, repeats=repeats
+        lambda: executable(*args), jax.block_until_ready, warmup=warmup, repeats=repeats
     )
-    return timing | _analysis(compiled) | ({} if compile_s is None else {"compile_s": compile_s})
+    return timing | _analysis(executable) | {"compile_s": compile_s}
 
 
 class AheadCompiler:
@@ -197,6 +198,49 @@ class AheadCompiler:
         """Cancel the compiles not started; those running finish in the background."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def time_rows(
+    rows, *, job, run, header, show, out: pathlib.Path, env: dict, workers: int | None = None
+) -> list[dict]:
+    """Time every row of a benchmark, compiling ahead on threads; return the records.
+
+    Rows come in order, except that one still compiling lets compiled ones go first. After each
+    row its record is shown and `out` rewritten as {"env", "results"}, so a run stopped by a time
+    limit keeps its rows.
+
+    Args:
+        rows: The rows, in their preferred order.
+        job: row -> (function, argument shapes) to compile ahead, or None (nothing to compile:
+            a PyTorch or skipped row).
+        run: (row, compiled) -> the row's record; compiled is (executable, seconds) or None.
+        header: row -> the fields naming the row, the record of a row whose compile or run
+            raised (with "skipped": the error; a GPU session must not end on one failure).
+        show: record -> None (prints it).
+        out: The JSON file.
+        env: `environment()`, stored with the records.
+        workers: Compile threads (`AheadCompiler`); None: `AheadCompiler.default_workers()`.
+    """
+    ahead = AheadCompiler(AheadCompiler.default_workers() if workers is None else workers)
+    results: list[dict] = []
+    try:
+        for i, row in enumerate(rows):
+            if (spec := job(row)) is not None:
+                fn, shapes = spec
+                ahead.submit(i, fn, *shapes)
+        todo = list(range(len(rows)))
+        while todo:
+            i = ahead.next_ready(todo)
+            todo.remove(i)
+            try:
+                record = run(rows[i], ahead.get(i))
+            except Exception as e:  # noqa: BLE001 — reported as the row's record
+                record = header(rows[i]) | {"skipped": f"{type(e).__name__}: {str(e)[:300]}"}
+            show(record)
+            add_result(out, env, results, record)
+    finally:
+        ahead.shutdown()
+    return results
 
 
 def time_torch_cuda(run, *, warmup: int, repeats: int) -> dict:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import AheadCompiler, environment, time_fn, time_torch_cuda
+from pallas_kernels._bench import environment, time_fn, time_rows, time_torch_cuda
 from pallas_kernels.fft_conv import api, kernel, reference, vjp
 
 __all__ = ["Case", "main"]
@@ -177,10 +177,7 @@ def run_case(
             return record | {"skipped": "torch with CUDA is not importable"}
         return record | timing
     fn = _timed_fn(case, implementation, mode)
-    executable, compile_s = compiled or (None, None)
-    record |= time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats, compiled=executable)
-    if compile_s is not None:
-        record["compile_s"] = compile_s
+    record |= time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats, compiled=compiled)
     record["gb_per_s"] = _io_bytes(case) / record["median_ms"] / 1e6
     return record
 
@@ -290,7 +287,6 @@ def main(argv=None) -> None:
     warmup = 1 if args.quick else 3
     env = environment()
     print(json.dumps(env))
-    results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = [
         (name, case, mode, implementation)
@@ -299,31 +295,31 @@ def main(argv=None) -> None:
         for mode in modes
         for implementation in implementations
     ]
-    ahead = AheadCompiler(
-        AheadCompiler.default_workers() if args.compile_workers is None else args.compile_workers
-    )
-    for i, (_, case, mode, implementation) in enumerate(rows):
-        if (fn := _timed_fn(case, implementation, mode)) is not None:
-            ahead.submit(i, fn, *_input_shapes(case))
-    todo = list(range(len(rows)))
-    while todo:  # in order, except that a row still compiling lets compiled ones go first
-        i = ahead.next_ready(todo)
-        todo.remove(i)
-        name, case, mode, implementation = rows[i]
-        try:
-            record = run_case(case, implementation, mode, warmup, repeats, ahead.get(i))
-        except Exception as e:  # one failure must not end a GPU session
-            record = dataclasses.asdict(case) | {
+
+    def job(row):
+        _, case, mode, implementation = row
+        fn = _timed_fn(case, implementation, mode)
+        return None if fn is None else (fn, _input_shapes(case))
+
+    def header(row):
+        name, case, mode, implementation = row
+        return (
+            {"section": name}
+            | dataclasses.asdict(case)
+            | {
                 "implementation": implementation,
                 "mode": mode,
-                "skipped": f"{type(e).__name__}: {str(e)[:300]}",
             }
-        record = {"section": name} | record
-        results.append(record)
-        _print(record)
-        # Written after every record: a run stopped by a time limit keeps its rows.
-        args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
-    ahead.shutdown()
+        )
+
+    def run(row, compiled):
+        name, case, mode, implementation = row
+        return {"section": name} | run_case(case, implementation, mode, warmup, repeats, compiled)
+
+    results = time_rows(
+        rows, job=job, run=run, header=header, show=_print, out=args.out, env=env,
+        workers=args.compile_workers,
+    )  # fmt: skip
     _print_ratios(results)
     print(f"wrote {args.out}")
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import AheadCompiler, environment, time_fn, time_torch_cuda
+from pallas_kernels._bench import environment, time_fn, time_rows, time_torch_cuda
 from pallas_kernels.rational import BlockSizes, api, init_coefficients, kernel
 
 __all__ = ["Case", "main"]
@@ -165,10 +165,7 @@ def run_case(
         fn = _timed_fn(implementation, mode)
         if fn is None:
             return record | {"skipped": "forward only"}
-        executable, compile_s = compiled or (None, None)
-        timing = time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats, compiled=executable)
-        if compile_s is not None:
-            timing["compile_s"] = compile_s
+        timing = time_fn(fn, *_inputs(case), warmup=warmup, repeats=repeats, compiled=compiled)
     return record | timing | {"gb_per_s": io / timing["median_ms"] / 1e6}
 
 
@@ -255,7 +252,6 @@ def main(argv=None) -> None:
         implementations = ("copy", "gelu", "xla", "pallas", "xla+pallas", "torch")
     env = environment()
     print(json.dumps(env))
-    results = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = [
         (Case(batch=batch, width=width, dtype=dtype), mode, implementation)
@@ -264,31 +260,32 @@ def main(argv=None) -> None:
         for mode in ("fwd", "fwd_bwd")
         for implementation in implementations
     ]
-    ahead = AheadCompiler(
-        AheadCompiler.default_workers() if args.compile_workers is None else args.compile_workers
-    )
-    for i, (case, mode, implementation) in enumerate(rows):
-        if (fn := _timed_fn(implementation, mode)) is not None:
-            ahead.submit(i, fn, *_input_shapes(case))
-    todo = list(range(len(rows)))
-    while todo:  # in order, except that a row still compiling lets compiled ones go first
-        i = ahead.next_ready(todo)
-        todo.remove(i)
-        case, mode, implementation = rows[i]
-        try:
-            record = run_case(case, implementation, mode, warmup, repeats, ahead.get(i))
-        except Exception as e:  # one failure must not end a GPU session
-            record = dataclasses.asdict(case) | {
+
+    def job(row):
+        case, mode, implementation = row
+        fn = _timed_fn(implementation, mode)
+        return None if fn is None else (fn, _input_shapes(case))
+
+    def header(row):
+        case, mode, implementation = row
+        return (
+            {"section": section}
+            | dataclasses.asdict(case)
+            | {
                 "implementation": implementation,
                 "mode": mode,
-                "skipped": f"{type(e).__name__}: {str(e)[:300]}",
             }
-        record = {"section": section} | record
-        results.append(record)
-        _print(record)
-        # Written after every record: a run stopped by a time limit keeps its rows.
-        args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
-    ahead.shutdown()
+        )
+
+    def run(row, compiled):
+        case, mode, implementation = row
+        record = run_case(case, implementation, mode, warmup, repeats, compiled)
+        return {"section": section} | record
+
+    results = time_rows(
+        rows, job=job, run=run, header=header, show=_print, out=args.out, env=env,
+        workers=args.compile_workers,
+    )  # fmt: skip
     ratios = _ratios(results, "gelu")
     if section == "gpu":
         ratios += _ratios(results, "xla")
