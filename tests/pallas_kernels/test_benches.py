@@ -163,3 +163,33 @@ def test_block_sizes_spec_argument_type(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--tilings", "256x64", "8x"])
     assert "argument --tilings" in capsys.readouterr().err  # the message names the flag
+
+
+def test_time_rows_times_ready_rows_first_and_records_failures(tmp_path):
+    """Rows come back in order but for one that fails (its record says why, the run goes on),
+    and the JSON holds every row after each one."""
+    import jax
+    import jax.numpy as jnp
+
+    from pallas_kernels._bench import time_fn, time_rows
+
+    x = jax.ShapeDtypeStruct((4,), jnp.float32)
+    jobs = {"double": lambda v: 2 * v, "bad": lambda v: v @ jnp.ones((3, 3)), "torch": None}
+    seen = []
+
+    def run(row, compiled):
+        assert compiled is not None or row == "torch"
+        timing = {} if row == "torch" else time_fn(None, jnp.ones(4), repeats=2, compiled=compiled)
+        return {"row": row} | timing
+
+    out = tmp_path / "rows.json"
+    results = time_rows(
+        list(jobs), job=lambda row: None if jobs[row] is None else (jobs[row], (x,)),
+        run=run, header=lambda row: {"row": row}, show=seen.append, out=out,
+        env={"platform": "test"}, workers=2,
+    )  # fmt: skip
+    assert sorted(r["row"] for r in results) == ["bad", "double", "torch"] and seen == results
+    by_row = {r["row"]: r for r in results}
+    assert by_row["double"]["median_ms"] > 0 and by_row["double"]["compile_s"] > 0
+    assert by_row["bad"]["skipped"].startswith("TypeError")  # the lowering's shape error
+    assert json.loads(out.read_text()) == {"env": {"platform": "test"}, "results": results}
