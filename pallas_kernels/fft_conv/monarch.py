@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from pallas_kernels import platform
+
 __all__ = [
     "DOT_PRECISIONS",
     "MAX_RADICES",
@@ -182,6 +184,27 @@ DOT_PRECISIONS = {
 }
 
 
+def _terms(a: jax.Array, b: jax.Array, dot: str) -> list[tuple[jax.Array, jax.Array, object]]:
+    """(a_i, b_i, precision) whose dot products, summed, give the `dot` arithmetic's a . b.
+
+    On GPU and TPU that is one dot carrying the algorithm. XLA:CPU ignores the bf16 algorithms
+    and multiplies in f32, so there (interpret mode) their rounding is spelled out: operands
+    rounded to bfloat16, exact f32 products ("bf16"), and for "bf16x3" the split a = a_hi + a_lo
+    with a_hi b_hi + a_hi b_lo + a_lo b_hi. The CPU tests then see the bf16 variants' error.
+    """
+    if dot not in ("bf16", "bf16x3") or platform.current() != "cpu":
+        return [(a, b, DOT_PRECISIONS[dot])]
+
+    def hi(v):
+        return v.astype(jnp.bfloat16).astype(jnp.float32)
+
+    exact = lax.Precision.HIGHEST
+    a_hi, b_hi = hi(a), hi(b)
+    if dot == "bf16":
+        return [(a_hi, b_hi, exact)]
+    return [(hi(a - a_hi), b_hi, exact), (a_hi, hi(b - b_hi), exact), (a_hi, b_hi, exact)]
+
+
 def _apply(
     mat: jax.Array, x: jax.Array, axis: int, two_d: bool = False, dot: str = "f32"
 ) -> jax.Array:
@@ -189,33 +212,37 @@ def _apply(
 
     `two_d` spells it with 2-D dots, transposes and reshapes only (what Triton lowers): the last
     axis as x[rest, n] @ mat^T, any other axis moved to the front and done as mat @ x[n, rest].
-    `dot` names the matmul arithmetic (`DOT_PRECISIONS`); accumulation is f32 in every case.
+    `dot` names the matmul arithmetic (`DOT_PRECISIONS`, spelled out on CPU: `_terms`);
+    accumulation is f32 in every case.
     """
-    precision, f32 = DOT_PRECISIONS[dot], jnp.float32
+    f32 = jnp.float32
     if two_d:
         last = x.ndim - 1
         if axis == last:
             x2 = x.reshape(-1, x.shape[last])  # [rest, n]
-            y = lax.dot_general(
-                x2, mat, (((1,), (1,)), ((), ())), precision=precision, preferred_element_type=f32
+            dims = (((1,), (1,)), ((), ()))
+            y = sum(
+                lax.dot_general(p, q, dims, precision=prec, preferred_element_type=f32)
+                for p, q, prec in _terms(x2, mat, dot)
             )
             return y.reshape(*x.shape[:last], mat.shape[0])
         perm = (axis, *(i for i in range(x.ndim) if i != axis))
         xt = x if axis == 0 else jnp.transpose(x, perm)
-        y = jnp.dot(
-            mat, xt.reshape(xt.shape[0], -1), precision=precision, preferred_element_type=f32
+        y = sum(
+            jnp.dot(p, q, precision=prec, preferred_element_type=f32)
+            for p, q, prec in _terms(mat, xt.reshape(xt.shape[0], -1), dot)
         )
         y = y.reshape(mat.shape[0], *xt.shape[1:])
         return y if axis == 0 else jnp.transpose(y, tuple(np.argsort(perm)))
     letters = string.ascii_lowercase[: x.ndim]
     out_sub = letters[:axis] + "z" + letters[axis + 1 :]
-    return jnp.einsum(
-        f"z{letters[axis]},{letters}->{out_sub}",
-        mat,
-        x,
-        precision=precision,
-        preferred_element_type=f32,
-    )
+    return sum(
+        jnp.einsum(
+            f"z{letters[axis]},{letters}->{out_sub}", p, q, precision=prec,
+            preferred_element_type=f32,
+        )
+        for p, q, prec in _terms(mat, x, dot)
+    )  # fmt: skip
 
 
 def _capply(
