@@ -6,8 +6,10 @@ Mosaic on TPU) at the benchmark shapes, forward and every gradient, and prints t
 
     python -m pallas_kernels.check [--quick] [--fft-variants r128-tf32x3 -bf16 ...] [--out PATH]
 
-`--fft-variants` adds fft_conv cases at N = 1024 and 4096 (256 with --quick) with those kernel
-options (`fft_conv.BlockSizes.parse` specs: larger radices, tensor-core matmul arithmetic).
+`--fft-variants` adds fft_conv cases at N = 1024 and 4096 (`--fft-variant-sizes`; 256 with
+--quick) with those kernel options (`fft_conv.BlockSizes.parse` specs: larger radices,
+tensor-core matmul arithmetic). A variant the GPU path refuses (bf16 dots outside the plans seen
+right) is a failed case with the ValueError's message.
 
 Exit status 1 if any error exceeds its tolerance (float32 inputs 2e-3: Triton's float32 dots may
 use TF32; bfloat16/float16 inputs, and 10- or 8-bit-mantissa matmuls ("tf32", "bf16"), 2e-2: the
