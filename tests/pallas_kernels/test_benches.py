@@ -146,6 +146,11 @@ def test_check_full_case_list():
         for func, args, kw in both
     ]
     assert kinds == ["rd"] * 6 + ["fv", "fvL"] + ["fd"] * 4 + ["rv"] * 2 + ["fdL"] * 6
+    sizes = check._cases(False, ("r128-bf16",), (), ("fft_conv",), (8192, 16384))
+    assert [c.args[0] for c in sizes if c.keywords.get("block_sizes")] == [8192, 16384]
+    for bad in ("300", "128"):  # --fft-variant-sizes: powers of two >= 256
+        with pytest.raises(SystemExit):
+            check.main(["--fft-variants", "r128-bf16", "--fft-variant-sizes", bad])
 
 
 def test_block_sizes_spec_argument_type(capsys):
