@@ -58,14 +58,41 @@ def test_auto_is_xla_on_cpu():
 
 
 @pytest.mark.parametrize(
-    ("backend", "expected"), [("gpu", "xla+pallas"), ("tpu", "pallas"), ("cpu", "xla")]
+    ("backend", "devices", "expected"),
+    [
+        ("gpu", 1, "xla+pallas"),
+        ("gpu", 8, "xla"),
+        ("tpu", 1, "pallas"),
+        ("cpu", 1, "xla"),
+    ],
 )
-def test_auto_follows_the_measurements(monkeypatch, backend, expected):
-    # GPU: the XLA forward and the kernel backward were each the faster one on an H200
-    # (README.md, 2026-11-28).
+def test_auto_follows_the_measurements(monkeypatch, backend, devices, expected):
+    # One GPU: the XLA forward and the kernel backward were each the faster one on an H200
+    # (README.md, 2026-11-28). Several: the XLA path, which partitions (next test).
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    monkeypatch.setattr(jax, "device_count", lambda: devices)
     assert api.resolve_implementation("auto") == expected
     assert api.resolve_implementation("pallas") == "pallas"
+
+
+def test_kernels_are_not_partitioned_under_a_sharded_jit():
+    """Why "auto" keeps the XLA path on several GPUs: the kernels have no partitioning rule, so
+    XLA gathers a batch-sharded x onto every device for them (dx comes back replicated); the
+    XLA path keeps dx sharded. Values agree either way."""
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    x, num, den = _args((16, 3, 16))
+    sharded = jax.device_put(x, jax.NamedSharding(mesh, jax.P("data")))
+
+    def dx(implementation):
+        def loss(x):
+            return jnp.sum(group_rational(x, num, den, implementation=implementation) ** 2)
+
+        return jax.jit(jax.grad(loss))(sharded)
+
+    xla, kernel = dx("xla"), dx("xla+interpret")
+    assert xla.sharding.spec == jax.P("data")
+    assert kernel.sharding.is_fully_replicated
+    np.testing.assert_allclose(np.asarray(kernel), np.asarray(xla), rtol=1e-5, atol=1e-6)
 
 
 def test_works_on_sharded_input():
