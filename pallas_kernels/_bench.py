@@ -20,6 +20,7 @@ import jax
 
 __all__ = [
     "AheadCompiler",
+    "add_compile_workers_argument",
     "add_result",
     "block_sizes_spec",
     "environment",
@@ -198,6 +199,25 @@ class AheadCompiler:
         """Cancel the compiles not started; those running finish in the background."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def add_compile_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """The benches' --compile-workers option (`time_rows`' workers), checked when parsed."""
+
+    def workers(text: str) -> int:
+        value = int(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be an int >= 0, got {value}")
+        return value
+
+    workers.__name__ = "compile workers"  # argparse names the type in its message
+    parser.add_argument(
+        "--compile-workers",
+        type=workers,
+        default=None,
+        help="rows compiled ahead on this many threads, each timed as soon as it is compiled "
+        "(default: half the cores, at most 8, on an accelerator; 0, inline, on CPU)",
+    )
 
 
 def time_rows(

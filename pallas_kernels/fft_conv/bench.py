@@ -26,7 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import environment, time_fn, time_rows, time_torch_cuda
+from pallas_kernels._bench import (
+    add_compile_workers_argument,
+    environment,
+    time_fn,
+    time_rows,
+    time_torch_cuda,
+)
 from pallas_kernels.fft_conv import api, kernel, reference, vjp
 
 __all__ = ["Case", "main"]
@@ -240,13 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace each section's implementations (e.g. jnp_fft pallas:h4b8w8)",
     )
     parser.add_argument("--gated-only", action="store_true", help="GPU section: gated cases only")
-    parser.add_argument(
-        "--compile-workers",
-        type=int,
-        default=None,
-        help="rows compiled ahead on this many threads, each timed as soon as it is compiled "
-        "(default: half the cores, at most 8, on an accelerator; 0, inline, on CPU)",
-    )
+    add_compile_workers_argument(parser)
     return parser
 
 

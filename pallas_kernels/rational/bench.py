@@ -19,7 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels._bench import environment, time_fn, time_rows, time_torch_cuda
+from pallas_kernels._bench import (
+    add_compile_workers_argument,
+    environment,
+    time_fn,
+    time_rows,
+    time_torch_cuda,
+)
 from pallas_kernels.rational import BlockSizes, api, init_coefficients, kernel
 
 __all__ = ["Case", "main"]
@@ -222,13 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("bench_results/rational.json")
     )
-    parser.add_argument(
-        "--compile-workers",
-        type=int,
-        default=None,
-        help="rows compiled ahead on this many threads, each timed as soon as it is compiled "
-        "(default: half the cores, at most 8, on an accelerator; 0, inline, on CPU)",
-    )
+    add_compile_workers_argument(parser)
     return parser
 
 

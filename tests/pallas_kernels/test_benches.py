@@ -33,6 +33,9 @@ def test_rows_compiled_ahead_on_threads_time_like_inline(bench, tmp_path):
         assert len(rows[workers]) == len(results)  # no row twice
         assert all(r["median_ms"] > 0 and r["compile_s"] > 0 for r in results)
     assert rows["0"].keys() == rows["2"].keys()
+    for bad in ("-1", "two"):  # a usage error naming the option, before any row
+        with pytest.raises(SystemExit):
+            bench.main(["--quick", "--section", "cpu", "--compile-workers", bad])
     for key, row in rows["2"].items():
         assert row["flops"] == rows["0"][key]["flops"], key
 
