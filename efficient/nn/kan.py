@@ -77,8 +77,8 @@ class GroupRational(nn.Module):
       preset: init preset name ("identity", "swish", "gelu_old", ...).
       shared_numerator: one numerator for all groups (KAT, FlashKAT) or one per group.
       implementation: passed to `group_rational` ("auto": Pallas on TPU, an XLA forward and
-        a Pallas backward on one GPU (each pass the faster one there), the XLA path on several
-        GPUs (the kernels are not partitioned) and on CPU).
+        a Pallas backward on GPU (each pass the faster one there; under a sharded jit the
+        kernels run per shard), the XLA path on CPU).
       dtype: compute dtype of the input and output (the op computes in float32 inside).
       param_dtype: coefficient storage dtype (cast to float32 for the op).
     """

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from pallas_kernels import platform
+from pallas_kernels import partitioning, platform
 from pallas_kernels.fft_conv import monarch
 
 __all__ = ["BlockSizes", "spectral_conv", "spectral_conv_bwd"]
@@ -243,7 +243,10 @@ def spectral_conv(
     interpret: bool,
     out_dtype: jnp.dtype,
 ) -> jax.Array:
-    """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[..., :length] as one pallas_call.
+    """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[..., :length], one pallas_call a shard.
+
+    Under a sharded jit each device convolves its own batch rows and heads (`_rule`); L and the
+    spectrum's axes are kept whole.
 
     Args:
         u: [B, H, L].
@@ -260,14 +263,62 @@ def spectral_conv(
         [B, H, length] in out_dtype.
     """
     _check_supported(block_sizes, plan, interpret)
-    batch, heads, _ = u.shape
+    gates = [g for g in (pregate, postgate) if g is not None]
+    has = (pregate is not None, postgate is not None)
+
     plan = dataclasses.replace(
         plan, rows_in=_next_pow2(plan.rows_in), rows_out=_next_pow2(plan.rows_out)
     )
+    # The DFT matrices are operands (a partitioned function may not capture constants).
+    flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
+
+    def call(u, sr, si, *rest):
+        pregate, postgate = _gates(has, rest[: len(gates)])
+        return _spectral_conv_call(
+            u,
+            (sr, si),
+            pregate,
+            postgate,
+            mats=jax.tree.unflatten(treedef, rest[len(gates) :]),
+            plan=plan,
+            length=length,
+            block_sizes=block_sizes,
+            out_dtype=out_dtype,
+            interpret=interpret,
+        )
+
+    rule = _rule(spectrum[0].ndim, gates=len(gates), matrices=flat, backward=False)
+    return partitioning.partitioned(call, rule)(u, *spectrum, *gates, *flat)
+
+
+def _rule(spectrum_rank: int, *, gates: int, matrices, backward: bool) -> partitioning.Rule:
+    """The kernels' operands and results as factors: the batch rows b and the heads h may be
+    split over mesh axes; a row's length l, the spectrum's axes and the DFT matrices stay whole.
+    The backward's spectrum cotangent [H, ...] lacks b: its shards' sums are all-reduced."""
+    row = "b h l"
+    spectrum = " ".join(["h", *(f"s{i}" for i in range(spectrum_rank - 1))])
+    rows_in = 2 if backward else 1  # u (and dy)
+    mats = [" ".join(f"m{i}_{d}" for d in range(m.ndim)) for i, m in enumerate(matrices)]
+    inputs = (*[row] * rows_in, spectrum, spectrum, *[row] * gates, *mats)
+    outputs = (*[row] * (1 + gates), spectrum, spectrum) if backward else (row,)
+    return partitioning.Rule(inputs=inputs, outputs=outputs, split=("b", "h"), batch="b")
+
+
+def _gates(has: tuple[bool, bool], gates) -> tuple:
+    """(pregate, postgate) from the present ones, None for the absent."""
+    gates = list(gates)
+    return tuple(gates.pop(0) if present else None for present in has)
+
+
+def _spectral_conv_call(
+    u, spectrum, pregate, postgate, *, mats, plan, length, block_sizes, interpret, out_dtype
+):
+    """`spectral_conv` on one shard (`plan` with its rows rounded up, `mats` its matrices)."""
+    batch, heads, _ = u.shape
     block_h = _pow2_divisor(heads, block_sizes.block_h)
     order = len(plan.factors)
     zeros = (0,) * order
-    flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
+    flat, treedef = jax.tree.flatten(mats)
 
     def row_spec(shape):
         return pl.BlockSpec((1, block_h, *shape), lambda b, h: (b, h, *zeros))
@@ -367,6 +418,9 @@ def spectral_conv_bwd(
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None, monarch.Planes]:
     """Cotangents of `spectral_conv` with respect to u, the gates and the spectrum planes.
 
+    One pallas_call a shard (`_rule`); the spectrum cotangent, a sum over the batch rows, is
+    all-reduced over the mesh axes that split them.
+
     Args:
         u: [B, H, L].
         dy: [B, H, L], the output cotangent.
@@ -383,15 +437,47 @@ def spectral_conv_bwd(
         cotangent planes [H, *plan.spectrum_shape] in f32.
     """
     _check_supported(block_sizes, plan, interpret)
-    batch, heads, _ = u.shape
+    gates = [g for g in (pregate, postgate) if g is not None]
+    has = (pregate is not None, postgate is not None)
+
     rows = _next_pow2(max(plan.rows_in, plan.rows_out))
     plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
+    flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))  # operands, as forward
+
+    def call(u, dy, sr, si, *rest):
+        pregate, postgate = _gates(has, rest[: len(gates)])
+        du, d_pre, d_post, d_spectrum = _spectral_conv_bwd_call(
+            u,
+            dy,
+            (sr, si),
+            pregate,
+            postgate,
+            mats=jax.tree.unflatten(treedef, rest[len(gates) :]),
+            plan=plan,
+            length=length,
+            block_sizes=block_sizes,
+            interpret=interpret,
+        )
+        return (du, *[d for d in (d_pre, d_post) if d is not None], *d_spectrum)
+
+    rule = _rule(spectrum[0].ndim, gates=len(gates), matrices=flat, backward=True)
+    outs = list(partitioning.partitioned(call, rule)(u, dy, *spectrum, *gates, *flat))
+    du = outs.pop(0)
+    d_pre, d_post = _gates(has, outs[: len(gates)])
+    return du, d_pre, d_post, tuple(outs[len(gates) :])
+
+
+def _spectral_conv_bwd_call(
+    u, dy, spectrum, pregate, postgate, *, mats, plan, length, block_sizes, interpret
+):
+    """`spectral_conv_bwd` on one shard (`plan` with its rows rounded up, `mats` its matrices)."""
+    batch, heads, _ = u.shape
     block_h = _pow2_divisor(heads, block_sizes.block_h)
     block_b = _pow2_divisor(batch, block_sizes.block_b)
     num_partials = batch // block_b
     order = len(plan.factors)
     zeros = (0,) * order
-    flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
+    flat, treedef = jax.tree.flatten(mats)
     row_spec = pl.BlockSpec((block_b, block_h, *plan.in_shape), lambda b, h: (b, h, *zeros))
     spectrum_spec = pl.BlockSpec((block_h, *plan.spectrum_shape), lambda b, h: (h, *zeros))
     partial_spec = pl.BlockSpec((1, block_h, *plan.spectrum_shape), lambda b, h: (b, h, *zeros))

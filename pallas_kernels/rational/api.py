@@ -5,7 +5,6 @@ Kolmogorov-Arnold Transformer (KAT, arXiv 2409.10594), §4 (GR-KAN); FlashKAT (a
 
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -27,27 +26,22 @@ _X_DTYPES = (jnp.float32, jnp.bfloat16)
 
 
 # What "auto" runs per backend, from the measurements (README.md, Benchmarks):
-# - GPU, one device: forward by XLA, backward by the Pallas kernels. On an H200 (2026-11-28) the
-#   compiled kernels passed the check (every tiling, f32 and bf16, partial row tiles, bitwise
+# - GPU: forward by XLA, backward by the Pallas kernels. On an H200 (2026-11-28) the compiled
+#   kernels passed the check (every tiling, f32 and bf16, partial row tiles, bitwise
 #   reproducible); the XLA forward was 1.1-1.5x faster than the kernel's (it runs at the copy's
 #   bandwidth, and in a model XLA fuses it with its neighbours), the kernel's forward+backward
-#   1.0-1.7x faster than the XLA path's, so each pass takes the faster one.
-# - GPU, several devices: the XLA path. The kernels have no partitioning rule, so under a
-#   sharded jit XLA gathers their operands onto every device and computes the whole batch on
-#   each (on 8 simulated CPU devices dx comes back replicated: tests); the XLA path partitions.
+#   1.0-1.7x faster than the XLA path's, so each pass takes the faster one. Under a sharded jit
+#   the kernels run per shard (`pallas_kernels.partitioning`): each device computes what one
+#   device did on its block, plus an all-reduce of the [12, D] coefficient sums.
 # - TPU: the Pallas kernels (compiled by Mosaic ahead of time here; no chip measured yet).
 # - CPU: the XLA path (Pallas runs only in interpret mode there).
 _AUTO = {"gpu": "xla+pallas", "tpu": "pallas"}
 
 
 def resolve_implementation(implementation: str) -> str:
-    """ "auto" -> "xla+pallas" on one GPU ("xla" on several), "pallas" on TPU, "xla" on CPU;
-    other values unchanged."""
+    """ "auto" -> "xla+pallas" on GPU, "pallas" on TPU, "xla" on CPU; other values unchanged."""
     if implementation == "auto":
-        backend = platform.current()
-        if backend == "gpu" and jax.device_count() > 1:
-            return "xla"
-        return _AUTO.get(backend, "xla")
+        return _AUTO.get(platform.current(), "xla")
     return implementation
 
 
@@ -109,9 +103,11 @@ def group_rational(
         implementation: "xla" (jnp, fused by XLA; the CPU default), "pallas" (compiled kernels),
             "interpret" (the kernels in interpret mode), "xla+pallas" (forward by XLA, backward
             by the compiled kernels; the default on one GPU) or "xla+interpret", or "auto": the
-            measured fastest per backend (`resolve_implementation`). The kernels have no
-            partitioning rule: under a sharded jit XLA gathers their operands to every device,
-            so sharded runs want "xla" (what "auto" picks on several GPUs).
+            measured fastest per backend (`resolve_implementation`). Under a sharded jit the
+            kernels run per shard: x may be split over mesh axes on any axis, the channels
+            included (a shard holds whole channels; a split that does not divide an axis keeps
+            that axis whole), and the coefficient gradients are all-reduced
+            (`pallas_kernels.partitioning`).
         block_sizes: Kernel tiling (pallas/interpret only; validated for every implementation):
             a `kernel.BlockSizes`, its spec string (`BlockSizes.parse`, e.g. "256x64l16-loop"),
             or None for `kernel.default_block_sizes()` (the loop reduction on GPU, `BlockSizes()`

@@ -36,7 +36,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from pallas_kernels import platform
+from pallas_kernels import partitioning, platform
 from pallas_kernels.rational import reference
 
 __all__ = [
@@ -284,7 +284,7 @@ def rational_fwd(
     block_sizes: BlockSizes,
     interpret: bool,
 ) -> jax.Array:
-    """F(x) as one pallas_call.
+    """F(x) as one pallas_call per shard (`_FWD_RULE`: rows and channels may be split).
 
     Args:
         x: [..., D] float32 or bfloat16.
@@ -296,11 +296,23 @@ def rational_fwd(
     Returns:
         F(x) [..., D] in x's dtype.
     """
+    a, b = column_coefficients(numerator, denominator, x.shape[-1])
+    call = functools.partial(_fwd_call, block_sizes=block_sizes, interpret=interpret)
+    return partitioning.partitioned(call, _FWD_RULE)(x, a, b)
+
+
+# x [..., D] and the per-column coefficients a [8, D], b [4, D]: any leading axis and the channels
+# may be split over mesh axes (a channel's coefficients travel with it); the kernels are
+# elementwise over both.
+_FWD_RULE = partitioning.Rule(inputs=("... d", "i d", "j d"), outputs=("... d",), split=("d",))
+
+
+def _fwd_call(x, a, b, *, block_sizes: BlockSizes, interpret: bool) -> jax.Array:
+    """The forward pallas_call on x [..., D] with `column_coefficients` a, b."""
     width = x.shape[-1]
     x2 = x.reshape(-1, width)  # [R, D]
     rows = x2.shape[0]
     block_rows, bd = _tiles(rows, width, block_sizes)
-    a, b = column_coefficients(numerator, denominator, width)
     tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
     y = pl.pallas_call(
         functools.partial(
@@ -452,7 +464,11 @@ def rational_bwd(
     block_sizes: BlockSizes,
     interpret: bool,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """dx and the per-group coefficient sums, as one pallas_call plus a fixed-order reduction.
+    """dx and the per-group coefficient sums: one pallas_call per shard plus fixed-order sums.
+
+    Under a sharded jit (`_BWD_RULE`) each shard reduces its own rows' tiles and the shards'
+    column sums are all-reduced over the mesh axes that split the rows: reproducible run to run
+    for one mesh, bit-identical to the unsharded sums only when nothing splits the rows.
 
     Args:
         x: [..., D] float32 or bfloat16.
@@ -469,16 +485,30 @@ def rational_bwd(
     width = x.shape[-1]
     groups = denominator.shape[0]
     a, b = column_coefficients(numerator, denominator, width)
+    call = functools.partial(_bwd_call, block_sizes=block_sizes, interpret=interpret)
+    dx, col_a, col_b = partitioning.partitioned(call, _BWD_RULE)(x, dy.astype(x.dtype), a, b)
+    col_a = col_a[: reference.NUM_NUMERATOR]  # [6, D]
+    sum_a = col_a.reshape(-1, groups, width // groups).sum(axis=-1).T  # [G, 6]
+    sum_b = col_b.reshape(-1, groups, width // groups).sum(axis=-1).T  # [G, 4]
+    return dx, sum_a, sum_b
+
+
+# x, dy [..., D]; results dx [..., D] and the column sums [8, D], [4, D], which lack the leading
+# axes: summed over them, all-reduced over the mesh axes that split them.
+_BWD_RULE = partitioning.Rule(
+    inputs=("... d", "... d", "i d", "j d"), outputs=("... d", "i d", "j d"), split=("d",)
+)
+
+
+def _bwd_call(x, dy, a, b, *, block_sizes: BlockSizes, interpret: bool):
+    """dx [..., D] and the column sums over all rows [8, D], [4, D] of one shard."""
+    width = x.shape[-1]
     dx, pa, pb = rational_bwd_tiles(
         x.reshape(-1, width),
-        dy.reshape(-1, width).astype(x.dtype),
+        dy.reshape(-1, width),
         a,
         b,
         block_sizes=block_sizes,
         interpret=interpret,
     )
-    col_a = pairwise_sum(pa)[: reference.NUM_NUMERATOR]  # [6, D]
-    col_b = pairwise_sum(pb)  # [4, D]
-    sum_a = col_a.reshape(-1, groups, width // groups).sum(axis=-1).T  # [G, 6]
-    sum_b = col_b.reshape(-1, groups, width // groups).sum(axis=-1).T  # [G, 4]
-    return dx.reshape(x.shape), sum_a, sum_b
+    return dx.reshape(x.shape), pairwise_sum(pa), pairwise_sum(pb)

@@ -8,6 +8,7 @@ import pytest
 
 from pallas_kernels.fft_conv import BlockSizes, api, fft_conv, fft_conv_reference
 from tests.pallas_kernels.fft_conv.common import assert_close, inputs
+from tests.pallas_kernels.hlo import largest_all_gather
 
 # Shape and annotation mismatches meet jaxtyping's run-time check first in the test run (the
 # import hook of tests/conftest.py); without it, fft_conv's own ValueError names the argument.
@@ -248,3 +249,37 @@ def test_empty_input(shape, implementation):
     du, dk = jax.grad(loss, argnums=(0, 1))(u, k)
     assert du.shape == shape
     np.testing.assert_array_equal(np.asarray(dk), np.zeros(k.shape, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("spec", "local"),
+    [
+        (("data",), (2, 8, 48)),  # data parallel
+        (("data", "tensor"), (2, 4, 48)),  # and the heads
+        ((None, ("data", "tensor")), (8, 1, 48)),  # heads only
+    ],
+)
+def test_kernels_run_per_shard_under_a_sharded_jit(spec, local):
+    """Each device runs the forward and backward kernels on its batch rows and heads (no
+    u-sized all-gather), du keeps u's sharding, and the values and all four gradients (dk summed
+    over the batch shards) equal the XLA path's."""
+    mesh = jax.make_mesh((4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    u, k, pre, post = inputs(5, 8, 8, 48, 20, gated=True)
+    sharding = jax.NamedSharding(mesh, jax.P(*spec))
+    u, pre, post = (jax.device_put(a, sharding) for a in (u, pre, post))
+
+    def grads(implementation):
+        def loss(u, k, pre, post):
+            y = fft_conv(u, k, pregate=pre, postgate=post, implementation=implementation)
+            return jnp.sum(y * jnp.cos(y))
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
+
+    xla = grads("xla")(u, k, pre, post)
+    compiled = grads("interpret").lower(u, k, pre, post).compile()
+    kernel = compiled(u, k, pre, post)
+    assert largest_all_gather(compiled) < np.prod(local)
+    du = kernel[1][0]
+    assert du.sharding.shard_shape(du.shape) == local
+    for got, want in zip(jax.tree.leaves(kernel), jax.tree.leaves(xla), strict=True):
+        assert_close(got, want)

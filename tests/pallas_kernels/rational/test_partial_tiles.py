@@ -47,9 +47,21 @@ def _row_accesses(jaxpr, block_shape):
     return found
 
 
+def _pallas_jaxprs(jaxpr):
+    """The kernel jaxprs of every pallas_call, at any depth (they sit inside the partitioning
+    rule's custom_vmap and custom_partitioning calls)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "pallas_call":
+            found.append(eqn.params["jaxpr"])
+        else:
+            for sub in _subjaxprs(eqn.params):
+                found += _pallas_jaxprs(sub)
+    return found
+
+
 def _kernel_jaxprs(fn, *args):
-    top = jax.make_jaxpr(fn)(*args).jaxpr
-    return [e.params["jaxpr"] for e in top.eqns if e.primitive.name == "pallas_call"]
+    return _pallas_jaxprs(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def _fwd_bwd(blocks, interpret):

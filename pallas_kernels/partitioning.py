@@ -1,0 +1,245 @@
+"""Partitioning rules for the kernels: under a sharded jit a `pallas_call` runs on each shard.
+
+XLA cannot see into a `pallas_call`, so without a rule it gathers every operand onto every device
+and runs the whole kernel there (the result replicated, the work and memory multiplied by the
+device count). `partitioned` gives a kernel call a rule, through
+`jax.experimental.custom_partitioning`: the caller names each array's dimensions by factors, as
+in an einsum, and says which factors may be split over mesh axes — the batch (`...`, or a named
+factor) and independent channels. Each device then runs the kernel on its own block; a result
+that lacks a split factor is a sum over it (the coefficient gradients sum over the batch) and is
+all-reduced (`psum`) over that factor's mesh axes. Every other factor (a transform's length, a
+coefficient's index) is kept whole on each device.
+
+The shardings come from the first operand that has each factor (its spec for that dimension,
+dropping mesh axes that do not divide it evenly); every other operand and result is resharded to
+match. `jax.vmap` folds the mapped axis into a leading batch factor where that is exact (no result
+sums over the batch), and otherwise maps the unpartitioned kernel call (Pallas's own batching).
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+from jax.custom_batching import custom_vmap
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+__all__ = ["Rule", "partitioned"]
+
+_BATCH = "..."
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Dimension factors of a kernel call's array operands and results.
+
+    Attributes:
+        inputs: One string per operand, its dimensions' factor names separated by spaces
+            ("... d", "i d"); `...` (leading only) stands for any number of batch dimensions.
+        outputs: One string per result, as `inputs`.
+        split: Named factors that may be split over mesh axes (`...` always may).
+        batch: The factor that `jax.vmap` may fold a mapped axis into: `...`, or a named factor
+            that leads every array that has it; None: vmap maps the unpartitioned call.
+    """
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    split: tuple[str, ...] = ()
+    batch: str | None = _BATCH
+
+    def __post_init__(self):
+        for dims in self.inputs + self.outputs:
+            names = dims.split()
+            if _BATCH in names[1:]:
+                raise ValueError(f"Rule dims {dims!r}: '...' may only lead")
+        known = {n for dims in self.inputs for n in dims.split()}
+        for dims in self.outputs:
+            if missing := set(dims.split()) - known:
+                raise ValueError(f"Rule output {dims!r}: factors {sorted(missing)} in no input")
+
+    @property
+    def sharding_rule(self) -> str:
+        return f"{', '.join(self.inputs)} -> {', '.join(self.outputs)}"
+
+    @property
+    def replicated(self) -> tuple[str, ...]:
+        """Factors kept whole on every device, in order of first appearance (Shardy wants them
+        in the rule's factor order)."""
+        names = [n for dims in self.inputs for n in dims.split()]
+        keep = set(self.split) | {_BATCH}
+        return tuple(n for n in dict.fromkeys(names) if n not in keep)
+
+
+def _expand(dims: str, ndim: int) -> list[str]:
+    """Factor names per dimension, `...` expanded to "...0", "...1", ... (aligned from the left)."""
+    names = dims.split()
+    if names and names[0] == _BATCH:
+        count = ndim - (len(names) - 1)
+        if count < 0:
+            raise ValueError(f"an array of rank {ndim} cannot have dims {dims!r}")
+        return [f"{_BATCH}{i}" for i in range(count)] + names[1:]
+    if len(names) != ndim:
+        raise ValueError(f"an array of rank {ndim} cannot have dims {dims!r}")
+    return names
+
+
+def _is_split(rule: Rule, factor: str) -> bool:
+    return factor.startswith(_BATCH) or factor in rule.split
+
+
+def _spec_axes(spec, dim: int) -> tuple[str, ...]:
+    entry = spec[dim] if dim < len(spec) else None
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _factor_axes(rule: Rule, mesh, shapes) -> dict[str, tuple[str, ...]]:
+    """factor -> the mesh axes it is split over, from the first operand that has it."""
+    axes: dict[str, tuple[str, ...]] = {}
+    used: set[str] = set()
+    for dims, shape in zip(rule.inputs, shapes, strict=True):
+        sharding = shape.sharding
+        spec = sharding.spec if isinstance(sharding, NamedSharding) else P()
+        factors = _expand(dims, len(shape.shape))
+        for dim, (factor, size) in enumerate(zip(factors, shape.shape, strict=True)):
+            if factor in axes:
+                continue
+            kept: list[str] = []
+            if _is_split(rule, factor):
+                for name in _spec_axes(spec, dim):
+                    count = math.prod(mesh.shape[a] for a in kept) * mesh.shape[name]
+                    if name in used or size % count:
+                        break  # an axis used twice, or an uneven split: stop splitting here
+                    kept.append(name)
+            axes[factor] = tuple(kept)
+            used.update(kept)
+    return axes
+
+
+def _sharding(mesh, axes, dims: str, ndim: int) -> NamedSharding:
+    entries = []
+    for factor in _expand(dims, ndim):
+        names = axes.get(factor, ())
+        entries.append(None if not names else names[0] if len(names) == 1 else names)
+    return NamedSharding(mesh, P(*entries))
+
+
+def _plan(rule: Rule, mesh, arg_shapes, result_shapes):
+    """(operand shardings, result shardings, mesh axes each result is summed over)."""
+    axes = _factor_axes(rule, mesh, arg_shapes)
+    args = tuple(
+        _sharding(mesh, axes, dims, len(s.shape))
+        for dims, s in zip(rule.inputs, arg_shapes, strict=True)
+    )
+    results, reduced = [], []
+    for dims, s in zip(rule.outputs, result_shapes, strict=True):
+        factors = set(_expand(dims, len(s.shape)))
+        results.append(_sharding(mesh, axes, dims, len(s.shape)))
+        reduced.append(tuple(a for f, names in axes.items() if f not in factors for a in names))
+    return args, tuple(results), tuple(reduced)
+
+
+def _as_tuple(tree) -> tuple:
+    return tuple(tree) if isinstance(tree, (tuple, list)) else (tree,)
+
+
+def partitioned(fn: Callable, rule: Rule) -> Callable:
+    """`fn` (positional array operands, static arguments bound) with a partitioning rule.
+
+    Args:
+        fn: A kernel call; it must compute each shard's results from that shard's operands, and a
+            result without a split factor as the sum over that factor (all-reduced here).
+        rule: The operands' and results' factors.
+
+    Returns:
+        A function of the same operands with the same results (a tuple where `rule.outputs` has
+        several), that a sharded jit runs per shard.
+    """
+    single = len(rule.outputs) == 1
+
+    def shard_results(reduced, *args):
+        outs = _as_tuple(fn(*args))
+        return tuple(
+            jax.lax.psum(out, names) if names else out
+            for out, names in zip(outs, reduced, strict=True)
+        )
+
+    @custom_partitioning
+    def call(*args):
+        outs = _as_tuple(fn(*args))
+        return outs[0] if single else outs
+
+    def partition(mesh, arg_shapes, result_shape):
+        results = _as_tuple(result_shape)
+        arg_shardings, result_shardings, reduced = _plan(rule, mesh, arg_shapes, results)
+
+        def lower(*args):
+            outs = shard_results(reduced, *args)
+            return outs[0] if single else outs
+
+        out = result_shardings[0] if single else result_shardings
+        return mesh, lower, out, arg_shardings
+
+    def infer(mesh, arg_shapes, result_shape):  # the GSPMD partitioner's question
+        results = _as_tuple(result_shape)
+        shardings = _plan(rule, mesh, arg_shapes, results)[1]
+        return shardings[0] if single else shardings
+
+    call.def_partition(
+        partition=partition,
+        infer_sharding_from_operands=infer,
+        sharding_rule=rule.sharding_rule,
+        need_replication_factors=rule.replicated,
+    )
+
+    @custom_vmap
+    def mapped(*args):
+        return call(*args)
+
+    @mapped.def_vmap
+    def _vmap(axis_size, in_batched, *args):
+        if _foldable(rule, in_batched):
+            outs = _fold(mapped, rule, axis_size, in_batched, args)
+        else:  # Pallas's own batching of the unpartitioned call
+            outs = jax.vmap(fn, in_axes=tuple(0 if b else None for b in in_batched))(*args)
+        return outs, jax.tree.map(lambda _: True, outs)
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        if len(args) != len(rule.inputs):
+            raise TypeError(f"expected {len(rule.inputs)} operands {rule.inputs}, got {len(args)}")
+        return mapped(*args)
+
+    return wrapper
+
+
+def _foldable(rule: Rule, in_batched: Sequence[bool]) -> bool:
+    """A mapped axis can join the batch factor: only batch operands are mapped, every result has
+    the factor, and it leads."""
+    if rule.batch is None:
+        return False
+    for dims, batched in zip(rule.inputs, in_batched, strict=True):
+        names = dims.split()
+        if batched and (not names or names[0] != rule.batch):
+            return False
+    return all(dims.split()[:1] == [rule.batch] for dims in rule.outputs)
+
+
+def _fold(call, rule: Rule, axis_size: int, in_batched, args):
+    """Run `call` with the mapped axis (leading) merged into each batch operand's batch factor."""
+    batch_ops = [dims.split()[:1] == [rule.batch] for dims in rule.inputs]
+    merged = []
+    for arg, is_batch, batched in zip(args, batch_ops, in_batched, strict=True):
+        if is_batch and not batched:
+            arg = jax.numpy.broadcast_to(arg, (axis_size, *arg.shape))
+        if is_batch and rule.batch != _BATCH:  # a named factor: [V, B, ...] -> [V B, ...]
+            arg = arg.reshape(axis_size * arg.shape[1], *arg.shape[2:])
+        merged.append(arg)
+    outs = call(*merged)
+    if rule.batch == _BATCH:
+        return outs
+    return jax.tree.map(lambda out: out.reshape(axis_size, -1, *out.shape[1:]), outs)

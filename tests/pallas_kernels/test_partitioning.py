@@ -1,0 +1,186 @@
+"""`partitioning.partitioned`: kernel calls that a sharded jit runs per shard (8 CPU devices)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels import partitioning
+from tests.pallas_kernels.hlo import largest_all_gather
+
+# Toy "kernel": y = x * c per channel; s = the column sums of x * g (a result summed over rows).
+SCALE = partitioning.Rule(inputs=("... d", "d"), outputs=("... d",), split=("d",))
+SUMS = partitioning.Rule(inputs=("... d", "... d", "d"), outputs=("... d", "d"), split=("d",))
+seen: list[tuple] = []  # local operand shapes each call saw (what one device computes)
+
+
+def _times(x, c):
+    """x [..., D] * c [D] (explicit ranks: the tests raise on rank promotion)."""
+    return x * c.reshape((1,) * (x.ndim - 1) + c.shape)
+
+
+def _scale(x, c):
+    seen.append(("scale", x.shape, c.shape))
+    return _times(x, c)
+
+
+def _sums(x, g, c):
+    seen.append(("sums", x.shape, g.shape, c.shape))
+    return _times(x, c), jnp.sum(x * g, axis=tuple(range(x.ndim - 1)))
+
+
+def _mesh():
+    return jax.make_mesh((4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def _put(x, mesh, *spec):
+    return jax.device_put(x, jax.NamedSharding(mesh, jax.P(*spec)))
+
+
+def _data(shape=(16, 6, 32)):
+    x = jax.random.normal(jax.random.key(0), shape)
+    g = jax.random.normal(jax.random.key(1), shape)
+    c = jnp.linspace(0.5, 2.0, shape[-1])
+    return x, g, c
+
+
+@pytest.mark.parametrize(
+    ("spec", "local"),
+    [
+        (("data",), (4, 6, 32)),
+        (("data", None, "tensor"), (4, 6, 16)),
+        ((("data", "tensor"),), (2, 6, 32)),
+        ((None, None, ("data", "tensor")), (16, 6, 4)),
+        ((), (16, 6, 32)),
+    ],
+)
+def test_each_device_computes_its_shard(spec, local):
+    mesh = _mesh()
+    x, g, c = _data()
+    xs, gs = _put(x, mesh, *spec), _put(g, mesh, *spec)
+    f = jax.jit(partitioning.partitioned(_sums, SUMS))
+    seen.clear()
+    compiled = f.lower(xs, gs, c).compile()
+    # Traced once whole (the result types), once per shard (what each device runs).
+    assert seen == [("sums", x.shape, x.shape, c.shape), ("sums", local, local, (local[-1],))]
+    y, s = compiled(xs, gs, c)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(_times(x, c)), rtol=1e-6)
+    # The row sums are all-reduced over the devices that split the rows.
+    np.testing.assert_allclose(np.asarray(s), np.asarray(jnp.sum(x * g, (0, 1))), atol=1e-5)
+    assert largest_all_gather(compiled) < np.prod(local)  # nothing x-sized is gathered
+    if local != x.shape:
+        assert y.sharding.shard_shape(y.shape) == local
+
+
+def test_an_uneven_split_is_kept_whole():
+    """6 rows over 4 devices (possible inside a jit): that factor is not split; the rest is."""
+    mesh = _mesh()
+    x, g, c = _data()
+    uneven = jax.NamedSharding(mesh, jax.P("tensor", "data"))
+    call = partitioning.partitioned(_sums, SUMS)
+
+    def f(x, g, c):
+        x, g = (jax.lax.with_sharding_constraint(v, uneven) for v in (x, g))
+        return call(x, g, c)
+
+    seen.clear()
+    y, s = jax.jit(f)(x, g, c)
+    assert seen[-1] == ("sums", (8, 6, 32), (8, 6, 32), (32,))
+    np.testing.assert_allclose(np.asarray(s), np.asarray(jnp.sum(x * g, (0, 1))), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(_times(x, c)), rtol=1e-6)
+
+
+def test_without_a_rule_xla_gathers():
+    """What the rule prevents: the same function as an opaque call (a pure_callback stands in
+    for a pallas_call's custom call) gets the whole x on every device."""
+    mesh = _mesh()
+    x, _, c = _data()
+
+    def opaque(x, c):
+        out = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        return jax.pure_callback(lambda x, c: np.asarray(x) * np.asarray(c)[None, None], out, x, c)
+
+    compiled = jax.jit(opaque).lower(_put(x, mesh, "data"), c).compile()
+    assert largest_all_gather(compiled) == x.size
+    partitioned = jax.jit(partitioning.partitioned(_scale, SCALE))
+    assert largest_all_gather(partitioned.lower(_put(x, mesh, "data"), c).compile()) == 0
+
+
+def test_gspmd_partitioner():
+    """The same rule under the GSPMD partitioner (`jax_use_shardy_partitioner=False`)."""
+    jax.config.update("jax_use_shardy_partitioner", False)
+    try:
+        mesh = _mesh()
+        x, g, c = _data()
+        xs, gs = _put(x, mesh, "data", None, "tensor"), _put(g, mesh, "data", None, "tensor")
+        y, s = jax.jit(partitioning.partitioned(_sums, SUMS))(xs, gs, c)
+        np.testing.assert_allclose(np.asarray(s), np.asarray(jnp.sum(x * g, (0, 1))), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(y), np.asarray(_times(x, c)), rtol=1e-6)
+        assert y.sharding.shard_shape(y.shape) == (4, 6, 16)
+    finally:
+        jax.config.update("jax_use_shardy_partitioner", True)
+
+
+def test_vmap_folds_into_the_batch_or_maps_the_call():
+    x, g, c = _data((3, 5, 8))
+    scale = partitioning.partitioned(_scale, SCALE)
+    # Only a batch operand mapped: folded into "...", one call on [3, 5, 8].
+    seen.clear()
+    got = jax.vmap(scale, in_axes=(1, None))(x, c)
+    assert seen[-1] == ("scale", (5, 3, 8), (8,))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(_times(jnp.swapaxes(x, 0, 1), c)))
+    # The channel operand mapped: the unpartitioned call, vmapped.
+    cs = jnp.stack([c, 2 * c])
+    got = jax.vmap(scale, in_axes=(None, 0))(x, cs)
+    np.testing.assert_allclose(
+        np.asarray(got), np.asarray(jnp.stack([_times(x, c), _times(x, 2 * c)]))
+    )
+    # A result summed over the batch: per mapped element, never over the mapped axis.
+    sums = partitioning.partitioned(_sums, SUMS)
+    _, s = jax.vmap(sums, in_axes=(0, 0, None))(x, g, c)
+    np.testing.assert_allclose(np.asarray(s), np.asarray(jnp.sum(x * g, axis=1)), rtol=1e-6)
+
+
+def test_named_batch_factor_folds_by_reshape():
+    rule = partitioning.Rule(inputs=("b h", "h"), outputs=("b h",), split=("h",), batch="b")
+    f = partitioning.partitioned(lambda u, k: u * k[None], rule)
+    u = jnp.arange(24.0).reshape(2, 3, 4)
+    k = jnp.arange(4.0)
+    np.testing.assert_array_equal(
+        np.asarray(jax.vmap(f, in_axes=(0, None))(u, k)), np.asarray(u) * np.asarray(k)
+    )
+
+
+def test_gradients_and_transforms_pass_through():
+    """jit, grad (through a custom_vjp that calls it), scan and remat, as the ops use it."""
+    scale = partitioning.partitioned(_times, SCALE)
+
+    @jax.custom_vjp
+    def op(x, c):
+        return scale(x, c)
+
+    op.defvjp(lambda x, c: (scale(x, c), c), lambda c, dy: (scale(dy, c), jnp.zeros_like(c)))
+    x, _, c = _data((4, 8))
+    loss = jax.checkpoint(lambda x: jnp.sum(op(x, c) ** 2))
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(jax.grad(loss))(x)), np.asarray(2 * _times(x, c**2)), rtol=1e-6
+    )
+    scanned = jax.lax.scan(lambda carry, row: (carry, scale(row, c)), 0, x)[1]
+    np.testing.assert_allclose(np.asarray(scanned), np.asarray(_times(x, c)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"inputs": ("d ...",), "outputs": ("d",)}, "'...' may only lead"),
+        ({"inputs": ("... d",), "outputs": ("... e",)}, r"factors \['e'\] in no input"),
+    ],
+)
+def test_bad_rules(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        partitioning.Rule(**kwargs)
+
+
+def test_wrong_operand_count():
+    with pytest.raises(TypeError, match=r"expected 2 operands"):
+        partitioning.partitioned(_scale, SCALE)(jnp.ones((2, 3)))
