@@ -25,8 +25,8 @@ class KATConfig(ViTConfig):
       fc_init: "trunc_normal" (what the authors' code does in effect: the README explains) or
         "variance_preserving" (KAT §4.3 as written).
       implementation: passed to `group_rational` ("auto": Pallas on TPU, an XLA forward and
-        a Pallas backward on one GPU (each pass the faster one there), the XLA path on several
-        GPUs (the kernels are not partitioned) and on CPU).
+        a Pallas backward on GPU (each pass the faster one there; under a sharded jit the
+        kernels run per shard), the XLA path on CPU).
     """
 
     num_groups: int = 8

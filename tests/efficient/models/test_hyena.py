@@ -281,8 +281,11 @@ def test_jit_grad_is_finite_reaches_every_parameter_and_remat_agrees():
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
 
 
-def test_sharded_forward_equals_unsharded():
-    model = Hyena(SMOKE)
+@pytest.mark.parametrize("fft_implementation", ["auto", "interpret"])
+def test_sharded_forward_equals_unsharded(fft_implementation):
+    """On a (2, 2, 2) mesh, with the XLA path and with the kernels (run per shard on the batch
+    and the channels)."""
+    model = Hyena(dataclasses.replace(SMOKE, fft_implementation=fft_implementation))
     tokens = _tokens(B=4)
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(1), tokens))
     assert_logically_annotated(abstract)

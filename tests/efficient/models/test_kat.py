@@ -193,8 +193,12 @@ def test_gradients_finite_and_reach_the_rationals():
                 assert float(jnp.max(jnp.abs(grads[f"blocks_{i}"]["mlp"][act][coeffs]))) > 0
 
 
-def test_sharded_forward_equals_unsharded():
-    cfg = KATConfig.smoke()
+@pytest.mark.parametrize("implementation", ["auto", "xla+interpret"])
+def test_sharded_forward_equals_unsharded(implementation):
+    """On a (data, fsdp, tensor) = (2, 2, 2) mesh, the XLA path and the kernels (which run per
+    shard: the second rational's input is split over `tensor` on its channels) alike; with the
+    kernels the gradients too (the coefficient sums all-reduced over the batch shards)."""
+    cfg = dataclasses.replace(KATConfig.smoke(), implementation=implementation)
     model = KAT(cfg)
     x = jax.random.normal(jax.random.key(4), (4, 32, 32, 3))
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
@@ -215,6 +219,21 @@ def test_sharded_forward_equals_unsharded():
         run = jax.jit(lambda v, x: model.apply(v, x, train=False))
         got = run(sharded, jax.device_put(x, batch_sharding(mesh)))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    if implementation == "auto":
+        return
+
+    def loss(params, x):
+        return jnp.mean(model.apply({"params": params}, x, train=False) ** 2)
+
+    want = jax.jit(jax.grad(loss))(variables["params"], x)
+    with jax.set_mesh(mesh):
+        got = jax.jit(jax.grad(loss))(sharded["params"], jax.device_put(x, batch_sharding(mesh)))
+    for (path, g), w in zip(
+        jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True
+    ):
+        np.testing.assert_allclose(
+            np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-6, err_msg=str(path)
+        )
 
 
 def test_nnx_bridge_matches_linen():
