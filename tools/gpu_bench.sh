@@ -124,6 +124,12 @@ run_step() { # run_step NAME: one of the steps below
       step diagnose 240 "$PY" -m pallas_kernels.rational.diagnose --tilings 256x64l16-loop \
         32x64l32 256x64 --rows 25216 32768 --out "$OUT/diagnose.json"
       ;;
+    diagnose_fft) # each DFT matmul of the kernels alone, then whole transforms of the plans,
+      # against float64: which (arithmetic, radix, tile, axis) the 16^3 bf16 fault lives in.
+      step diagnose_fft 150 "$PY" -m pallas_kernels.fft_conv.diagnose \
+        --kinds ${DIAGNOSE_FFT_KINDS:-bf16 f32 bf16x3 tf32} \
+        --plans 16x16x16 64x64 32x32 16x16 --out "$OUT/diagnose_fft.json"
+      ;;
     fft_conv)
       step fft_conv 170 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
         --sizes ${FFT_SIZES:-256 1024 4096 16384} --out "$OUT/fft_conv.json"

@@ -93,10 +93,12 @@ def test_kernel_commands_parse():
     reads as an unknown option: that cost the H200 session's whole check step)."""
     from pallas_kernels import check
     from pallas_kernels.fft_conv import bench as fft_bench
+    from pallas_kernels.fft_conv import diagnose as fft_diagnose
     from pallas_kernels.rational import bench as rational_bench
     from pallas_kernels.rational import diagnose
 
     for module, parser in (
+        ("pallas_kernels.fft_conv.diagnose", fft_diagnose.build_parser()),
         ("pallas_kernels.check", check.build_parser()),
         ("pallas_kernels.fft_conv.bench", fft_bench.build_parser()),
         ("pallas_kernels.rational.bench", rational_bench.build_parser()),
