@@ -21,6 +21,7 @@ per head block looping over the whole batch.
 """
 
 import dataclasses
+import functools
 import math
 import re
 
@@ -263,32 +264,38 @@ def spectral_conv(
         [B, H, length] in out_dtype.
     """
     _check_supported(block_sizes, plan, interpret)
-    gates = [g for g in (pregate, postgate) if g is not None]
-    has = (pregate is not None, postgate is not None)
-
     plan = dataclasses.replace(
         plan, rows_in=_next_pow2(plan.rows_in), rows_out=_next_pow2(plan.rows_out)
     )
-    # The DFT matrices are operands (a partitioned function may not capture constants).
+    shard = functools.partial(
+        _spectral_conv_call,
+        plan=plan,
+        length=length,
+        block_sizes=block_sizes,
+        interpret=interpret,
+        out_dtype=out_dtype,
+    )
+    return _per_shard(shard, (u,), spectrum, pregate, postgate, plan, backward=False)
+
+
+def _per_shard(shard, rows, spectrum, pregate, postgate, plan, *, backward: bool):
+    """`shard(*rows, spectrum, pregate, postgate, mats=...)` run per shard under `_rule`.
+
+    The operands go in flat: the row arrays, the spectrum planes, the gates present and the
+    plan's DFT matrices (operands, not constants: a partitioned function may not capture any).
+    """
+    gates = [g for g in (pregate, postgate) if g is not None]
+    has = (pregate is not None, postgate is not None)
     flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
+    n = len(rows)
 
-    def call(u, sr, si, *rest):
-        pregate, postgate = _gates(has, rest[: len(gates)])
-        return _spectral_conv_call(
-            u,
-            (sr, si),
-            pregate,
-            postgate,
-            mats=jax.tree.unflatten(treedef, rest[len(gates) :]),
-            plan=plan,
-            length=length,
-            block_sizes=block_sizes,
-            out_dtype=out_dtype,
-            interpret=interpret,
-        )
+    def call(*args):
+        pregate, postgate = _gates(has, args[n + 2 : n + 2 + len(gates)])
+        mats = jax.tree.unflatten(treedef, args[n + 2 + len(gates) :])
+        return shard(*args[:n], tuple(args[n : n + 2]), pregate, postgate, mats=mats)
 
-    rule = _rule(spectrum[0].ndim, gates=len(gates), matrices=flat, backward=False)
-    return partitioning.partitioned(call, rule)(u, *spectrum, *gates, *flat)
+    rule = _rule(spectrum[0].ndim, gates=len(gates), matrices=flat, backward=backward)
+    return partitioning.partitioned(call, rule)(*rows, *spectrum, *gates, *flat)
 
 
 def _rule(spectrum_rank: int, *, gates: int, matrices, backward: bool) -> partitioning.Rule:
@@ -437,22 +444,17 @@ def spectral_conv_bwd(
         cotangent planes [H, *plan.spectrum_shape] in f32.
     """
     _check_supported(block_sizes, plan, interpret)
-    gates = [g for g in (pregate, postgate) if g is not None]
-    has = (pregate is not None, postgate is not None)
-
     rows = _next_pow2(max(plan.rows_in, plan.rows_out))
     plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
-    flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))  # operands, as forward
 
-    def call(u, dy, sr, si, *rest):
-        pregate, postgate = _gates(has, rest[: len(gates)])
+    def shard(u, dy, spectrum, pregate, postgate, *, mats):
         du, d_pre, d_post, d_spectrum = _spectral_conv_bwd_call(
             u,
             dy,
-            (sr, si),
+            spectrum,
             pregate,
             postgate,
-            mats=jax.tree.unflatten(treedef, rest[len(gates) :]),
+            mats=mats,
             plan=plan,
             length=length,
             block_sizes=block_sizes,
@@ -460,11 +462,11 @@ def spectral_conv_bwd(
         )
         return (du, *[d for d in (d_pre, d_post) if d is not None], *d_spectrum)
 
-    rule = _rule(spectrum[0].ndim, gates=len(gates), matrices=flat, backward=True)
-    outs = list(partitioning.partitioned(call, rule)(u, dy, *spectrum, *gates, *flat))
+    outs = list(_per_shard(shard, (u, dy), spectrum, pregate, postgate, plan, backward=True))
     du = outs.pop(0)
-    d_pre, d_post = _gates(has, outs[: len(gates)])
-    return du, d_pre, d_post, tuple(outs[len(gates) :])
+    gates = sum(g is not None for g in (pregate, postgate))
+    d_pre, d_post = _gates((pregate is not None, postgate is not None), outs[:gates])
+    return du, d_pre, d_post, tuple(outs[gates:])
 
 
 def _spectral_conv_bwd_call(

@@ -102,7 +102,7 @@ def group_rational(
         denominator: b_1..b_4 per group, float32 [G, 4]; G divides D.
         implementation: "xla" (jnp, fused by XLA; the CPU default), "pallas" (compiled kernels),
             "interpret" (the kernels in interpret mode), "xla+pallas" (forward by XLA, backward
-            by the compiled kernels; the default on one GPU) or "xla+interpret", or "auto": the
+            by the compiled kernels; the default on GPU) or "xla+interpret", or "auto": the
             measured fastest per backend (`resolve_implementation`). Under a sharded jit the
             kernels run per shard: x may be split over mesh axes on any axis, the channels
             included (a shard holds whole channels; a split that does not divide an axis keeps
