@@ -59,6 +59,10 @@ class Rule:
         for dims in self.outputs:
             if missing := set(dims.split()) - known:
                 raise ValueError(f"Rule output {dims!r}: factors {sorted(missing)} in no input")
+        if unknown := set(self.split) - known:
+            raise ValueError(f"Rule split {self.split}: factors {sorted(unknown)} in no input")
+        if self.batch is not None and self.batch not in known:
+            raise ValueError(f"Rule batch {self.batch!r}: not a factor of any input")
 
     @property
     def sharding_rule(self) -> str:

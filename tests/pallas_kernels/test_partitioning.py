@@ -174,6 +174,8 @@ def test_gradients_and_transforms_pass_through():
     [
         ({"inputs": ("d ...",), "outputs": ("d",)}, "'...' may only lead"),
         ({"inputs": ("... d",), "outputs": ("... e",)}, r"factors \['e'\] in no input"),
+        ({"inputs": ("... d",), "outputs": ("... d",), "split": ("h",)}, r"split.*\['h'\]"),
+        ({"inputs": ("b d",), "outputs": ("b d",)}, "batch '...': not a factor"),
     ],
 )
 def test_bad_rules(kwargs, match):
