@@ -14,6 +14,16 @@ The shardings come from the first operand that has each factor (its spec for tha
 dropping mesh axes that do not divide it evenly); every other operand and result is resharded to
 match. `jax.vmap` folds the mapped axis into a leading batch factor where that is exact (no result
 sums over the batch), and otherwise maps the unpartitioned kernel call (Pallas's own batching).
+
+Inside a `jax.shard_map` that checks varying axes (its default), every operand is first made to
+vary over the same manual axes (`jax.lax.pcast`), each kernel declares its results to vary as its
+operands (`manual_type`), and `typed_like` sums a custom VJP's cotangent over the axes its primal
+does not vary over (a coefficient's gradient from each device's rows).
+
+Under a mesh with Explicit axes (`jax.set_mesh` of a mesh made with `AxisType.Explicit`) the
+shardings are part of the operands' types, and a `pallas_call` may only run where every mesh axis
+is Manual: there `partitioned` plans the same shardings from the operands' types and runs the call
+in a `jax.shard_map` over the mesh's non-Manual axes instead (`in_explicit_mesh`).
 """
 
 import dataclasses
@@ -24,10 +34,10 @@ from collections.abc import Callable, Sequence
 import jax
 from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["Rule", "partitioned"]
+__all__ = ["Rule", "in_explicit_mesh", "manual_type", "partitioned", "typed_like"]
 
 _BATCH = "..."
 
@@ -216,9 +226,89 @@ def partitioned(fn: Callable, rule: Rule) -> Callable:
     def wrapper(*args):
         if len(args) != len(rule.inputs):
             raise TypeError(f"expected {len(rule.inputs)} operands {rule.inputs}, got {len(args)}")
+        args = _vary_alike(args)
+        if in_explicit_mesh():
+            outs = _shard_mapped(fn, shard_results, rule, args)
+            return outs[0] if single else outs
         return mapped(*args)
 
     return wrapper
+
+
+def in_explicit_mesh() -> bool:
+    """Whether the current mesh (`jax.set_mesh`) has Explicit axes: shardings are then part of
+    the arrays' types, and a jnp reshape that would move a sharded axis needs its result's
+    sharding spelled out."""
+    return AxisType.Explicit in jax.sharding.get_abstract_mesh().axis_types
+
+
+def manual_type(x: jax.Array) -> dict:
+    """Keyword arguments for a kernel's `jax.ShapeDtypeStruct` results: vary over the manual axes
+    that x varies over. Inside a `jax.shard_map` that checks varying axes a `pallas_call` must
+    declare this; elsewhere there are none."""
+    return {"manual_axis_type": jax.typeof(x).mat}
+
+
+def typed_like(values, like):
+    """A custom VJP's cotangents `values` given the types of their primals `like` (pytrees of the
+    same structure, None leaves allowed).
+
+    Inside a `jax.shard_map`, a cotangent that varies over manual axes its primal does not (a
+    replicated coefficient's gradient from each device's rows) is summed over them (`psum`):
+    the primal was used on every device. Under an Explicit mesh each cotangent is resharded to
+    its primal's sharding.
+    """
+    explicit = in_explicit_mesh()
+
+    def one(v, p):
+        if extra := _varying(v) - _varying(p):
+            v = jax.lax.psum(v, tuple(sorted(extra)))
+        if explicit:
+            v = jax.sharding.reshard(v, jax.typeof(p).sharding.spec)
+        return v
+
+    return jax.tree.map(one, values, like)
+
+
+def _varying(x) -> frozenset:
+    """The manual axes (of an enclosing `jax.shard_map`) over which x's value varies."""
+    return jax.typeof(x).mat.varying
+
+
+def _vary_alike(args) -> list:
+    """The operands made to vary over the union of their manual axes (a `pallas_call` declares
+    its results' variation from one operand, `manual_type`)."""
+    union = frozenset().union(*(_varying(a) for a in args))
+    return [
+        jax.lax.pcast(a, tuple(sorted(missing)), to="varying")
+        if (missing := union - _varying(a))
+        else a
+        for a in args
+    ]
+
+
+def _shard_mapped(fn: Callable, shard_results: Callable, rule: Rule, args) -> tuple:
+    """The kernel call in a `jax.shard_map` over the current mesh's Explicit and Auto axes, with
+    the operands' shardings read from their types and planned as `_plan` plans them for
+    `custom_partitioning`."""
+    mesh = jax.sharding.get_abstract_mesh()
+    free = {
+        n for n, t in zip(mesh.axis_names, mesh.axis_types, strict=True) if t != AxisType.Manual
+    }
+    types = [jax.typeof(a) for a in args]
+    plain = [jax.ShapeDtypeStruct(t.shape, t.dtype) for t in types]
+    # Only the results' ranks matter here; traced unsharded, which a pallas_call accepts.
+    results = _as_tuple(jax.eval_shape(fn, *plain))
+    arg_shardings, result_shardings, reduced = _plan(rule, mesh, types, results)
+    in_specs = tuple(s.spec for s in arg_shardings)
+    args = [jax.sharding.reshard(a, spec) for a, spec in zip(args, in_specs, strict=True)]
+    return jax.shard_map(
+        functools.partial(shard_results, reduced),
+        in_specs=in_specs,
+        out_specs=tuple(s.spec for s in result_shardings),
+        axis_names=free,
+        check_vma=False,  # a pallas_call's results carry no varying-axes types
+    )(*args)
 
 
 def _foldable(rule: Rule, in_batched: Sequence[bool]) -> bool:

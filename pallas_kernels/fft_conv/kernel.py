@@ -353,7 +353,9 @@ def _spectral_conv_call(
     )
     y = pl.pallas_call(
         kernel,
-        out_shape=jax.ShapeDtypeStruct((batch, heads, *plan.out_shape), out_dtype),
+        out_shape=jax.ShapeDtypeStruct(
+            (batch, heads, *plan.out_shape), out_dtype, **partitioning.manual_type(u)
+        ),
         grid=(batch, heads // block_h),
         in_specs=specs,
         out_specs=row_spec(plan.out_shape),
@@ -490,9 +492,10 @@ def _spectral_conv_bwd_call(
     specs += [pl.BlockSpec(a.shape, lambda b, h, n=a.ndim: (0,) * n) for a in flat]
     row_shape = (batch, heads, *plan.in_shape)
     partial_shape = (num_partials, heads, *plan.spectrum_shape)
-    out_shape = [jax.ShapeDtypeStruct(row_shape, u.dtype)]
-    out_shape += [jax.ShapeDtypeStruct(row_shape, g.dtype) for g in gates]
-    out_shape += [jax.ShapeDtypeStruct(partial_shape, jnp.float32)] * 2
+    manual = partitioning.manual_type(u)
+    out_shape = [jax.ShapeDtypeStruct(row_shape, u.dtype, **manual)]
+    out_shape += [jax.ShapeDtypeStruct(row_shape, g.dtype, **manual) for g in gates]
+    out_shape += [jax.ShapeDtypeStruct(partial_shape, jnp.float32, **manual)] * 2
     out_specs = [row_spec] * (1 + len(gates)) + [partial_spec] * 2
     kernel = lambda *refs: _bwd_kernel(  # noqa: E731
         *refs,

@@ -19,8 +19,9 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
-from pallas_kernels import autodiff
+from pallas_kernels import autodiff, partitioning
 from pallas_kernels.fft_conv import kernel, monarch
 
 __all__ = ["ConvConfig", "filter_spectrum", "monarch_conv"]
@@ -138,7 +139,9 @@ def _forward(config, u, k, pregate, postgate):
 def _backward(config, residuals, dy):
     u, spectrum, pregate, postgate = residuals
     dy = jnp.asarray(dy)  # jax.test_util.check_grads passes numpy cotangents
-    k_shape = jax.ShapeDtypeStruct((spectrum[0].shape[0], config.filter_len), jnp.float32)
+    k_shape = jax.ShapeDtypeStruct(
+        (spectrum[0].shape[0], config.filter_len), jnp.float32, **_filter_type(spectrum)
+    )
     spectrum_vjp = jax.linear_transpose(functools.partial(filter_spectrum, config), k_shape)
     xla = functools.partial(_xla_cotangents, config)
     if config.implementation == "xla":
@@ -149,7 +152,21 @@ def _backward(config, residuals, dy):
         du, d_pre, d_post, d_spectrum = autodiff.with_derivatives_of(kernel_call, xla)(
             u, dy, spectrum, pregate, postgate
         )
+    d_spectrum = partitioning.typed_like(d_spectrum, spectrum)  # an Explicit mesh's types
     return du, spectrum_vjp(d_spectrum)[0], d_pre, d_post
+
+
+def _filter_type(spectrum) -> dict:
+    """The type of the filter whose spectrum this is, as `jax.ShapeDtypeStruct` arguments, for
+    the transpose to hand back a cotangent typed as the filter: under a mesh, heads split as the
+    spectrum's (an Explicit mesh) and varying over the manual axes it varies over (inside a
+    `jax.shard_map`); nothing outside one."""
+    kind = jax.typeof(spectrum[0])
+    if kind.sharding.mesh.empty:
+        return {}
+    heads = kind.sharding.spec[:1]
+    sharding = jax.sharding.NamedSharding(kind.sharding.mesh, P(*heads, None))
+    return {"sharding": sharding, **partitioning.manual_type(spectrum[0])}
 
 
 def _xla_cotangents(config, u, dy, spectrum, pregate, postgate):

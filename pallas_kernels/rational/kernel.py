@@ -318,7 +318,7 @@ def _fwd_call(x, a, b, *, block_sizes: BlockSizes, interpret: bool) -> jax.Array
         functools.partial(
             _fwd_kernel, rows=rows, step_rows=min(block_sizes.fwd_rows or block_rows, block_rows)
         ),
-        out_shape=jax.ShapeDtypeStruct(x2.shape, x.dtype),
+        out_shape=jax.ShapeDtypeStruct(x2.shape, x.dtype, **partitioning.manual_type(x)),
         grid=(pl.cdiv(rows, block_rows), width // bd),
         in_specs=[
             tile,
@@ -426,6 +426,7 @@ def rational_bwd_tiles(
     block_rows, bd = _tiles(rows, width, block_sizes)
     num_tiles = pl.cdiv(rows, block_rows)
     tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
+    manual = partitioning.manual_type(x2)
 
     def kernel(*refs):
         _bwd_kernel(*refs, rows=rows, blocks=block_sizes)
@@ -433,9 +434,9 @@ def rational_bwd_tiles(
     return pl.pallas_call(
         kernel,
         out_shape=[
-            jax.ShapeDtypeStruct(x2.shape, x2.dtype),
-            jax.ShapeDtypeStruct((num_tiles, _A_ROWS, width), jnp.float32),
-            jax.ShapeDtypeStruct((num_tiles, _B_ROWS, width), jnp.float32),
+            jax.ShapeDtypeStruct(x2.shape, x2.dtype, **manual),
+            jax.ShapeDtypeStruct((num_tiles, _A_ROWS, width), jnp.float32, **manual),
+            jax.ShapeDtypeStruct((num_tiles, _B_ROWS, width), jnp.float32, **manual),
         ],
         grid=(num_tiles, width // bd),
         in_specs=[

@@ -96,10 +96,13 @@ def group_rational_reference(
     """
     groups = denominator.shape[0]
     width = x.shape[-1]
-    xg = x.astype(jnp.float32).reshape(-1, groups, width // groups)  # [R, G, K]
+    # The leading axes kept (not flattened), so that a reshape of x sharded over them is local
+    # (and allowed under an Explicit mesh).
+    xg = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, width // groups)  # [..., G, K]
+    lead = (1,) * (x.ndim - 1)
     num = jnp.broadcast_to(numerator.astype(jnp.float32), (groups, NUM_NUMERATOR))
-    a = [num[None, :, i, None] for i in range(NUM_NUMERATOR)]  # each [1, G, 1]
+    a = [num[:, i].reshape(*lead, groups, 1) for i in range(NUM_NUMERATOR)]  # each [1.., G, 1]
     den = jnp.abs(denominator.astype(jnp.float32))
-    b_abs = [den[None, :, j, None] for j in range(NUM_DENOMINATOR)]  # each [1, G, 1]
+    b_abs = [den[:, j].reshape(*lead, groups, 1) for j in range(NUM_DENOMINATOR)]
     p, q = rational_terms(xg, a, b_abs)
     return (p / q).reshape(x.shape).astype(x.dtype)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels import autodiff, platform
+from pallas_kernels import autodiff, partitioning, platform
 from pallas_kernels.rational import kernel, reference
 
 __all__ = ["RationalConfig", "group_rational_op"]
@@ -87,12 +87,16 @@ def _xla_backward(x, dy, numerator, denominator):
     """
     groups = denominator.shape[0]
     width = x.shape[-1]
-    cpu = platform.current() == "cpu"
+    # Under an Explicit mesh the shardings are types: the leading axes are kept as they are
+    # (sharded ones included) and the sums reduce them, all-reduced by XLA.
+    explicit = partitioning.in_explicit_mesh()
+    cpu = platform.current() == "cpu" and not explicit
     # CPU: rows as [R1, R2], so the ten sums reduce R2 and K first, keeping R1 rows that XLA:CPU
     # splits across threads, then the R1 partial sums (a single reduction to [G] ran on one
     # thread: 86 ms vs 71 ms for the sums on [128, 197, 768], README).
     rows = _row_split(x.size // width) if cpu else (x.size // width,)
-    xg = x.astype(jnp.float32).reshape(*rows, groups, width // groups)  # [R1, R2 | R, G, K]
+    rows = x.shape[:-1] if explicit else rows
+    xg = x.astype(jnp.float32).reshape(*rows, groups, width // groups)  # [R1, R2 | R.., G, K]
     g = dy.astype(jnp.float32).reshape(xg.shape)
     dx, terms = _derivative_terms(xg, g, numerator, denominator)
     if cpu:
@@ -106,7 +110,8 @@ def _xla_backward(x, dy, numerator, denominator):
         )  # ten [R1, G]
         sums = jnp.stack(sums, axis=1).sum(axis=0)  # [10, G]: the R1 partials, in a fixed order
     else:
-        sums = jnp.stack([t.sum(axis=(0, 2)) for t in terms])  # [10, G]
+        axes = (*range(len(rows)), len(rows) + 1)  # all but G
+        sums = jnp.stack([t.sum(axis=axes) for t in terms])  # [10, G]
     dx = dx.reshape(x.shape).astype(x.dtype)
     return dx, sums[: reference.NUM_NUMERATOR].T, sums[reference.NUM_NUMERATOR :].T
 
@@ -156,7 +161,7 @@ def _backward(config, residuals, dy):
         )
     if numerator.shape[0] == 1:
         sum_a = sum_a.sum(axis=0, keepdims=True)  # shared numerator: [1, 6]
-    return dx, sum_a, sum_b * _sign(denominator)
+    return partitioning.typed_like((dx, sum_a, sum_b * _sign(denominator)), residuals)
 
 
 group_rational_op.defvjp(_forward, _backward)

@@ -120,3 +120,49 @@ def test_aot_without_libtpu_says_how_to_get_it(tmp_path):
     result, _ = _run_aot(tmp_path, "")
     assert result.returncode == 2 and "libtpu is not importable" in result.stderr
     assert "libtpu==" in result.stderr
+
+
+# The kernels inside a user's `jax.shard_map` that checks varying axes (its default): each
+# pallas_call must declare how its results vary (`partitioning.manual_type`), the coefficient and
+# filter gradients are summed over the axes their replicated primals do not vary over.
+_SHARD_MAP = """
+import json, os
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+import jax, jax.numpy as jnp, numpy as np
+from jax.experimental import topologies
+from jax.sharding import NamedSharding, PartitionSpec as P
+from pallas_kernels import aot
+from pallas_kernels.fft_conv import fft_conv
+from pallas_kernels.rational import group_rational
+devices = topologies.get_topology_desc(platform="tpu", topology_name="v5e:2x2").devices
+mesh = jax.sharding.Mesh(np.array(devices).reshape(2, 2), ("data", "tensor"))
+def build(op, shapes, specs):
+    inner = jax.shard_map(op, mesh=mesh, in_specs=tuple(specs), out_specs=specs[0])
+    args = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=NamedSharding(mesh, p))
+            for s, p in zip(shapes, specs)]
+    loss = lambda *a: jnp.sum(inner(*a) ** 2)
+    return jax.value_and_grad(loss, argnums=tuple(range(len(args)))), args
+rational = lambda x, n, d: group_rational(x, n, d, implementation="pallas")
+conv = lambda u, k: fft_conv(u, k, implementation="pallas")
+rows = [
+    aot.compile_case(lambda _: build(rational, [(16, 197, 768), (1, 6), (8, 4)],
+                                     [P("data", None, "tensor"), P(), P()]), None),
+    aot.compile_case(lambda _: build(conv, [(8, 256, 1024), (256, 1024)],
+                                     [P("data", "tensor"), P("tensor")]), None),
+]
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_tpu_inside_a_checked_shard_map(tmp_path):
+    if not LIBTPU.is_dir() and importlib.util.find_spec("libtpu") is None:
+        pytest.skip("libtpu not installed (make tpu-aot installs it into .venv/libtpu)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(LIBTPU), str(ROOT)) if p))
+    result = subprocess.run(
+        [sys.executable, "-c", _SHARD_MAP], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(row["ok"] for row in rows), rows

@@ -72,6 +72,70 @@ def test_each_device_computes_its_shard(spec, local):
         assert y.sharding.shard_shape(y.shape) == local
 
 
+@pytest.mark.parametrize(
+    ("spec", "local"),
+    [
+        (("data",), (4, 6, 32)),
+        (("data", None, "tensor"), (4, 6, 16)),
+        ((None, None, ("data", "tensor")), (16, 6, 4)),
+        ((), (16, 6, 32)),
+    ],
+)
+def test_an_explicit_mesh_runs_the_call_in_a_shard_map(spec, local):
+    """Under Explicit axes the shardings come from the operands' types: the call runs once per
+    shard in a shard_map (traced unsharded for the result ranks), the row sums are
+    all-reduced over the rows' axes, y is typed as x."""
+    mesh = jax.make_mesh(
+        (4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Explicit,) * 2
+    )
+    x, g, c = _data()
+    assert not partitioning.in_explicit_mesh()
+    with jax.set_mesh(mesh):
+        assert partitioning.in_explicit_mesh()
+        xs, gs = jax.device_put(x, jax.P(*spec)), jax.device_put(g, jax.P(*spec))
+        seen.clear()
+        compiled = jax.jit(partitioning.partitioned(_sums, SUMS)).lower(xs, gs, c).compile()
+        # eval_shape caches its trace, so the unsharded trace is seen on the first case only.
+        whole, block = ("sums", x.shape, x.shape, c.shape), ("sums", local, local, (local[-1],))
+        assert seen[-1] == block and set(seen) <= {whole, block}
+        y, s = compiled(xs, gs, c)
+        assert jax.typeof(y).sharding.spec == jax.typeof(xs).sharding.spec
+        channels = spec[2] if len(spec) == 3 else None  # the sums keep the channels' split
+        assert jax.typeof(s).sharding.spec == jax.P(channels)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(_times(x, c)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(s), np.asarray(jnp.sum(x * g, (0, 1))), atol=1e-5)
+    assert largest_all_gather(compiled) < np.prod(local)
+
+
+def test_typed_like_reshards_only_under_an_explicit_mesh():
+    """A custom VJP's cotangents must carry their primals' types under Explicit axes."""
+    mesh = jax.make_mesh(
+        (4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Explicit,) * 2
+    )
+    x, g, _ = _data()
+    assert partitioning.typed_like((x, None), (g, None))[0] is x
+    with jax.set_mesh(mesh):
+        xs = jax.device_put(x, jax.P("data"))
+        primal = jax.device_put(g, jax.P(None, None, "tensor"))
+        out, none = jax.jit(lambda a, b: partitioning.typed_like((a, None), (b, None)))(xs, primal)
+        assert none is None
+        assert jax.typeof(out).sharding.spec == jax.typeof(primal).sharding.spec
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+
+
+def test_typed_like_sums_over_the_axes_its_primal_does_not_vary_over():
+    """Inside a shard_map, a replicated primal's cotangent from each device is summed."""
+    mesh = _mesh()
+    x, _, c = _data()
+
+    def per_device(x, c):
+        partial = jnp.sum(x, axis=(0, 1))  # varies over "data"
+        return partitioning.typed_like(partial, c)
+
+    f = jax.shard_map(per_device, mesh=mesh, in_specs=(jax.P("data"), jax.P()), out_specs=jax.P())
+    np.testing.assert_allclose(np.asarray(f(x, c)), np.asarray(jnp.sum(x, (0, 1))), atol=1e-5)
+
+
 def test_an_uneven_split_is_kept_whole():
     """6 rows over 4 devices (possible inside a jit): that factor is not split; the rest is."""
     mesh = _mesh()

@@ -283,3 +283,74 @@ def test_kernels_run_per_shard_under_a_sharded_jit(spec, local):
     assert du.sharding.shard_shape(du.shape) == local
     for got, want in zip(jax.tree.leaves(kernel), jax.tree.leaves(xla), strict=True):
         assert_close(got, want)
+
+
+@pytest.mark.parametrize(
+    ("spec", "filter_spec"),
+    [(("data",), None), (("data", "tensor"), None), (("data", "tensor"), "tensor")],
+)
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_every_path_runs_under_an_explicit_mesh(spec, filter_spec, implementation):
+    """With the shardings in the types (AxisType.Explicit: the kernels used to fail outside
+    Manual axes), the value and all four gradients equal the unsharded XLA path's, du is typed as
+    u and dk as k (heads split or not), and the kernels gather no u-sized block."""
+    if implementation == "xla" and "tensor" in spec and jax.__version_info__ < (0, 12):
+        pytest.skip("XLA:CPU of jax 0.11 fails this program's FFTs (fft_thunk layout RET_CHECK)")
+    mesh = jax.make_mesh(
+        (4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Explicit,) * 2
+    )
+    # B = 64: a device's block of u (3,072 elements or more) is larger than the filter
+    # spectrum's cotangent (2,048), which is gathered when k is replicated and the heads split.
+    u, k, pre, post = inputs(6, 64, 8, 48, 20, gated=True)
+
+    def grads(implementation):
+        def loss(u, k, pre, post):
+            y = fft_conv(u, k, pregate=pre, postgate=post, implementation=implementation)
+            return jnp.sum(y * jnp.cos(y))
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
+
+    want = grads("xla")(u, k, pre, post)
+    with jax.set_mesh(mesh):
+        u, pre, post = (jax.device_put(a, jax.P(*spec)) for a in (u, pre, post))
+        k = jax.device_put(k, jax.P(filter_spec))
+        compiled = grads(implementation).lower(u, k, pre, post).compile()
+        got = compiled(u, k, pre, post)
+        for grad, primal in zip(got[1], (u, k, pre, post), strict=True):
+            assert jax.typeof(grad).sharding.spec == jax.typeof(primal).sharding.spec
+    if implementation != "xla":
+        assert largest_all_gather(compiled) < np.prod(u.sharding.shard_shape(u.shape))
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize(("implementation", "check_vma"), [("xla", True), ("interpret", False)])
+def test_inside_a_shard_map(implementation, check_vma):
+    """Called per device inside a user's `jax.shard_map` (u split over B and H, k over H): the
+    value and all four gradients equal the unsharded ones, dk summed over the batch devices.
+    (The interpreter cannot run under check_vma=True, a jax limitation; compiled TPU kernels do:
+    tests/pallas_kernels/test_aot.py.)"""
+    if implementation == "xla" and jax.__version_info__ < (0, 12):
+        pytest.skip("XLA:CPU of jax 0.11 fails this program's FFTs (fft_thunk layout RET_CHECK)")
+    mesh = jax.make_mesh((4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    u, k, pre, post = inputs(7, 8, 8, 48, 20, gated=True)
+    rows = jax.P("data", "tensor")
+
+    def op(u, k, pre, post):
+        return fft_conv(u, k, pregate=pre, postgate=post, implementation=implementation)
+
+    inner = jax.shard_map(
+        op,
+        mesh=mesh,
+        in_specs=(rows, jax.P("tensor"), rows, rows),
+        out_specs=rows,
+        check_vma=check_vma,
+    )
+
+    def loss(f):
+        return lambda *a: jnp.sum(f(*a) * jnp.cos(f(*a)))
+
+    got = jax.jit(jax.value_and_grad(loss(inner), argnums=(0, 1, 2, 3)))(u, k, pre, post)
+    want = jax.value_and_grad(loss(op), argnums=(0, 1, 2, 3))(u, k, pre, post)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert_close(g, w)

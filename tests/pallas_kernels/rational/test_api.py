@@ -113,6 +113,43 @@ def test_kernels_run_per_shard_under_a_sharded_jit(spec, local, shared):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("spec", [("data",), ("data", None, "tensor"), (None, None, "tensor")])
+@pytest.mark.parametrize(
+    ("implementation", "shared"), [("xla", True), ("interpret", False), ("xla+interpret", True)]
+)
+def test_every_path_runs_under_an_explicit_mesh(spec, implementation, shared):
+    """With the shardings in the types (AxisType.Explicit; both paths used to fail: an XLA
+    reshape without `out_sharding`, a pallas_call outside Manual axes), the value and all three
+    gradients equal the unsharded XLA path's, dx is typed as x and the coefficient gradients as
+    the (replicated) coefficients, and the kernels gather no x-sized block."""
+    mesh = jax.make_mesh(
+        (4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Explicit,) * 2
+    )
+    x, _, num, den = inputs(4, (16, 6, 32), 8, shared=shared)
+
+    def grads(implementation):
+        def loss(x, num, den):
+            y = group_rational(x, num, den, implementation=implementation)
+            return jnp.sum(y * jnp.cos(y))
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+    want = grads("xla")(x, num, den)
+    with jax.set_mesh(mesh):
+        sharded = jax.device_put(x, jax.P(*spec))
+        compiled = grads(implementation).lower(sharded, num, den).compile()
+        got = compiled(sharded, num, den)
+        dx, dnum, dden = got[1]
+        assert jax.typeof(dx).sharding.spec == jax.typeof(sharded).sharding.spec
+        for g in (dnum, dden):
+            assert all(entry is None for entry in jax.typeof(g).sharding.spec)
+    if implementation != "xla":
+        local = sharded.sharding.shard_shape(sharded.shape)
+        assert largest_all_gather(compiled) < np.prod(local)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=1e-5)
+
+
 def test_works_on_sharded_input():
     """Elementwise over a batch sharded across the 8 simulated devices; equals one device."""
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
@@ -159,3 +196,30 @@ def test_block_sizes_argument(no_typecheck, implementation):
 def test_block_sizes_positive_triton_parameters(field, value):
     with pytest.raises(ValueError, match=rf"BlockSizes.{field}={value}: must be a positive int"):
         BlockSizes(**{field: value})
+
+
+@pytest.mark.parametrize(("implementation", "check_vma"), [("xla", True), ("interpret", False)])
+def test_inside_a_shard_map(implementation, check_vma):
+    """Called per device inside a user's `jax.shard_map`: the value and the gradients equal the
+    unsharded ones, the coefficients' gradients summed over the devices that split the rows.
+    (The interpreter cannot run under check_vma=True, a jax limitation: it evaluates the kernel
+    body, traced unchecked, under the check; compiled TPU kernels do: test_aot.py.)
+    """
+    mesh = jax.make_mesh((4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    x, _, num, den = inputs(5, (16, 6, 32), 8, shared=True)
+    spec = jax.P("data", None, "tensor")
+
+    def op(x, num, den):
+        return group_rational(x, num, den, implementation=implementation)
+
+    # Channels split over "tensor": each device holds whole groups, and their denominators.
+    specs = (spec, jax.P(), jax.P("tensor"))
+    inner = jax.shard_map(op, mesh=mesh, in_specs=specs, out_specs=spec, check_vma=check_vma)
+
+    def loss(f):
+        return lambda *a: jnp.sum(f(*a) * jnp.cos(f(*a)))
+
+    got = jax.jit(jax.value_and_grad(loss(inner), argnums=(0, 1, 2)))(x, num, den)
+    want = jax.value_and_grad(loss(op), argnums=(0, 1, 2))(x, num, den)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=1e-5)
