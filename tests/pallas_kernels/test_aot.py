@@ -101,15 +101,8 @@ print(json.dumps(rows))
 
 
 @pytest.mark.slow
-def test_a_kernel_that_does_not_fit_is_reported(tmp_path):
-    if not LIBTPU.is_dir() and importlib.util.find_spec("libtpu") is None:
-        pytest.skip("libtpu not installed (make tpu-aot installs it into .venv/libtpu)")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(LIBTPU), str(ROOT)) if p))
-    result = subprocess.run(
-        [sys.executable, "-c", _OVERFLOW], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    too_big, fits = json.loads(result.stdout.strip().splitlines()[-1])
+def test_a_kernel_that_does_not_fit_is_reported():
+    too_big, fits = _compile_with_libtpu(_OVERFLOW)
     assert not too_big["ok"] and "vmem" in too_big["error"].lower(), too_big
     assert fits["ok"], fits  # the same op, 4 heads per program: compiles
 
@@ -156,13 +149,18 @@ print(json.dumps(rows))
 
 
 @pytest.mark.slow
-def test_kernels_compile_for_tpu_inside_a_checked_shard_map(tmp_path):
+def test_kernels_compile_for_tpu_inside_a_checked_shard_map():
+    rows = _compile_with_libtpu(_SHARD_MAP)
+    assert all(row["ok"] for row in rows), rows
+
+
+def _compile_with_libtpu(script: str):
+    """Run a script that prints its `aot.compile_case` rows as JSON, with libtpu on the path."""
     if not LIBTPU.is_dir() and importlib.util.find_spec("libtpu") is None:
         pytest.skip("libtpu not installed (make tpu-aot installs it into .venv/libtpu)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(LIBTPU), str(ROOT)) if p))
     result = subprocess.run(
-        [sys.executable, "-c", _SHARD_MAP], env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads(result.stdout.strip().splitlines()[-1])
-    assert all(row["ok"] for row in rows), rows
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -251,6 +251,16 @@ def test_empty_input(shape, implementation):
     np.testing.assert_array_equal(np.asarray(dk), np.zeros(k.shape, np.float32))
 
 
+def _value_and_grads(implementation):
+    """jit of the value and the four gradients of a loss of the gated convolution's output."""
+
+    def loss(u, k, pre, post):
+        y = fft_conv(u, k, pregate=pre, postgate=post, implementation=implementation)
+        return jnp.sum(y * jnp.cos(y))
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
+
+
 @pytest.mark.parametrize(
     ("spec", "local"),
     [
@@ -268,15 +278,8 @@ def test_kernels_run_per_shard_under_a_sharded_jit(spec, local):
     sharding = jax.NamedSharding(mesh, jax.P(*spec))
     u, pre, post = (jax.device_put(a, sharding) for a in (u, pre, post))
 
-    def grads(implementation):
-        def loss(u, k, pre, post):
-            y = fft_conv(u, k, pregate=pre, postgate=post, implementation=implementation)
-            return jnp.sum(y * jnp.cos(y))
-
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
-
-    xla = grads("xla")(u, k, pre, post)
-    compiled = grads("interpret").lower(u, k, pre, post).compile()
+    xla = _value_and_grads("xla")(u, k, pre, post)
+    compiled = _value_and_grads("interpret").lower(u, k, pre, post).compile()
     kernel = compiled(u, k, pre, post)
     assert largest_all_gather(compiled) < np.prod(local)
     du = kernel[1][0]
@@ -303,18 +306,11 @@ def test_every_path_runs_under_an_explicit_mesh(spec, filter_spec, implementatio
     # spectrum's cotangent (2,048), which is gathered when k is replicated and the heads split.
     u, k, pre, post = inputs(6, 64, 8, 48, 20, gated=True)
 
-    def grads(implementation):
-        def loss(u, k, pre, post):
-            y = fft_conv(u, k, pregate=pre, postgate=post, implementation=implementation)
-            return jnp.sum(y * jnp.cos(y))
-
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
-
-    want = grads("xla")(u, k, pre, post)
+    want = _value_and_grads("xla")(u, k, pre, post)
     with jax.set_mesh(mesh):
         u, pre, post = (jax.device_put(a, jax.P(*spec)) for a in (u, pre, post))
         k = jax.device_put(k, jax.P(filter_spec))
-        compiled = grads(implementation).lower(u, k, pre, post).compile()
+        compiled = _value_and_grads(implementation).lower(u, k, pre, post).compile()
         got = compiled(u, k, pre, post)
         for grad, primal in zip(got[1], (u, k, pre, post), strict=True):
             assert jax.typeof(grad).sharding.spec == jax.typeof(primal).sharding.spec

@@ -76,6 +76,16 @@ def test_auto_follows_the_measurements(monkeypatch, backend, devices, expected):
     assert api.resolve_implementation("pallas") == "pallas"
 
 
+def _value_and_grads(implementation):
+    """jit of the value and the three gradients of a loss of group_rational's output."""
+
+    def loss(x, num, den):
+        y = group_rational(x, num, den, implementation=implementation)
+        return jnp.sum(y * jnp.cos(y))
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+
 @pytest.mark.parametrize(
     ("spec", "local"),
     [
@@ -92,15 +102,8 @@ def test_kernels_run_per_shard_under_a_sharded_jit(spec, local, shared):
     x, _, num, den = inputs(3, (16, 6, 32), 8, shared=shared)
     sharded = jax.device_put(x, jax.NamedSharding(mesh, jax.P(*spec)))
 
-    def grads(implementation):
-        def loss(x, num, den):
-            y = group_rational(x, num, den, implementation=implementation)
-            return jnp.sum(y * jnp.cos(y))
-
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-
-    xla = grads("xla")(sharded, num, den)
-    compiled = grads("interpret").lower(sharded, num, den).compile()
+    xla = _value_and_grads("xla")(sharded, num, den)
+    compiled = _value_and_grads("interpret").lower(sharded, num, den).compile()
     kernel = compiled(sharded, num, den)
     assert largest_all_gather(compiled) < np.prod(local)
     dx = kernel[1][0]
@@ -127,17 +130,10 @@ def test_every_path_runs_under_an_explicit_mesh(spec, implementation, shared):
     )
     x, _, num, den = inputs(4, (16, 6, 32), 8, shared=shared)
 
-    def grads(implementation):
-        def loss(x, num, den):
-            y = group_rational(x, num, den, implementation=implementation)
-            return jnp.sum(y * jnp.cos(y))
-
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-
-    want = grads("xla")(x, num, den)
+    want = _value_and_grads("xla")(x, num, den)
     with jax.set_mesh(mesh):
         sharded = jax.device_put(x, jax.P(*spec))
-        compiled = grads(implementation).lower(sharded, num, den).compile()
+        compiled = _value_and_grads(implementation).lower(sharded, num, den).compile()
         got = compiled(sharded, num, den)
         dx, dnum, dden = got[1]
         assert jax.typeof(dx).sharding.spec == jax.typeof(sharded).sharding.spec
