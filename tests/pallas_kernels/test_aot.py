@@ -13,12 +13,14 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from pallas_kernels import platform
 from pallas_kernels.fft_conv import api as fft_api
 from pallas_kernels.fft_conv import kernel as fft_kernel
 from pallas_kernels.rational import api as rational_api
+from pallas_kernels.rational import group_rational
 
 ROOT = pathlib.Path(__file__).parents[2]
 LIBTPU = ROOT / ".venv" / "libtpu"
@@ -49,6 +51,33 @@ def test_compiling_for_retraces_cached_functions():
     with platform.compiling_for("gpu"):
         assert int(f(0)) == 1
     assert int(f(0)) == 0
+
+
+@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+def test_a_sharded_program_with_the_kernels_exports_under_an_explicit_mesh(axis_type):
+    """`jax.export` for TPU of a gradient through the kernels on a 4 x 2 mesh: under Explicit axes
+    they run in a shard_map, which exports; under Auto axes their custom_partitioning rule is a
+    host callback, which jax cannot serialize (README, Sharding)."""
+    kind = getattr(jax.sharding.AxisType, axis_type)
+    mesh = jax.make_mesh((4, 2), ("data", "tensor"), axis_types=(kind,) * 2)
+
+    def typed(shape, *spec):
+        return jax.ShapeDtypeStruct(
+            shape, jnp.float32, sharding=jax.NamedSharding(mesh, jax.P(*spec))
+        )
+
+    x, num, den = typed((8, 6, 256), "data", None, "tensor"), typed((1, 6)), typed((8, 4))
+
+    def grad(x, num, den):
+        return jax.grad(lambda x: group_rational(x, num, den, implementation="pallas").sum())(x)
+
+    with jax.set_mesh(mesh), platform.compiling_for("tpu"):
+        export = jax.export.export(jax.jit(grad), platforms=["tpu"])
+        if axis_type == "Auto":
+            with pytest.raises(Exception, match="host_callbacks"):
+                export(x, num, den)
+        else:
+            assert "tpu_custom_call" in export(x, num, den).mlir_module()
 
 
 def test_tpu_default_block_sizes_fit_the_scoped_vmem_rule():
