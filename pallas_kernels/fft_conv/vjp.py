@@ -152,7 +152,7 @@ def _backward(config, residuals, dy):
         du, d_pre, d_post, d_spectrum = autodiff.with_derivatives_of(kernel_call, xla)(
             u, dy, spectrum, pregate, postgate
         )
-    d_spectrum = partitioning.typed_like(d_spectrum, spectrum)  # an Explicit mesh's types
+    d_spectrum = partitioning.typed_like(d_spectrum, spectrum)  # shard_map / Explicit mesh
     return du, spectrum_vjp(d_spectrum)[0], d_pre, d_post
 
 

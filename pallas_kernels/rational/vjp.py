@@ -87,15 +87,19 @@ def _xla_backward(x, dy, numerator, denominator):
     """
     groups = denominator.shape[0]
     width = x.shape[-1]
-    # Under an Explicit mesh the shardings are types: the leading axes are kept as they are
-    # (sharded ones included) and the sums reduce them, all-reduced by XLA.
     explicit = partitioning.in_explicit_mesh()
     cpu = platform.current() == "cpu" and not explicit
-    # CPU: rows as [R1, R2], so the ten sums reduce R2 and K first, keeping R1 rows that XLA:CPU
-    # splits across threads, then the R1 partial sums (a single reduction to [G] ran on one
-    # thread: 86 ms vs 71 ms for the sums on [128, 197, 768], README).
-    rows = _row_split(x.size // width) if cpu else (x.size // width,)
-    rows = x.shape[:-1] if explicit else rows
+    if explicit:
+        # Shardings are types: the leading axes are kept as they are (sharded ones included),
+        # and the sums over them are all-reduced by XLA.
+        rows = x.shape[:-1]
+    elif cpu:
+        # Rows as [R1, R2], so the ten sums reduce R2 and K first, keeping R1 rows that XLA:CPU
+        # splits across threads, then the R1 partial sums (a single reduction to [G] ran on one
+        # thread: 86 ms vs 71 ms for the sums on [128, 197, 768], README).
+        rows = _row_split(x.size // width)
+    else:
+        rows = (x.size // width,)
     xg = x.astype(jnp.float32).reshape(*rows, groups, width // groups)  # [R1, R2 | R.., G, K]
     g = dy.astype(jnp.float32).reshape(xg.shape)
     dx, terms = _derivative_terms(xg, g, numerator, denominator)
