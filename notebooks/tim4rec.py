@@ -158,13 +158,14 @@ else:
 # %% [markdown]
 # ## Train-step time against the sequence length
 # `python -m experiments.bench tim4rec` times one training step (forward, backward, Adam) of
-# the ML-100K models at T = 50, 200, 1000 and 4000 with B x T = 4,000 positions per step, and
-# reads XLA's memory estimate of each; rows whose estimate exceeds the free memory are compiled
-# but not run. Beside TiM4Rec, SSD4Rec and SASRec it times `tim4rec_nomlp`: TiM4Rec without the
-# reference's two L x L position MLPs (`position_mlp=False`, not the reference), whose time
-# branch is linear in T. The models of one length are timed side by side, one step of each per
-# round in shuffled order, so the time branch's cost over SSD4Rec is a median of per-round ratios
-# with a 95% bootstrap interval: a slow spell of the machine hits every model of a round alike.
+# the ML-100K models at T = 50, 200, 1000 and 4000 with B x T = 4,000 positions per step on CPU
+# (102,400, the paper's batch of 2,048 x 50, on a GPU or TPU), and reads XLA's memory estimate of
+# each; rows whose estimate exceeds the free memory (host or device) are compiled but not run.
+# Beside TiM4Rec, SSD4Rec and SASRec it times `tim4rec_nomlp`: TiM4Rec without the reference's
+# two L x L position MLPs (`position_mlp=False`, not the reference), whose time branch is linear
+# in T. The models of one length are timed side by side, one step of each per round in shuffled
+# order, so the time branch's cost over SSD4Rec is a median of per-round ratios with a 95%
+# bootstrap interval: a slow spell of the machine hits every model of a round alike.
 # In smoke mode only T = 50 and 200 at batch 4, one timed call each: the shape of the curves, not
 # figures to quote.
 

@@ -211,7 +211,8 @@ RUNS
       wait_all video_qa "$start"
       grep -H -E "^accuracy|final_eval|wall time|vision encoder|Error" "$RUNS"/*.log | tee -a "$LOG"
       ;;
-    tim4rec)
+    tim4rec) # train steps at the paper's batch, 102,400 positions (B = 2048 .. 25); SASRec at
+      # T = 4000 (XLA: 144 GiB) is compiled only
       step tim4rec 300 "$PY" -m experiments.bench tim4rec --repeats 10 \
         ${TIM4REC_MODELS:+--models "$TIM4REC_MODELS"} --out "$OUT/tim4rec.jsonl"
       ;;

@@ -27,6 +27,7 @@ from experiments.benches.spec import (
     BenchSpec,
     SideBySide,
     group_models,
+    platform,
     resolve_models,
     time_side_by_side,
 )
@@ -158,7 +159,7 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
 
     recipe = vit.fashion_mnist()
     optimizer = make_optimizer(recipe.train.optimizer, total_steps=recipe.train.steps)
-    kind = "cpu" if jax.default_backend() == "cpu" else "accelerator"
+    kind = platform()
     keys = resolve_models(SPEC, args.models)
     if args.models is None and kind == "cpu":
         keys = tuple(k for k in keys if MODELS[k].implementation is None)

@@ -24,7 +24,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label, inverted_pairs, spearman
-from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
+from experiments.benches.spec import BenchArgs, BenchSpec, protocol, resolve_models
 
 __all__ = ["MODELS", "SPEC", "ModelEntry", "run", "report"]
 
@@ -147,15 +147,6 @@ _DEFAULTS = {
 _BATCH, _LATENCY_BATCH, _IMAGE_SIZE = 200, 1, 224
 
 
-def _protocol(args: BenchArgs, mode: str) -> tuple[int, int]:
-    kind = "cpu" if jax.default_backend() == "cpu" else "accelerator"
-    warmup, repeats = _DEFAULTS[kind, mode]
-    return (
-        warmup if args.warmup is None else args.warmup,
-        repeats if args.repeats is None else args.repeats,
-    )
-
-
 def run(args: BenchArgs) -> Iterator[BenchResult]:
     """Yield a throughput and a latency result per model, under the paper's protocol.
 
@@ -206,7 +197,7 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
         for mode, b in (("throughput", batch), ("latency", latency_batch)):
             if b <= 0:
                 continue
-            warmup, repeats = _protocol(args, mode)
+            warmup, repeats = protocol(args, _DEFAULTS, mode)
             what = "compiling" if args.lower_only else f"{warmup} warm-up + {repeats} timed calls"
             print(f"lowformer/{key}/{mode}: batch {b}, {size} px, {what} ...", file=sys.stderr)
             yield benchmark(

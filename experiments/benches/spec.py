@@ -7,8 +7,8 @@ import difflib
 import os
 import pathlib
 import sys
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Literal
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import jax
 
@@ -19,7 +19,10 @@ __all__ = [
     "BenchSpec",
     "SideBySide",
     "group_models",
+    "platform",
+    "protocol",
     "resolve_models",
+    "skip_if_too_big",
     "time_side_by_side",
 ]
 
@@ -122,14 +125,28 @@ def _canonical(name: str) -> str:
 # (warmup, repeats) per platform for benches whose slowest CPU step takes seconds to a minute:
 # on 2 CPU cores the median of 3 discards one slow call.
 LONG_STEP_PROTOCOL = {"cpu": (1, 3), "accelerator": (5, 20)}
-# A step is timed only if XLA's buffer estimate fits this share of the free host memory (CPU):
-# an out-of-memory kill would end the whole bench, not just the row.
+# A step is timed only if XLA's buffer estimate fits this share of the free memory (the host's on
+# CPU, the device's on an accelerator): an out-of-memory kill would end the whole bench, and an
+# out-of-memory error its whole group of interleaved rows, not just the row.
 MEMORY_SHARE = 0.8
 
 
-def protocol(args: BenchArgs, defaults=LONG_STEP_PROTOCOL) -> tuple[int, int]:
-    """(warmup, repeats): the platform's defaults unless --warmup / --repeats say otherwise."""
-    warmup, repeats = defaults["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+def platform() -> Literal["cpu", "accelerator"]:
+    """The key of per-platform bench defaults: "cpu", or "accelerator" for a GPU or TPU."""
+    return "cpu" if jax.default_backend() == "cpu" else "accelerator"
+
+
+def protocol(
+    args: BenchArgs, defaults: Mapping[Any, tuple[int, int]] = LONG_STEP_PROTOCOL, mode=None
+) -> tuple[int, int]:
+    """(warmup, repeats): the platform's defaults unless --warmup / --repeats say otherwise.
+
+    Args:
+        args: The run's options.
+        defaults: (warmup, repeats) by `platform()`, or by (platform, mode) when `mode` is given.
+        mode: e.g. "train" or "decode", for benches whose modes differ in step time.
+    """
+    warmup, repeats = defaults[platform() if mode is None else (platform(), mode)]
     return (
         warmup if args.warmup is None else args.warmup,
         repeats if args.repeats is None else args.repeats,
@@ -137,16 +154,23 @@ def protocol(args: BenchArgs, defaults=LONG_STEP_PROTOCOL) -> tuple[int, int]:
 
 
 def _available_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    """Free memory for the next step: the host's on CPU, the first device's elsewhere (its pool
+    limit less the bytes in use, from `Device.memory_stats`); None where the platform won't say."""
+    if jax.default_backend() == "cpu":
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "bytes_limit" not in stats:
         return None
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
 
 
 def skip_if_too_big(compiled: BenchResult, name: str) -> BenchResult | None:
-    """On CPU, `compiled` marked "skipped" if its buffers exceed MEMORY_SHARE of free memory."""
+    """`compiled` marked "skipped" if its buffers exceed MEMORY_SHARE of the free memory."""
     need, free = compiled.memory.total_bytes, _available_bytes()
-    if jax.default_backend() != "cpu" or not need or not free or need <= MEMORY_SHARE * free:
+    if not need or not free or need <= MEMORY_SHARE * free:
         return None
     skipped = f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
     print(f"{name}: not run, {skipped}", file=sys.stderr)
@@ -179,19 +203,22 @@ def time_side_by_side(
 ) -> Iterable[BenchResult]:
     """Compile each row, then time the runnable ones together in interleaved rounds.
 
-    With `--lower-only` every row is only compiled. Otherwise, on CPU and with `size_check`, each
-    row is compiled once first and kept compiled-only ("skipped" says why) where XLA's buffer
-    estimate exceeds `MEMORY_SHARE` of the free host memory; off CPU that never happens, so the
-    extra compile is saved. The rest run in `benchmark_interleaved` rounds (one call of each per
-    round, shuffled), so their per-round ratios (`paired_ratio`) are free of machine drift.
+    With `--lower-only` every row is only compiled. Otherwise, with `size_check` where the
+    platform reports its free memory (the host on CPU, `Device.memory_stats` on a GPU or TPU),
+    each row is compiled once first and kept compiled-only ("skipped" says why) where XLA's
+    buffer estimate exceeds `MEMORY_SHARE` of it. (The timed compile repeats that one; with
+    JAX's persistent compilation cache on, as `tools/gpu_bench.sh` sets it, it is a cache hit.)
+    The rest run in `benchmark_interleaved` rounds (one call of each per round, shuffled), so
+    their per-round ratios (`paired_ratio`) are free of machine drift.
 
     Yields:
         One result per row: compiled-only ones as they are decided, the timed ones at the end.
     """
     timed = []
+    size_check = size_check and _available_bytes() is not None
     for row in rows:
         case = row.case
-        if args.lower_only or (size_check and jax.default_backend() == "cpu"):
+        if args.lower_only or size_check:
             print(f"{case.name}: compiling ...", file=sys.stderr)
             compiled = benchmark(
                 case.fn, *case.args, name=case.name, batch=case.batch, lower_only=True,

@@ -34,11 +34,23 @@ from experiments.benches.spec import (
     BenchSpec,
     SideBySide,
     group_models,
+    platform,
     protocol,
     time_side_by_side,
 )
 
-__all__ = ["FAMILIES", "LENGTHS", "MODELS", "SPEC", "ModelEntry", "report", "run", "scaling_figure"]
+__all__ = [
+    "FAMILIES",
+    "LENGTHS",
+    "MODELS",
+    "POSITIONS",
+    "SPEC",
+    "ModelEntry",
+    "batch_size",
+    "report",
+    "run",
+    "scaling_figure",
+]
 
 Family = Literal["tim4rec", "tim4rec_nomlp", "ssd4rec", "sasrec"]
 FAMILIES: tuple[Family, ...] = ("tim4rec", "tim4rec_nomlp", "ssd4rec", "sasrec")
@@ -46,13 +58,22 @@ LENGTHS = (50, 200, 1000, 4000)
 # ML-100K's item vocabulary after the 5-core filter: the scoring matmul [B, D] x [D, items + 1]
 # and the softmax over items are part of every step, as in training.
 NUM_ITEMS = 1349
-# Positions per step, B x T, the same at every length: B = 80, 20, 4, 1 sequences at T = 50,
-# 200, 1000, 4000 (the whole bench takes ~5 min on 2 CPU cores). A fixed B = 64 would need
-# 24 GiB (T = 1000) and 369 GiB (T = 4000) for SASRec's train step on CPU (XLA's estimate:
-# B x 8 heads x T x T scores, several copies), so attention could not be timed at the lengths
-# the claim is about; and an epoch of a fixed data set, the paper's measure, is a fixed number
-# of positions too. `--batch` fixes B instead.
-POSITIONS = 4_000
+# Positions per step, B x T, the same at every length (an epoch of a fixed data set, the paper's
+# measure, is a fixed number of positions too); `--batch` fixes B instead.
+# - CPU: 4,000, i.e. B = 80, 20, 4, 1 sequences at T = 50, 200, 1000, 4000 (the whole bench takes
+#   ~5 min on 2 CPU cores). A fixed B = 64 would need 24 GiB (T = 1000) and 369 GiB (T = 4000)
+#   for SASRec's train step (XLA's estimate: B x 8 heads x T x T scores, several copies), so
+#   attention could not be timed at the lengths the claim is about.
+# - GPU / TPU: the paper's batch of 2,048 sequences at ML-100K's length 50, 102,400 positions
+#   (B = 2048, 512, 102, 25). At 4,000 an H200 was launch-bound (2-7 ms per step whatever the
+#   model, README), far from the regime of the paper's per-epoch times (batch 2048, RTX 3090).
+#   Where a step exceeds the device's free memory (SASRec at T = 4000) the row is compiled only.
+POSITIONS = {"cpu": 4_000, "accelerator": 2_048 * 50}
+
+
+def batch_size(seq_len: int) -> int:
+    """B at length T on this platform: `POSITIONS` // T sequences, at least one."""
+    return max(1, POSITIONS[platform()] // seq_len)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,18 +85,14 @@ class ModelEntry:
             `position_mlp=False`), "ssd4rec" (time branch off) or "sasrec"
             (`SASRecConfig.ml100k`): D 64, 2 layers each.
         seq_len: T (the models' `max_len`; every position holds an item).
-        batch: B, sequences per step.
     """
 
     family: Family
     seq_len: int
-    batch: int
 
 
 MODELS: dict[str, ModelEntry] = {
-    f"{family}_{T}": ModelEntry(family=family, seq_len=T, batch=max(1, POSITIONS // T))
-    for T in LENGTHS
-    for family in FAMILIES
+    f"{family}_{T}": ModelEntry(family=family, seq_len=T) for T in LENGTHS for family in FAMILIES
 }
 
 
@@ -135,15 +152,16 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
 
     Train step: softmax cross-entropy of the target over all items (the training loss), fp32,
     `jax.value_and_grad`, Adam at lr 1e-3 (the paper's optimizer), dropout on, jitted; synthetic
-    LeCun-normal weights; B full-length sequences, B x T = 4,000 positions (`--batch` fixes B
-    for every length). TiM4Rec, its no-MLP ablation and SSD4Rec of one length are timed in
-    interleaved rounds (`benchmark_interleaved`: one step of each per round, shuffled), so the
-    time branch's cost over SSD4Rec is a paired per-round ratio (`paired_ratio`) that machine
-    drift cancels out of; SASRec, several times slower from T = 200 on, is timed after them on its
-    own (sasrec/tim4rec is a ratio of medians).
-    On CPU, where XLA's buffer estimate exceeds 80% of the free host memory the row is compiled
-    only (FLOPs and memory; "skipped" says why). Items are sequence positions, so items/s is
-    positions/s. `--models` picks entries (e.g. `tim4rec_1000,sasrec_1000`).
+    LeCun-normal weights; B full-length sequences, B x T = `POSITIONS` (4,000 on CPU, 102,400
+    on a GPU or TPU; `--batch` fixes B for every length). TiM4Rec, its no-MLP ablation and
+    SSD4Rec of one length are timed in interleaved rounds (`benchmark_interleaved`: one step of
+    each per round, shuffled), so the time branch's cost over SSD4Rec is a paired per-round
+    ratio (`paired_ratio`) that machine drift cancels out of; SASRec, several times slower from
+    T = 200 on, is timed after them on its own (sasrec/tim4rec is a ratio of medians).
+    Where XLA's buffer estimate exceeds 80% of the free memory (the host's on CPU, the device's
+    on a GPU or TPU) the row is compiled only (FLOPs and memory; "skipped" says why). Items
+    are sequence positions, so items/s is positions/s. `--models` picks entries (e.g.
+    `tim4rec_1000,sasrec_1000`).
 
     Yields:
         `BenchResult`s named "tim4rec/<family>_<T>/train", a group's rows once all are timed.
@@ -169,7 +187,7 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
         for key in keys:
             entry = MODELS[key]
             model = _model(entry)
-            B, T = args.batch or entry.batch, entry.seq_len
+            B, T = args.batch or batch_size(entry.seq_len), entry.seq_len
             items, times, lengths, targets = _inputs(B, T)
             init = jax.jit(lambda k, i, t, n, m=model: m.init(k, i, t, n, train=False))
             shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), items, times, lengths))
@@ -348,7 +366,8 @@ def scaling_figure(results: Sequence[BenchResult]):
 SPEC = BenchSpec(
     description=(
         "TiM4Rec (and without its position MLP) vs SSD4Rec vs SASRec (D 64): train-step time "
-        "and memory at T = 50, 200, 1000, 4000, B x T = 4,000 positions per step "
+        "and memory at T = 50, 200, 1000, 4000, B x T = 4,000 positions per step on CPU, "
+        "102,400 (the paper's batch of 2,048 x 50) on a GPU or TPU "
         "(arXiv:2409.16182 §5.4)"
     ),
     run=run,

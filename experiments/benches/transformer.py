@@ -25,7 +25,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
-from experiments.benches.spec import BenchArgs, BenchSpec, resolve_models
+from experiments.benches.spec import BenchArgs, BenchSpec, protocol, resolve_models
 
 __all__ = ["MODELS", "SPEC", "ModelEntry", "flop_estimates", "run", "report"]
 
@@ -99,15 +99,6 @@ _DEFAULTS = {
     ("accelerator", "decode"): (5, 20),
 }
 _LATENCY_BATCH = 1
-
-
-def _protocol(args: BenchArgs, mode: str) -> tuple[int, int]:
-    kind = "cpu" if jax.default_backend() == "cpu" else "accelerator"
-    warmup, repeats = _DEFAULTS[kind, mode]
-    return (
-        warmup if args.warmup is None else args.warmup,
-        repeats if args.repeats is None else args.repeats,
-    )
 
 
 def flop_estimates(config: Any, batch: int, seq_len: int, *, train: bool) -> dict[str, float]:
@@ -201,7 +192,7 @@ def _decode(
     from efficient.models.transformer import generate
 
     P, new = entry.prompt_len, entry.new_tokens
-    warmup, repeats = _protocol(args, "decode")
+    warmup, repeats = protocol(args, _DEFAULTS, "decode")
     for b in batches:
         for step, n in (("prefill", 1), ("decode", new)):
 
@@ -311,7 +302,7 @@ def run(args: BenchArgs) -> Iterator[BenchResult]:
                 print(f"{name}: B={B}, T={T}, lowering ...", file=sys.stderr)
                 yield _lowered(fn, *fn_args, name=name, batch=B * T, extra=extra)
                 continue
-            warmup, repeats = _protocol(args, "train")
+            warmup, repeats = protocol(args, _DEFAULTS, "train")
             what = f"{warmup} warm-up + {repeats} timed calls" if timed else "compiling"
             print(f"{name}: B={B}, T={T}, {what} ...", file=sys.stderr)
             yield benchmark(

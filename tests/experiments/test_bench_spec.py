@@ -57,3 +57,45 @@ def test_lower_only_and_too_big_rows_never_build_arguments(monkeypatch):
     results = list(time_side_by_side(_rows(made), BenchArgs(), warmup=0, repeats=1,
                                      size_check=False))  # fmt: skip
     assert made == ["x", "y"] and all(r.repeats == 1 for r in results)
+
+
+class _Device:
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memory_stats(self):
+        return self.stats
+
+
+@pytest.mark.parametrize(
+    ("stats", "free"),
+    [
+        ({"bytes_limit": 80 * 2**30, "bytes_in_use": 2**30}, 79 * 2**30),
+        ({"bytes_limit": 2**30}, 2**30),
+        ({"bytes_in_use": 5}, None),  # no pool limit: unknown
+        (None, None),  # the platform keeps no statistics
+    ],
+)
+def test_free_memory_on_an_accelerator_is_the_device_pool_left(monkeypatch, stats, free):
+    monkeypatch.setattr(bench_spec.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(bench_spec.jax, "local_devices", lambda: [_Device(stats)])
+    assert bench_spec.platform() == "accelerator"
+    assert bench_spec._available_bytes() == free
+
+
+def test_rows_are_timed_without_a_size_check_where_free_memory_is_unknown(monkeypatch):
+    made = []
+    monkeypatch.setattr(bench_spec, "_available_bytes", lambda: None)
+    results = list(time_side_by_side(_rows(made), BenchArgs(), warmup=0, repeats=1))
+    assert made == ["x", "y"] and all(r.repeats == 1 and "skipped" not in r.extra for r in results)
+
+
+def test_protocol_picks_the_platform_and_mode_defaults_unless_overridden():
+    defaults = {
+        ("cpu", "train"): (1, 3),
+        ("accelerator", "train"): (5, 20),
+        ("cpu", "eval"): (0, 2),
+    }
+    assert bench_spec.protocol(BenchArgs(), defaults, "train") == (1, 3)
+    assert bench_spec.protocol(BenchArgs(warmup=4), defaults, "eval") == (4, 2)
+    assert bench_spec.protocol(BenchArgs(repeats=9)) == (1, 9)  # LONG_STEP_PROTOCOL on CPU

@@ -60,3 +60,10 @@ def test_a_step_too_big_for_free_memory_is_compiled_not_run(tmp_path, capsys, mo
     assert row.name == "tim4rec/sasrec_50/train" and row.lower_only and row.times_ms == ()
     assert row.extra["skipped"].startswith("needs ") and row.extra["seq_len"] == 50
     assert "sasrec: needs" in capsys.readouterr().out
+
+
+def test_positions_per_step_are_the_paper_batch_on_an_accelerator(monkeypatch):
+    assert [tim4rec_bench.batch_size(T) for T in (50, 200, 1000, 4000)] == [80, 20, 4, 1]
+    monkeypatch.setattr(tim4rec_bench, "platform", lambda: "accelerator")
+    # TiM4Rec's batch of 2,048 sequences at ML-100K's length 50, the same positions at every T.
+    assert [tim4rec_bench.batch_size(T) for T in (50, 200, 1000, 4000)] == [2048, 512, 102, 25]
