@@ -21,11 +21,13 @@ import numpy as np
 __all__ = [
     "BenchCase",
     "BenchResult",
+    "CompiledCase",
     "Environment",
     "MemoryStats",
     "append_jsonl",
     "benchmark",
     "benchmark_interleaved",
+    "compile_case",
     "cost_stats",
     "environment",
     "git_commit",
@@ -472,10 +474,40 @@ class BenchCase:
     extra: Mapping[str, Any] | None = None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompiledCase:
+    """A `BenchCase` compiled once (`compile_case`): read its FLOPs and memory (`result`) before
+    deciding to run it, then time it with `benchmark_interleaved` without compiling it again.
+
+    Attributes:
+        case: The case; `with_args` swaps its arguments for others of the same shapes (e.g. real
+            weights for the shape structs it was compiled on).
+        executable: The compiled executable; it takes the non-static arguments.
+        fields: The `BenchResult` fields known before timing (FLOPs, memory, compile times).
+    """
+
+    case: BenchCase
+    executable: Any
+    fields: Mapping[str, Any]
+
+    def with_args(self, args: tuple[Any, ...]) -> "CompiledCase":
+        """The same executable on other arguments of the same shapes and dtypes."""
+        return dataclasses.replace(self, case=dataclasses.replace(self.case, args=args))
+
+    def result(self, extra: Mapping[str, Any] | None = None) -> BenchResult:
+        """The compile-only result (`lower_only`), with `extra` added to the case's metadata."""
+        fields = {**self.fields, "extra": {**self.fields["extra"], **(extra or {})}}
+        return BenchResult(**fields, lower_only=True, env=environment())
+
+
+def _static(case: BenchCase) -> set[int]:
+    static_argnums = case.static_argnums
+    return {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
+
+
 def _lower(case: BenchCase) -> tuple[Any, set[int], float]:
     """(lowered computation, static argument indices, seconds to lower)."""
-    static_argnums = case.static_argnums
-    static = {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
+    static = _static(case)
     jitted = jax.jit(case.fn, static_argnums=tuple(sorted(static)))
     # Lower on shape structs only: tracing never touches (or keeps alive) argument data.
     shapes = [a if i in static else jax.tree.map(_shape_struct, a) for i, a in enumerate(case.args)]
@@ -507,6 +539,16 @@ def _compile_lowered(case: BenchCase, lowered: Any, static: set[int], lower_s: f
 def _compile(case: BenchCase) -> tuple[Any, list[Any], dict[str, Any]]:
     """(compiled executable, its non-static argument templates, BenchResult fields so far)."""
     return _compile_lowered(case, *_lower(case))
+
+
+def compile_case(case: BenchCase) -> CompiledCase:
+    """Step 1 of `benchmark`'s protocol alone: jit, lower on shape structs, compile, analyse.
+
+    Nothing is materialised or run. `benchmark_interleaved` takes the result in place of the
+    case and reuses the executable.
+    """
+    executable, _, fields = _compile(case)
+    return CompiledCase(case=case, executable=executable, fields=fields)
 
 
 def _compile_all(cases: Sequence[BenchCase], workers: int | None) -> list[tuple]:
@@ -590,13 +632,12 @@ def benchmark(
     if lower_only:
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
-        _, _, fields = _compile(case)
-        return BenchResult(**fields, lower_only=True, env=environment())
+        return compile_case(case).result()
     return benchmark_interleaved([case], warmup=warmup, repeats=repeats)[0]
 
 
 def benchmark_interleaved(
-    cases: Sequence[BenchCase],
+    cases: Sequence[BenchCase | CompiledCase],
     *,
     warmup: int = 3,
     repeats: int = 10,
@@ -614,7 +655,8 @@ def benchmark_interleaved(
     other cases of the group (absent for a single case).
 
     Args:
-        cases: The functions to compare; names must be unique.
+        cases: The functions to compare; names must be unique. A `CompiledCase` is timed with
+            its executable, not compiled again.
         warmup: Untimed rounds after compiling (>= 0).
         repeats: Timed rounds (>= 1).
         seed: Seed of the per-round call order.
@@ -632,13 +674,19 @@ def benchmark_interleaved(
         raise ValueError(f"warmup must be >= 0, got {warmup}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1 when timing, got {repeats}")
-    names = [case.name for case in cases]
+    names = [c.case.name if isinstance(c, CompiledCase) else c.name for c in cases]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"cases: need at least one, with unique names; got names {names}")
-    prepared = [
-        (compiled, [materialize(a) for a in templates], fields)
-        for compiled, templates, fields in _compile_all(cases, compile_workers)
-    ]
+    fresh = iter(_compile_all([c for c in cases if isinstance(c, BenchCase)], compile_workers))
+    prepared = []
+    for c in cases:
+        if isinstance(c, CompiledCase):
+            static = _static(c.case)
+            templates = [a for i, a in enumerate(c.case.args) if i not in static]
+            compiled, fields = c.executable, dict(c.fields)
+        else:
+            compiled, templates, fields = next(fresh)
+        prepared.append((compiled, [materialize(a) for a in templates], fields))
     rng = np.random.default_rng(seed)
     times: list[list[float]] = [[] for _ in cases]
     for round_index in range(warmup + repeats):

@@ -12,7 +12,13 @@ from typing import Any, Literal
 
 import jax
 
-from efficient.bench import BenchCase, BenchResult, benchmark, benchmark_interleaved
+from efficient.bench import (
+    BenchCase,
+    BenchResult,
+    CompiledCase,
+    benchmark_interleaved,
+    compile_case,
+)
 
 __all__ = [
     "BenchArgs",
@@ -205,33 +211,34 @@ def time_side_by_side(
 
     With `--lower-only` every row is only compiled. Otherwise, with `size_check` where the
     platform reports its free memory (the host on CPU, `Device.memory_stats` on a GPU or TPU),
-    each row is compiled once first and kept compiled-only ("skipped" says why) where XLA's
-    buffer estimate exceeds `MEMORY_SHARE` of it. (The timed compile repeats that one; with
-    JAX's persistent compilation cache on, as `tools/gpu_bench.sh` sets it, it is a cache hit.)
-    The rest run in `benchmark_interleaved` rounds (one call of each per round, shuffled), so
-    their per-round ratios (`paired_ratio`) are free of machine drift.
+    each row is compiled first and kept compiled-only ("skipped" says why) where XLA's buffer
+    estimate exceeds `MEMORY_SHARE` of it; the others keep that executable. The runnable rows
+    run in `benchmark_interleaved` rounds (one call of each per round, shuffled), so their
+    per-round ratios (`paired_ratio`) are free of machine drift.
 
     Yields:
         One result per row: compiled-only ones as they are decided, the timed ones at the end.
     """
-    timed = []
+    timed: list[BenchCase | CompiledCase] = []
     size_check = size_check and _available_bytes() is not None
     for row in rows:
-        case = row.case
+        case: BenchCase | CompiledCase = row.case
         if args.lower_only or size_check:
-            print(f"{case.name}: compiling ...", file=sys.stderr)
-            compiled = benchmark(
-                case.fn, *case.args, name=case.name, batch=case.batch, lower_only=True,
-                static_argnums=case.static_argnums, extra=case.extra,
-            )  # fmt: skip
-            skipped = None if args.lower_only else skip_if_too_big(compiled, case.name)
+            print(f"{row.case.name}: compiling ...", file=sys.stderr)
+            case = compile_case(row.case)
+            compiled = case.result()
+            skipped = None if args.lower_only else skip_if_too_big(compiled, row.case.name)
             if args.lower_only or skipped:
                 yield skipped or compiled
                 continue
         if row.make_args is not None:
-            case = dataclasses.replace(case, args=row.make_args())
+            args_ = row.make_args()
+            if isinstance(case, CompiledCase):
+                case = case.with_args(args_)
+            else:
+                case = dataclasses.replace(case, args=args_)
         timed.append(case)
     if timed:
-        names = ", ".join(case.name for case in timed)
+        names = ", ".join(c.case.name if isinstance(c, CompiledCase) else c.name for c in timed)
         print(f"{warmup} warm-up + {repeats} timed rounds of {names} ...", file=sys.stderr)
         yield from benchmark_interleaved(timed, warmup=warmup, repeats=repeats)

@@ -24,7 +24,7 @@ def _rows(path):
     return [BenchResult.from_dict(json.loads(line)) for line in path.open()]
 
 
-@pytest.mark.slow  # ~60 s on 2 CPU cores: four train steps, each compiled twice (size check)
+@pytest.mark.slow  # ~50 s on 2 CPU cores: four train steps, each compiled once
 def test_quick_run_times_all_four_and_saves_the_figure(tmp_path, capsys):
     out = tmp_path / "tim4rec.jsonl"
     models = "tim4rec_50,tim4rec_nomlp_50,ssd4rec_50,sasrec_50"

@@ -1,5 +1,6 @@
 """Tests of the timing harness: XLA FLOP counts, timing statistics, JSON, lower-only, tables."""
 
+import dataclasses
 import json
 import re
 import shutil
@@ -13,10 +14,12 @@ import pytest
 from efficient.bench import (
     BenchCase,
     BenchResult,
+    CompiledCase,
     MemoryStats,
     append_jsonl,
     benchmark,
     benchmark_interleaved,
+    compile_case,
     cost_stats,
     environment,
     git_commit,
@@ -135,6 +138,36 @@ def test_interleaved_compiles_on_threads_like_one_by_one():
         assert (a.name, a.flops, a.repeats) == (b.name, b.flops, b.repeats)
         assert a.compile_s > 0 and a.lower_s > 0
     assert threaded[0].flops == 2 * 8 * 16 * 4
+
+
+def test_a_compiled_case_is_timed_on_its_executable_not_traced_again():
+    traces = []
+
+    def scaled(x, power):
+        traces.append(power)  # runs at trace time only
+        return x**power
+
+    compiled = compile_case(
+        BenchCase(fn=scaled, args=(_struct(3), 3), name="cube", static_argnums=1, extra={"k": 1})
+    )
+    assert isinstance(compiled, CompiledCase) and traces == [3]
+    only = compiled.result({"skipped": "why"})
+    assert only.lower_only and only.times_ms == () and only.extra == {"k": 1, "skipped": "why"}
+    # Real arguments of the compiled shapes, beside a case compiled here: one group, one trace.
+    fresh = BenchCase(fn=scaled, args=(jnp.full(3, 2.0), 2), name="square", static_argnums=1)
+    cube, square = benchmark_interleaved(
+        [compiled.with_args((jnp.full(3, 2.0), 3)), fresh], warmup=0, repeats=2
+    )
+    assert traces == [3, 2]
+    assert (cube.name, cube.repeats, cube.extra) == (
+        "cube",
+        2,
+        {"k": 1, "interleaved_with": ["square"]},
+    )
+    assert cube.flops == compiled.fields["flops"] and not cube.lower_only
+    assert square.extra == {"interleaved_with": ["cube"]}
+    with pytest.raises(ValueError, match="unique names"):
+        benchmark_interleaved([compiled, dataclasses.replace(fresh, name="cube")])
 
 
 def _timed(name, times, other):
