@@ -28,6 +28,7 @@ __all__ = [
     "benchmark",
     "benchmark_interleaved",
     "compile_case",
+    "compile_cases",
     "cost_stats",
     "environment",
     "git_commit",
@@ -541,14 +542,29 @@ def _compile(case: BenchCase) -> tuple[Any, list[Any], dict[str, Any]]:
     return _compile_lowered(case, *_lower(case))
 
 
-def compile_case(case: BenchCase) -> CompiledCase:
+def compile_cases(
+    cases: Sequence[BenchCase], *, compile_workers: int | None = None
+) -> list[CompiledCase]:
     """Step 1 of `benchmark`'s protocol alone: jit, lower on shape structs, compile, analyse.
 
-    Nothing is materialised or run. `benchmark_interleaved` takes the result in place of the
-    case and reuses the executable.
+    Nothing is materialised or run. `benchmark_interleaved` takes the results in place of the
+    cases and reuses their executables.
+
+    Args:
+        cases: The cases to compile.
+        compile_workers: Cases compiled at once, on threads; None: as `benchmark_interleaved`.
     """
-    executable, _, fields = _compile(case)
-    return CompiledCase(case=case, executable=executable, fields=fields)
+    return [
+        CompiledCase(case=case, executable=executable, fields=fields)
+        for case, (executable, _, fields) in zip(
+            cases, _compile_all(cases, compile_workers), strict=True
+        )
+    ]
+
+
+def compile_case(case: BenchCase) -> CompiledCase:
+    """`compile_cases` of one case."""
+    return compile_cases([case])[0]
 
 
 def _compile_all(cases: Sequence[BenchCase], workers: int | None) -> list[tuple]:

@@ -17,7 +17,7 @@ from efficient.bench import (
     BenchResult,
     CompiledCase,
     benchmark_interleaved,
-    compile_case,
+    compile_cases,
 )
 
 __all__ = [
@@ -211,32 +211,37 @@ def time_side_by_side(
 
     With `--lower-only` every row is only compiled. Otherwise, with `size_check` where the
     platform reports its free memory (the host on CPU, `Device.memory_stats` on a GPU or TPU),
-    each row is compiled first and kept compiled-only ("skipped" says why) where XLA's buffer
-    estimate exceeds `MEMORY_SHARE` of it; the others keep that executable. The runnable rows
-    run in `benchmark_interleaved` rounds (one call of each per round, shuffled), so their
-    per-round ratios (`paired_ratio`) are free of machine drift.
+    the rows are compiled first (on threads off CPU, `compile_cases`) and each is kept
+    compiled-only ("skipped" says why) where XLA's buffer estimate exceeds `MEMORY_SHARE` of
+    it; the others keep their executables. The runnable rows run in `benchmark_interleaved`
+    rounds (one call of each per round, shuffled), so their per-round ratios (`paired_ratio`)
+    are free of machine drift.
 
     Yields:
-        One result per row: compiled-only ones as they are decided, the timed ones at the end.
+        One result per row: compiled-only ones once the rows are compiled, the timed ones at
+        the end.
     """
     timed: list[BenchCase | CompiledCase] = []
     size_check = size_check and _available_bytes() is not None
-    for row in rows:
+    compiled: list[CompiledCase | None] = [None] * len(rows)
+    if args.lower_only or size_check:
+        names = ", ".join(row.case.name for row in rows)
+        print(f"compiling {names} ...", file=sys.stderr)
+        compiled = list(compile_cases([row.case for row in rows]))
+    for row, precompiled in zip(rows, compiled, strict=True):
         case: BenchCase | CompiledCase = row.case
-        if args.lower_only or size_check:
-            print(f"{row.case.name}: compiling ...", file=sys.stderr)
-            case = compile_case(row.case)
-            compiled = case.result()
-            skipped = None if args.lower_only else skip_if_too_big(compiled, row.case.name)
+        if precompiled is not None:
+            result = precompiled.result()
+            skipped = None if args.lower_only else skip_if_too_big(result, row.case.name)
             if args.lower_only or skipped:
-                yield skipped or compiled
+                yield skipped or result
                 continue
+            case = precompiled
         if row.make_args is not None:
-            args_ = row.make_args()
             if isinstance(case, CompiledCase):
-                case = case.with_args(args_)
+                case = case.with_args(row.make_args())
             else:
-                case = dataclasses.replace(case, args=args_)
+                case = dataclasses.replace(case, args=row.make_args())
         timed.append(case)
     if timed:
         names = ", ".join(c.case.name if isinstance(c, CompiledCase) else c.name for c in timed)

@@ -99,3 +99,19 @@ def test_protocol_picks_the_platform_and_mode_defaults_unless_overridden():
     assert bench_spec.protocol(BenchArgs(), defaults, "train") == (1, 3)
     assert bench_spec.protocol(BenchArgs(warmup=4), defaults, "eval") == (4, 2)
     assert bench_spec.protocol(BenchArgs(repeats=9)) == (1, 9)  # LONG_STEP_PROTOCOL on CPU
+
+
+def test_a_size_checked_row_is_timed_on_the_executable_of_its_check():
+    traces = []
+
+    def row(name):
+        def fn(x):
+            traces.append(name)  # at trace time only
+            return x @ x
+
+        case = BenchCase(fn=fn, args=(jax.ShapeDtypeStruct((8, 8), jnp.float32),), name=name)
+        return SideBySide(case=case, make_args=lambda: (jnp.ones((8, 8)),))
+
+    results = list(time_side_by_side([row("x"), row("y")], BenchArgs(), warmup=0, repeats=2))
+    assert bench_spec._available_bytes() is not None  # the size check ran
+    assert sorted(traces) == ["x", "y"] and all(r.repeats == 2 for r in results)

@@ -20,6 +20,7 @@ from efficient.bench import (
     benchmark,
     benchmark_interleaved,
     compile_case,
+    compile_cases,
     cost_stats,
     environment,
     git_commit,
@@ -168,6 +169,12 @@ def test_a_compiled_case_is_timed_on_its_executable_not_traced_again():
     assert square.extra == {"interleaved_with": ["cube"]}
     with pytest.raises(ValueError, match="unique names"):
         benchmark_interleaved([compiled, dataclasses.replace(fresh, name="cube")])
+    # Several at once, on threads: each keeps its own function and static argument.
+    cases = [dataclasses.replace(fresh, name=f"p{n}", args=(_struct(3), n)) for n in (4, 5)]
+    four, five = compile_cases(cases, compile_workers=2)
+    assert sorted(traces[2:]) == [4, 5] and (four.case.name, five.case.name) == ("p4", "p5")
+    (timed,) = benchmark_interleaved([five.with_args((jnp.full(3, 2.0), 5))], warmup=0, repeats=1)
+    assert timed.name == "p5" and len(traces) == 4
 
 
 def _timed(name, times, other):
