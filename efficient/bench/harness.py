@@ -506,18 +506,24 @@ def _static(case: BenchCase) -> set[int]:
     return {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
 
 
-def _lower(case: BenchCase) -> tuple[Any, set[int], float]:
-    """(lowered computation, static argument indices, seconds to lower)."""
+def _call_args(case: BenchCase) -> list[Any]:
+    """The arguments a compiled executable takes: the non-static ones."""
+    static = _static(case)
+    return [a for i, a in enumerate(case.args) if i not in static]
+
+
+def _lower(case: BenchCase) -> tuple[Any, float]:
+    """(lowered computation, seconds to lower)."""
     static = _static(case)
     jitted = jax.jit(case.fn, static_argnums=tuple(sorted(static)))
     # Lower on shape structs only: tracing never touches (or keeps alive) argument data.
     shapes = [a if i in static else jax.tree.map(_shape_struct, a) for i, a in enumerate(case.args)]
     t0 = time.perf_counter()
     lowered = jitted.lower(*shapes)
-    return lowered, static, time.perf_counter() - t0
+    return lowered, time.perf_counter() - t0
 
 
-def _compile_lowered(case: BenchCase, lowered: Any, static: set[int], lower_s: float):
+def _compile_lowered(case: BenchCase, lowered: Any, lower_s: float):
     """(compiled executable, its non-static argument templates, BenchResult fields so far)."""
     t1 = time.perf_counter()
     compiled = lowered.compile()
@@ -534,7 +540,7 @@ def _compile_lowered(case: BenchCase, lowered: Any, static: set[int], lower_s: f
         extra=dict(case.extra or {}),
     )
     # The compiled executable takes only the non-static arguments.
-    return compiled, [a for i, a in enumerate(case.args) if i not in static], fields
+    return compiled, _call_args(case), fields
 
 
 def _compile(case: BenchCase) -> tuple[Any, list[Any], dict[str, Any]]:
@@ -697,9 +703,7 @@ def benchmark_interleaved(
     prepared = []
     for c in cases:
         if isinstance(c, CompiledCase):
-            static = _static(c.case)
-            templates = [a for i, a in enumerate(c.case.args) if i not in static]
-            compiled, fields = c.executable, dict(c.fields)
+            compiled, templates, fields = c.executable, _call_args(c.case), dict(c.fields)
         else:
             compiled, templates, fields = next(fresh)
         prepared.append((compiled, [materialize(a) for a in templates], fields))
