@@ -145,6 +145,14 @@ run_step() { # run_step NAME: one of the steps below
         pallas:r128h1w4-bf16 pallas:r128h2m2w8-bf16 pallas:r128h1w8-bf16 \
         pallas:r128h4m4w8-bf16} --out "$OUT/fft_tune.json"
       ;;
+    fft_pairs) # a forward tiling and a backward tiling each the fastest of its pass at 1K on the
+      # H200 (2026-11-28: h8m8w8-bf16 forward, h4m4w8-bf16 forward + backward), side by side
+      # with each alone and cuFFT: `fft_conv(block_sizes=..., backward_block_sizes=...)`
+      step fft_pairs 150 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
+        --sizes ${FFT_PAIRS_SIZES:-1024} --gated-only --implementations \
+        ${FFT_PAIRS_IMPLEMENTATIONS:-jnp_fft pallas:h8m8w8-bf16/h4m4w8-bf16 \
+        pallas:h8m8w8-bf16 pallas:h4m4w8-bf16} --out "$OUT/fft_pairs.json"
+      ;;
     rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the loop default,
       # the forward stepping through its tile (f: 123-132 registers per thread instead of 194-255,
       # `pallas_kernels.registers`), 512-row tiles, leaf rows, one-leaf tiles, the unrolled tree

@@ -92,6 +92,7 @@ def fft_conv(
     kept_frequencies: int | np.integer | None = None,
     implementation: Implementation = "auto",
     block_sizes: kernel.BlockSizes | str | None = None,
+    backward_block_sizes: kernel.BlockSizes | str | None = None,
 ) -> Float[Array, "B H L"]:
     """Gated long convolution `postgate * irfft(rfft(u * pregate, N) * rfft(k, N))[..., :L]`.
 
@@ -119,6 +120,10 @@ def fft_conv(
         block_sizes: Kernel tiling (pallas/interpret only; validated for every implementation):
             a `kernel.BlockSizes`, its spec string (`BlockSizes.parse`, e.g. "h4b8w8"), or None
             for `kernel.default_block_sizes(N)`.
+        backward_block_sizes: The backward kernel's tiling, in the same forms; None: the
+            forward's (`block_sizes`). Its `max_radix` must give the same plan at N (the backward
+            reads the forward's filter spectrum); the rest may differ, e.g. "h8m8w8-bf16" forward
+            and "h4m4w8-bf16" backward, the H200's fastest of each pass at N = 1K (README, GPU).
 
     Returns:
         y [B, H, L] in u's dtype.
@@ -188,6 +193,11 @@ def fft_conv(
     block_sizes = arguments.resolve_block_sizes(
         block_sizes, kernel.BlockSizes, lambda: kernel.default_block_sizes(fft_size)
     )
+    if backward_block_sizes is not None:
+        backward_block_sizes = arguments.resolve_block_sizes(
+            backward_block_sizes, kernel.BlockSizes, lambda: block_sizes, "backward_block_sizes"
+        )
+        vjp.check_backward_tiling(fft_size, block_sizes, backward_block_sizes)
     implementation = resolve_implementation(implementation, fft_size)
     if 0 in u.shape:  # nothing to launch a kernel over: every implementation agrees on []
         implementation = "jnp_fft"
@@ -207,5 +217,6 @@ def fft_conv(
         kept_frequencies=kept_frequencies,
         implementation=implementation,  # type: ignore[arg-type]
         block_sizes=block_sizes,
+        backward_block_sizes=backward_block_sizes,
     )
     return vjp.monarch_conv(config, u, k, pregate, postgate)

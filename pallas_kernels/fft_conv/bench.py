@@ -10,7 +10,8 @@ baseline is torch.fft in fp32).
 
 Implementations: "monarch_xla", "jnp_fft", "torch_fft" (GPU, forward), "pallas" (default
 `BlockSizes`) and "pallas:<spec>" (`BlockSizes.parse`: h = heads per program, b = batch rows per
-backward program, w = warps, s = stages).
+backward program, w = warps, s = stages, ...), or "pallas:<forward spec>/<backward spec>" for
+different tilings per pass (`fft_conv(backward_block_sizes=...)`).
 
 Timing and provenance come from `pallas_kernels/_bench.py` (`pallas_kernels` imports nothing of
 `efficient`, DESIGN.md).
@@ -85,13 +86,15 @@ def _conv(case: Case, implementation: str):
         )
         return lambda u, k, pregate, postgate: ref(u, k, pregate=pregate, postgate=postgate)
     name, _, spec = implementation.partition(":")
+    forward, backward = _tilings(spec)
     config = vjp.ConvConfig(
         fft_size=n,
         seq_len=case.length,
         filter_len=case.partial_taps or case.length,
         kept_frequencies=case.kept_frequencies,
         implementation="xla" if name == "monarch_xla" else "pallas",
-        block_sizes=kernel.BlockSizes.parse(spec) if spec else kernel.BlockSizes(),
+        block_sizes=forward,
+        backward_block_sizes=backward,
     )
 
     def conv(u, k, pregate, postgate):
@@ -100,6 +103,17 @@ def _conv(case: Case, implementation: str):
         return vjp.monarch_conv(config, u, k, pregate, postgate)
 
     return conv
+
+
+def _tilings(spec: str) -> tuple[kernel.BlockSizes, kernel.BlockSizes | None]:
+    """A "pallas:" row's spec: "" (defaults), "FWD" (both passes) or "FWD/BWD"."""
+    forward, slash, backward = spec.partition("/")
+    if slash and not backward:
+        raise ValueError(f"{spec!r}: expected FORWARD/BACKWARD, e.g. h8m8w8-bf16/h4m4w8-bf16")
+    return (
+        kernel.BlockSizes.parse(forward) if forward else kernel.BlockSizes(),
+        kernel.BlockSizes.parse(backward) if backward else None,
+    )
 
 
 def _fwd_bwd(conv):
@@ -264,7 +278,7 @@ def main(argv=None) -> None:
             )
         if spec:  # a bad spec fails here, not after an hour of rows
             try:
-                kernel.BlockSizes.parse(spec)
+                _tilings(spec)
             except ValueError as e:
                 parser.error(f"--implementations {impl!r}: {e}")
     sections = _sections(

@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 from pallas_kernels import autodiff, partitioning
 from pallas_kernels.fft_conv import kernel, monarch
 
-__all__ = ["ConvConfig", "filter_spectrum", "monarch_conv"]
+__all__ = ["ConvConfig", "check_backward_tiling", "filter_spectrum", "monarch_conv"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,7 +38,9 @@ class ConvConfig:
         kept_frequencies: Frequency sparsity P, or None for all N frequencies.
         implementation: "xla" (jnp Monarch), "pallas" or "interpret" (the Pallas kernels,
             compiled or interpreted).
-        block_sizes: Kernel tiling.
+        block_sizes: Kernel tiling (its `max_radix` sets the kernels' plan).
+        backward_block_sizes: The backward kernel's tiling, if not `block_sizes` (the fastest
+            forward and backward tilings differ: README, GPU); its plan must be the same.
     """
 
     fft_size: int
@@ -47,6 +49,10 @@ class ConvConfig:
     kept_frequencies: int | None = None
     implementation: Literal["xla", "pallas", "interpret"] = "xla"
     block_sizes: kernel.BlockSizes = kernel.BlockSizes()
+    backward_block_sizes: kernel.BlockSizes | None = None
+
+    def __post_init__(self):
+        check_backward_tiling(self.fft_size, self.block_sizes, self.backward_block_sizes)
 
     @property
     def factors(self) -> tuple[int, ...]:
@@ -80,6 +86,24 @@ class ConvConfig:
         return self._plan(-(-self.filter_len // row), 1)
 
 
+def check_backward_tiling(
+    fft_size: int, block_sizes: kernel.BlockSizes, backward_block_sizes: kernel.BlockSizes | None
+) -> None:
+    """Raise unless the backward tiling (if any) plans N as the forward's does: the backward
+    reads the forward's filter spectrum, laid out in the forward's plan."""
+    if backward_block_sizes is None:
+        return
+    forward = monarch.monarch_factors(fft_size, block_sizes.max_radix)
+    backward = monarch.monarch_factors(fft_size, backward_block_sizes.max_radix)
+    if forward != backward:
+        raise ValueError(
+            f"backward_block_sizes.max_radix={backward_block_sizes.max_radix} plans "
+            f"N={fft_size} as {' x '.join(map(str, backward))}, block_sizes.max_radix="
+            f"{block_sizes.max_radix} as {' x '.join(map(str, forward))}: both passes need the "
+            "same plan (the backward reads the forward's filter spectrum)"
+        )
+
+
 def filter_spectrum(config: ConvConfig, k: jax.Array) -> monarch.Planes:
     """DFT(k) / N in the permuted layout, kept frequencies only: planes [H, *spectrum_shape]."""
     plan = config.filter_plan
@@ -88,12 +112,16 @@ def filter_spectrum(config: ConvConfig, k: jax.Array) -> monarch.Planes:
     return sr * scale, si * scale
 
 
-def _kernel_options(config: ConvConfig) -> dict:
-    """The static keyword arguments of `kernel.spectral_conv` and `kernel.spectral_conv_bwd`."""
+def _kernel_options(config: ConvConfig, *, backward: bool = False) -> dict:
+    """The static keyword arguments of `kernel.spectral_conv` (or, with `backward`,
+    `kernel.spectral_conv_bwd`)."""
+    block_sizes = config.block_sizes
+    if backward and config.backward_block_sizes is not None:
+        block_sizes = config.backward_block_sizes
     return dict(
         plan=config.plan,
         length=config.seq_len,
-        block_sizes=config.block_sizes,
+        block_sizes=block_sizes,
         interpret=config.implementation == "interpret",
     )
 
@@ -147,7 +175,9 @@ def _backward(config, residuals, dy):
     if config.implementation == "xla":
         du, d_pre, d_post, d_spectrum = xla(u, dy, spectrum, pregate, postgate)
     else:
-        kernel_call = functools.partial(kernel.spectral_conv_bwd, **_kernel_options(config))
+        kernel_call = functools.partial(
+            kernel.spectral_conv_bwd, **_kernel_options(config, backward=True)
+        )
         # Second-order derivatives differentiate the XLA formulas below (autodiff.py).
         du, d_pre, d_post, d_spectrum = autodiff.with_derivatives_of(kernel_call, xla)(
             u, dy, spectrum, pregate, postgate

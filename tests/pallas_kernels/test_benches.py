@@ -1,11 +1,14 @@
 """The kernel benchmarks run end to end in quick mode and write JSON with provenance."""
 
+import dataclasses
 import json
 
+import jax
 import pytest
 
 from pallas_kernels.fft_conv import bench as fft_conv_bench
 from pallas_kernels.rational import bench as rational_bench
+from tests.pallas_kernels.fft_conv.test_conv import _equations
 
 
 @pytest.mark.parametrize("bench", [fft_conv_bench, rational_bench], ids=["fft_conv", "rational"])
@@ -100,9 +103,27 @@ def test_fft_conv_bench_implementations_override(tmp_path):
     fft_conv_bench.main([*args, "--implementations", "jnp_fft"])
     rows = json.loads(out.read_text())["results"]
     assert {r["implementation"] for r in rows} == {"jnp_fft"} and len(rows) == 2  # fwd, fwd_bwd
-    for bad in ("pallas:h4x", "cufft", "jnp_fft:h4"):  # checked before any row is timed
-        with pytest.raises(SystemExit):
+    for bad in ("pallas:h4x", "cufft", "jnp_fft:h4", "pallas:h4/", "pallas:h4/h4x"):
+        with pytest.raises(SystemExit):  # checked before any row is timed
             fft_conv_bench.main([*args, "--implementations", bad])
+
+
+def test_fft_conv_bench_tilings_per_pass():
+    """ "pallas:FWD/BWD" rows tile the backward kernel apart from the forward one."""
+    BlockSizes = fft_conv_bench.kernel.BlockSizes
+    assert fft_conv_bench._tilings("") == (BlockSizes(), None)
+    assert fft_conv_bench._tilings("h8m8w8-bf16") == (BlockSizes.parse("h8m8w8-bf16"), None)
+    assert fft_conv_bench._tilings("h8m8w8-bf16/h4m4w8-bf16") == (
+        BlockSizes.parse("h8m8w8-bf16"),
+        BlockSizes.parse("h4m4w8-bf16"),
+    )
+    case = fft_conv_bench.Case(fft_size=1024, batch=2, heads=4, gated=True)
+    step = fft_conv_bench._fwd_bwd(fft_conv_bench._conv(case, "pallas:h2/h4b2"))
+    jaxpr = jax.make_jaxpr(step)(*fft_conv_bench._input_shapes(case)).jaxpr  # traced, not compiled
+    grids = [e.params["grid_mapping"].grid for e in _equations(jaxpr) if "grid_mapping" in e.params]
+    assert grids == [(2, 2), (1, 1)]  # forward (B, H / 2); backward (B / 2, H / 4)
+    with pytest.raises(ValueError, match="both passes need the same plan"):
+        fft_conv_bench._conv(dataclasses.replace(case, fft_size=4096), "pallas:h2/r128h4")
 
 
 def test_check_runs_fft_variants_and_rejects_bad_specs(tmp_path):

@@ -39,15 +39,16 @@ def test_script_parses():
 
 def test_fft_conv_specs_parse():
     specs = [
-        impl.partition(":")[2]
+        spec  # "pallas:FWD/BWD" rows: a tiling per pass
         for args in _commands("pallas_kernels.fft_conv.bench")
         for impl in _values(args, "--implementations")
         if impl.startswith("pallas:")
+        for spec in impl.partition(":")[2].split("/")
     ]
     specs += [
         v for args in _commands("pallas_kernels.check") for v in _values(args, "--fft-variants")
     ]
-    assert len(specs) >= 8  # the parse found the script's specs (9 in it now)
+    assert len(specs) >= 12  # the parse found the script's specs (13 in it now)
     for spec in specs:
         FftBlockSizes.parse(spec)
 

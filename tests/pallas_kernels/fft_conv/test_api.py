@@ -168,6 +168,26 @@ def test_block_sizes_argument(no_typecheck, implementation):
         fft_conv(u, k, implementation=implementation, block_sizes="h4x")
 
 
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_backward_block_sizes_argument(no_typecheck, implementation):
+    """Checked on every path like block_sizes: its forms, and the plan it must share."""
+    u, k = _uk()  # causal L = Lk = 100: N = 256 (16 x 16 at every max_radix)
+    want = fft_conv(u, k, implementation=implementation)
+    got = fft_conv(u, k, implementation=implementation, backward_block_sizes=BlockSizes(block_h=1))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(ValueError, match=r"backward_block_sizes=7: expected None, a .*BlockSizes"):
+        fft_conv(u, k, implementation=implementation, backward_block_sizes=7)
+    with pytest.raises(ValueError, match="block sizes spec 'h4x'"):
+        fft_conv(u, k, implementation=implementation, backward_block_sizes="h4x")
+    u, k = _uk(length=2048, filter_len=2048)  # N = 4096: 16^3 at r32, 64 x 64 at r128
+    with pytest.raises(
+        ValueError,
+        match=r"backward_block_sizes.max_radix=128 plans N=4096 as 64 x 64, "
+        r"block_sizes.max_radix=32 as 16 x 16 x 16: both passes need the same plan",
+    ):
+        fft_conv(u, k, implementation=implementation, backward_block_sizes="r128")
+
+
 def test_numpy_integer_options():
     """Sizes computed with numpy are accepted (and mean what the same Python ints mean)."""
     u, k = _uk()

@@ -46,16 +46,18 @@ def _equations(jaxpr):
                     yield from _equations(inner)
 
 
-def _assert_kernels_match_reference(blocks, n, length, *, batch, heads):
+def _assert_kernels_match_reference(blocks, n, length, *, batch, heads, backward_blocks=None):
     """Gated causal convolution of length L (default N = n) through the interpreted kernels with
-    `blocks`: y and all four gradients equal the reference's at the f32 tolerance."""
+    `blocks` (and `backward_blocks`): y and all four gradients equal the reference's at the f32
+    tolerance."""
     u, k, pre, post = inputs(n + batch, batch, heads, length, length, gated=True)
     dy = jnp.asarray(np.random.default_rng(n).standard_normal(u.shape), jnp.float32)
 
     def ours(u, k, pre, post):
         return fft_conv(
-            u, k, pregate=pre, postgate=post, implementation="interpret", block_sizes=blocks
-        )
+            u, k, pregate=pre, postgate=post, implementation="interpret", block_sizes=blocks,
+            backward_block_sizes=backward_blocks,
+        )  # fmt: skip
 
     def ref(u, k, pre, post):
         return fft_conv_reference(u, k, fft_size=n, pregate=pre, postgate=post)
@@ -190,6 +192,37 @@ class TestInterpret(TestXla):
         """Every backward grid gives the reference's gradients (the partials add up)."""
         # causal L = 200: the default N is 512
         _assert_kernels_match_reference(BlockSizes.parse(spec), 512, 200, batch=4, heads=4)
+
+    @pytest.mark.parametrize(
+        ("n", "length", "forward", "backward", "grids"),
+        [
+            (512, 200, "h1b1", "h4b2m2", [(4, 4), (2, 1)]),  # (B, H / h); (B / b, H / h)
+            (1024, 512, "h2m2", "r128h1b4", [(4, 2), (1, 4)]),  # r128 plans 1K as 32 x 32 too
+        ],
+    )
+    def test_separate_backward_tiling(self, n, length, forward, backward, grids):
+        """`backward_block_sizes` tiles the backward kernel (its grid says so), the forward keeps
+        `block_sizes`, and forward and gradients still equal the reference's."""
+        blocks, backward_blocks = BlockSizes.parse(forward), BlockSizes.parse(backward)
+        _assert_kernels_match_reference(
+            blocks, n, length, batch=4, heads=4, backward_blocks=backward_blocks
+        )
+        u, k, _, _ = inputs(0, 4, 4, length, length)
+
+        def loss(u, k):
+            y = fft_conv(
+                u, k, implementation="interpret", block_sizes=forward,
+                backward_block_sizes=backward,
+            )  # fmt: skip
+            return y.sum()
+
+        jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(u, k).jaxpr
+        launched = [
+            e.params["grid_mapping"].grid
+            for e in _equations(jaxpr)
+            if e.primitive.name == "pallas_call"
+        ]
+        assert launched == grids
 
     @pytest.mark.parametrize(
         ("n", "spec", "factors"),
