@@ -250,3 +250,52 @@ def test_bad_rules(kwargs, match):
 def test_wrong_operand_count():
     with pytest.raises(TypeError, match=r"expected 2 operands"):
         partitioning.partitioned(_scale, SCALE)(jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("types", "spec"),
+    [
+        (("Explicit", "Auto"), ("data",)),
+        (("Auto", "Explicit"), (None, "tensor")),
+        (("Explicit", "Auto"), ("data", "tensor")),
+        (("Auto", "Explicit"), ("data", "tensor")),
+    ],
+)
+def test_both_ops_under_a_mesh_of_explicit_and_auto_axes(types, spec):
+    """One Explicit and one Auto axis: the kernels' value and gradients (through their
+    shard_map and custom_partitioning paths together) equal the XLA path's unsharded ones."""
+    from pallas_kernels.fft_conv import fft_conv
+    from pallas_kernels.rational import group_rational
+
+    rng = np.random.default_rng(0)
+    u = jnp.asarray(rng.standard_normal((8, 4, 40)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((4, 40)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((8, 6, 32)), jnp.float32)
+    a = jnp.asarray(rng.standard_normal((1, 6)) * 0.3, jnp.float32)
+    b = jnp.asarray(rng.standard_normal((4, 4)) * 0.3, jnp.float32)
+    ops = {
+        "fft_conv": (lambda impl: lambda u, k: fft_conv(u, k, implementation=impl), (u, k)),
+        "group_rational": (
+            lambda impl: lambda x, a: group_rational(x, a, b, implementation=impl),
+            (x, a),
+        ),
+    }
+    mesh = jax.make_mesh(
+        (4, 2),
+        ("data", "tensor"),
+        axis_types=tuple(getattr(jax.sharding.AxisType, t) for t in types),
+    )
+    for name, (op, (first, second)) in ops.items():
+
+        def value_and_grads(impl, op=op):
+            loss = lambda p, q: jnp.sum(op(impl)(p, q) ** 2)  # noqa: E731
+            return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+        want = value_and_grads("xla")(first, second)
+        with jax.set_mesh(mesh):
+            got = value_and_grads("interpret")(jax.device_put(first, jax.P(*spec)), second)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            scale = float(np.abs(np.asarray(w)).max())
+            np.testing.assert_allclose(
+                np.asarray(g), np.asarray(w), rtol=0, atol=1e-5 * scale, err_msg=name
+            )
