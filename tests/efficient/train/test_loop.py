@@ -202,3 +202,26 @@ def test_init_params_hook_loads_pretrained_weights(tmp_path):
     # A mismatched subtree is refused.
     with pytest.raises(ValueError, match="shape"):
         replace_params(nn.unbox(plain.params), ("Dense_0",), {**pretrained, "bias": jnp.zeros(3)})
+
+
+@pytest.mark.parametrize(
+    ("mesh_config", "replicas"),
+    [(MeshConfig(data=2, fsdp=2, tensor=2), None), (MeshConfig(replica=2, fsdp=2, tensor=2), 2)],
+    ids=["fsdp-tensor", "replicas"],
+)
+def test_init_state_builds_the_state_with_the_shardings_it_returns(mesh_config, replicas):
+    """Every leaf is laid out as the returned sharding says (the train step is compiled for
+    those), the parameters split by their logical axes: built in one trace since 2026-11-28."""
+    from efficient.sharding import make_mesh
+    from efficient.train import init_state, make_optimizer
+
+    mesh = make_mesh(mesh_config)
+    batch = next(iter(toy_train_data()))
+    tx = make_optimizer(OptimizerConfig(), total_steps=10)
+    state, shardings = init_state(toy_task(), tx, batch, seed=0, mesh=mesh, replicas=replicas)
+    leaves = jax.tree.leaves(state)
+    assert len(leaves) == len(jax.tree.leaves(shardings))
+    for leaf, sharding in zip(leaves, jax.tree.leaves(shardings), strict=True):
+        assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim), (leaf.sharding, sharding)
+    kernel = shardings.params["Dense_0"]["kernel"].spec
+    assert kernel == jax.P(*(("replica",) if replicas else ()), "fsdp", "tensor")
