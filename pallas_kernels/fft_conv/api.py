@@ -7,6 +7,7 @@ FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
 import numbers
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -52,6 +53,11 @@ def _is_pow2(n: int) -> bool:
 
 def _check_int(name: str, value, low: int, high: int, what: str) -> int:
     """`value` as a Python int (numpy integers too; not bool), if it is in [low, high]."""
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(
+            f"{name}: must be a static Python or numpy int, got a traced value (mark it static "
+            "in jax.jit, e.g. static_argnames)"
+        )
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Integral)
@@ -62,7 +68,9 @@ def _check_int(name: str, value, low: int, high: int, what: str) -> int:
 
 
 def _check_array(name: str, value) -> None:
-    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+    # Not any object with .shape and .dtype (a ShapeDtypeStruct failed later, unclearly), nor a
+    # numpy masked array (its mask would be dropped silently on the XLA path).
+    if not isinstance(value, jax.Array | np.ndarray) or isinstance(value, np.ma.MaskedArray):
         raise ValueError(f"{name}: expected a jax or numpy array, got {type(value).__name__}")
 
 

@@ -370,3 +370,16 @@ def test_inside_a_shard_map(implementation, check_vma):
     want = jax.value_and_grad(loss(op), argnums=(0, 1, 2, 3))(u, k, pre, post)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert_close(g, w)
+
+
+def test_non_arrays_masked_arrays_and_traced_sizes_are_refused(no_typecheck):
+    """Objects that only look like arrays, numpy masked arrays (their mask would be dropped) and
+    a traced fft_size each get an error naming the argument."""
+    u, k = _uk()
+    with pytest.raises(BAD, match="u: expected a jax or numpy array, got ShapeDtypeStruct"):
+        fft_conv(jax.ShapeDtypeStruct(u.shape, u.dtype), k)
+    masked = np.ma.masked_array(np.asarray(u), mask=np.zeros(u.shape, bool))
+    with pytest.raises(BAD, match="u: expected a jax or numpy array, got MaskedArray"):
+        fft_conv(masked, k, implementation="xla")
+    with pytest.raises(ValueError, match="fft_size: must be a static Python or numpy int"):
+        jax.jit(lambda n: fft_conv(u, k, fft_size=n))(512)
