@@ -1,8 +1,27 @@
 """Argument handling shared by the ops' public APIs."""
 
+import numbers
 from collections.abc import Callable
 
-__all__ = ["resolve_block_sizes"]
+__all__ = ["check_choice", "normalize_int_fields", "resolve_block_sizes"]
+
+
+def normalize_int_fields(obj: object, names: tuple[str, ...]) -> None:
+    """Store each integer field of the frozen dataclass `obj` as a Python int, so numpy integers
+    are accepted and the object hashes and compares like one built from ints (it is a static
+    argument of jitted kernels). Anything else (floats, bools, strings) is left for the caller's
+    checks to refuse by name."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            object.__setattr__(obj, name, int(value))
+
+
+def check_choice(owner: str, name: str, value: object, allowed) -> None:
+    """Raise a ValueError naming `owner.name` unless `value` is a string among `allowed` (a list,
+    a dict or another unhashable value gives the same error, not a TypeError)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{owner}.{name}={value!r}: must be one of {sorted(allowed)}")
 
 
 def resolve_block_sizes[Sizes](

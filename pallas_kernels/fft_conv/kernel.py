@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from pallas_kernels import partitioning, platform
+from pallas_kernels import arguments, partitioning, platform
 from pallas_kernels.fft_conv import monarch
 
 __all__ = ["BlockSizes", "spectral_conv", "spectral_conv_bwd"]
@@ -69,7 +69,9 @@ class BlockSizes:
     dot: str = "f32"
 
     def __post_init__(self):
-        for name in ("block_h", "block_b", "num_warps", "num_stages", "max_radix", "heads_per_dot"):
+        ints = ("block_h", "block_b", "num_warps", "num_stages", "max_radix", "heads_per_dot")
+        arguments.normalize_int_fields(self, ints)
+        for name in ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"BlockSizes.{name} must be a positive int, got {value!r}")
@@ -78,10 +80,7 @@ class BlockSizes:
                 f"BlockSizes.max_radix must be one of {', '.join(map(str, monarch.MAX_RADICES))}, "
                 f"got {self.max_radix!r}"
             )
-        if self.dot not in monarch.DOT_PRECISIONS:
-            raise ValueError(
-                f"BlockSizes.dot must be one of {sorted(monarch.DOT_PRECISIONS)}, got {self.dot!r}"
-            )
+        arguments.check_choice("BlockSizes", "dot", self.dot, monarch.DOT_PRECISIONS)
 
     @classmethod
     def parse(cls, spec: str) -> "BlockSizes":

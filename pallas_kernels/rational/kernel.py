@@ -36,7 +36,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from pallas_kernels import partitioning, platform
+from pallas_kernels import arguments, partitioning, platform
 from pallas_kernels.rational import reference
 
 __all__ = [
@@ -129,7 +129,9 @@ class BlockSizes:
         return cls(block_rows=int(match[1]), block_d=int(match[2]), **extra)
 
     def __post_init__(self):
-        for name in ("block_rows", "block_d", "leaf_rows", "chunk_rows", "fwd_rows"):
+        powers = ("block_rows", "block_d", "leaf_rows", "chunk_rows", "fwd_rows")
+        arguments.normalize_int_fields(self, (*powers, "num_warps", "num_stages"))
+        for name in powers:
             value = getattr(self, name)
             if name in ("block_d", "fwd_rows") and value is None:
                 continue
@@ -139,8 +141,7 @@ class BlockSizes:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"BlockSizes.{name}={value!r}: must be a positive int")
-        if self.reduce not in ("tree", "loop"):
-            raise ValueError(f"BlockSizes.reduce={self.reduce!r}: must be 'tree' or 'loop'")
+        arguments.check_choice("BlockSizes", "reduce", self.reduce, ("tree", "loop"))
         for name in ("block_rows", "chunk_rows"):
             if getattr(self, name) < self.leaf_rows:
                 raise ValueError(

@@ -185,7 +185,7 @@ def test_block_sizes_spec_argument_type(capsys):
 
     check = block_sizes_spec(RationalBlockSizes.parse)
     assert check("256x64l16-loop") == "256x64l16-loop"  # the string is kept
-    with pytest.raises(argparse.ArgumentTypeError, match="must be 'tree' or 'loop'"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be one of \['loop', 'tree'\]"):
         check("256x64-sum")
     parser = argparse.ArgumentParser()
     parser.add_argument("--tilings", nargs="+", type=check)

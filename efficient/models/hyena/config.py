@@ -17,6 +17,9 @@ from efficient.checks import check_positive, check_positive_ints
 # supports N <= 2**20 (pallas_kernels/fft_conv/api.py MAX_FFT_SIZE).
 MAX_LEN_LIMIT = 2**19
 
+# fft_conv's signal dtypes (pallas_kernels/fft_conv/api.py): the compute dtype is the u it gets.
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class HyenaConfig:
@@ -104,6 +107,15 @@ class HyenaConfig:
             raise ValueError(
                 f"max_len={self.max_len}: at most {MAX_LEN_LIMIT} (the causal FFT size 2 * max_len "
                 "must stay within fft_conv's 2**20)."
+            )
+        try:
+            dtype = jnp.dtype(self.dtype).name
+        except TypeError:
+            dtype = None
+        if dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"dtype={self.dtype!r}: expected one of {', '.join(COMPUTE_DTYPES)} (fft_conv's "
+                "signal dtypes)."
             )
         if self.fft_implementation not in ("auto", "pallas", "interpret", "xla"):
             raise ValueError(

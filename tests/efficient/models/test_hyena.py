@@ -334,11 +334,18 @@ def test_call_errors():
         ({"decay_target": 1.0}, "decay_target"),
         ({"max_len": 2**20}, "max_len"),
         ({"num_layers": 0}, "num_layers"),
+        ({"dtype": jnp.float64}, "dtype=.*float64.*expected one of float32, bfloat16, float16"),
+        ({"dtype": "int8"}, "dtype='int8'"),
     ],
 )
 def test_config_errors(overrides, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(SMOKE, **overrides)
+
+
+def test_every_fft_conv_dtype_is_accepted():
+    for dtype in (jnp.float32, jnp.bfloat16, "float16"):
+        assert dataclasses.replace(SMOKE, dtype=dtype).dtype == dtype
 
 
 def test_unknown_fft_implementation_is_rejected():

@@ -149,6 +149,20 @@ def test_summation_order_independent_of_block_rows(monkeypatch, specs, other):
     np.testing.assert_allclose(first, np.asarray(g, np.float64).sum(axis=0), rtol=1e-5)
 
 
+def test_block_sizes_fields_take_numpy_ints_and_refuse_other_types(no_typecheck):
+    # As users run it (without the tests' type-check hook, which refuses these first)
+    with pytest.raises(ValueError, match=r"reduce=\['loop'\]: must be one of"):
+        BlockSizes(reduce=["loop"])  # a list: the same error, not a TypeError
+    # numpy integers are stored as ints: the same static argument as the int-built tiling
+    numpy_built = BlockSizes(block_rows=np.int64(128), leaf_rows=np.int32(16), num_warps=np.int8(8))
+    assert numpy_built == BlockSizes(block_rows=128, leaf_rows=16, num_warps=8)
+    assert hash(numpy_built) == hash(BlockSizes(block_rows=128, leaf_rows=16, num_warps=8))
+    assert type(numpy_built.block_rows) is int
+    for bad in (128.0, True, "128"):
+        with pytest.raises(ValueError, match="block_rows=.*: must be a power of two"):
+            BlockSizes(block_rows=bad)
+
+
 def test_block_sizes_parse():
     assert BlockSizes.parse("256x64") == BlockSizes(block_rows=256, block_d=64)
     assert BlockSizes.parse("32x128l32w8s2-loop") == BlockSizes(
@@ -157,7 +171,7 @@ def test_block_sizes_parse():
     for bad in ("256", "256x64q4", "x64", "256x64-"):
         with pytest.raises(ValueError, match="expected <block_rows>x<block_d>"):
             BlockSizes.parse(bad)
-    with pytest.raises(ValueError, match="reduce='sum': must be 'tree' or 'loop'"):
+    with pytest.raises(ValueError, match=r"reduce='sum': must be one of \['loop', 'tree'\]"):
         BlockSizes.parse("256x64-sum")
     with pytest.raises(ValueError, match="leaf_rows=12: must be a power of two"):
         BlockSizes.parse("256x64l12")
