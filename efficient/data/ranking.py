@@ -118,6 +118,13 @@ def _values(x) -> np.ndarray | None:
         return None
 
 
+def _as_array(x):
+    """jax and numpy arrays (and tracers) as they are; lists and scalars as numpy arrays."""
+    if x is None or isinstance(x, jax.Array | np.ndarray):
+        return x
+    return np.asarray(x)
+
+
 # Arguments unannotated on purpose: this function is the check, and its messages name the
 # argument; run-time jaxtyping checks would pre-empt them with less specific errors.
 def check_sequences(
@@ -145,11 +152,16 @@ def check_sequences(
     Raises:
         ValueError: a shape, dtype or value is out of range.
     """
-    if getattr(items, "ndim", None) != 2:
+    items, timestamps, lengths, targets = (
+        _as_array(x) for x in (items, timestamps, lengths, targets)
+    )
+    if items.ndim != 2:
         raise ValueError(f"items: shape {np.shape(items)}, expected [B, T].")
     if not jnp.issubdtype(items.dtype, jnp.integer):
         raise ValueError(f"items: dtype {items.dtype}, expected an integer dtype.")
     B, T = items.shape
+    if T == 0:
+        raise ValueError(f"items: shape {items.shape}, expected at least one position (T >= 1).")
     for name, x, shape, kind in (
         ("timestamps", timestamps, (B, T), jnp.floating),
         ("lengths", lengths, (B,), jnp.integer),

@@ -40,6 +40,7 @@ from efficient.data._grain import (
     _to_iter,
     _train_index_batches,
 )
+from efficient.data.ranking import check_sequences
 
 Batch = dict[str, np.ndarray]
 Table = dict[str, np.ndarray]
@@ -487,5 +488,14 @@ class _Batcher:
             k: np.where(real.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0).astype(v.dtype)
             for k, v in batch.items()
         }
+        # Every batch's values (ids, lengths, time order, targets) before a jitted model sees them:
+        # under jit nothing can check them, and an id past the embedding gives NaN scores.
+        check_sequences(
+            batch["items"],
+            num_items=sequences.num_items,
+            timestamps=batch["timestamps"],
+            lengths=batch["lengths"],
+            targets=batch["targets"],
+        )
         batch["mask"] = real.astype(np.float32)
         return batch

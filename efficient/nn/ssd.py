@@ -15,6 +15,7 @@ with G groups, head h reads group h // (H / G) (G = 1 in Mamba-2's and TiM4Rec's
 """
 
 import math
+import numbers
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -66,7 +67,8 @@ def _validate(
             f"initial_state.shape={initial_state.shape}: expected [B, H, K, N] = "
             f"{(batch, H, K, N)} from x and B."
         )
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+    integral = isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)
+    if chunk_size is not None and (not integral or chunk_size < 1):
         raise ValueError(f"chunk_size={chunk_size!r}: expected an int >= 1.")
 
 
@@ -157,7 +159,7 @@ def ssd_chunked(
     G, N = B.shape[2:]
     r = H // G
     dtype = _compute_dtype(x, dt, A, B, C, D, initial_state)
-    length = max(1, min(chunk_size, T))
+    length = max(1, min(int(chunk_size), T))
     pad = -T % length
     chunks = (T + pad) // length
 
@@ -259,11 +261,15 @@ def ssd_quadratic(
     mask = jnp.exp(jnp.where(causal, diff, -jnp.inf))  # L: [B, H, t, s]
     M = mask * jnp.einsum("BtHN,BsHN->BHts", Ch, Bh)  # [B, H, t, s]
     y = jnp.einsum("BHts,BsHK->BtHK", M, u)  # [B, T, H, K]
-    final = jnp.einsum("BHs,BsHN,BsHK->BHKN", mask[:, :, -1], Bh, u)  # [B, H, K, N]
+    if T:
+        final = jnp.einsum("BHs,BsHN,BsHK->BHKN", mask[:, :, -1], Bh, u)  # [B, H, K, N]
+    else:  # no positions: the state is the initial one (added below), else zero
+        final = jnp.zeros((x.shape[0], H, x.shape[3], B.shape[3]), dtype)
     if initial_state is not None:
         h0 = initial_state.astype(dtype)
         y = y + jnp.einsum("BtHN,BHKN,BtH->BtHK", Ch, h0, jnp.exp(cum))
-        final = final + jnp.exp(cum[:, -1])[..., None, None] * h0
+        decay = jnp.exp(cum[:, -1]) if T else jnp.ones(h0.shape[:2], dtype)  # [B, H]
+        final = final + decay[..., None, None] * h0
     return _skip(y, x, D).astype(x.dtype), final
 
 

@@ -54,8 +54,9 @@ class TiM4RecConfig:
         config). Its two L x L layers make the branch quadratic in L: 51% of SSD4Rec's train
         FLOPs at L = 4000. False is **not the reference**: s = 1 (u = T), so the branch is
         linear in L (the convolutions, the L -> 1 gate and the sequence LayerNorm remain) and
-        the first layer's τ is causal — an ablation for long sequences, the paper's "O(T)
-        extra" in fact (`experiments.benches.tim4rec`, `tim4rec/ml100k_no_mlp`).
+        the first layer's τ is causal in its time state (which is still normalised over the
+        whole sequence: timestamps stay non-causal) — an ablation for long sequences, the
+        paper's "O(T) extra" in fact (`experiments.benches.tim4rec`, `tim4rec/ml100k_no_mlp`).
       activation: after the mixer's convolution and each time convolution. "auto" follows the
         reference: Hardswish when H % 8 != 0 (its fused causal-conv1d path needs H % 8 == 0),
         SiLU otherwise. The FFN always uses Hardswish.

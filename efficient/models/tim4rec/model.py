@@ -26,8 +26,9 @@ _FFN_NORM_EPS = 1e-12
 def check_inputs(
     items: Array, timestamps: Array, lengths: Array, *, max_len: int, exact: bool
 ) -> None:
-    """Shape and dtype checks of a recommender batch (values are checked by the data side,
-    `efficient.data.ranking.check_sequences`, which models do not import).
+    """Shape and dtype checks of a recommender batch. Values cannot be checked under jit: the
+    data side checks them (`efficient.data.ranking.check_sequences`, on every batch it builds;
+    models do not import it).
 
     Args:
       items: int [B, T] item ids, left-aligned, 0 = padding.

@@ -523,6 +523,30 @@ def test_check_sequences_rejects(batch, match):
         check_sequences(items, num_items=4, **batch)
 
 
+def test_check_sequences_takes_lists_and_refuses_empty_sequences():
+    b = _good_batch()
+    check_sequences(b["items"].tolist(), num_items=4, lengths=b["lengths"].tolist())
+    with pytest.raises(ValueError, match=r"lengths: 5 at \[1\] is outside 0..4"):
+        check_sequences(b["items"].tolist(), num_items=4, lengths=[3, 5, 0])
+    with pytest.raises(ValueError, match="at least one position"):
+        check_sequences(np.zeros((2, 0), np.int32), num_items=4)
+
+
+def test_every_pipeline_batch_is_checked(monkeypatch):
+    """The batches the pipeline builds go through check_sequences: a bad id from the examples
+    is a ValueError naming items, not NaN scores in the jitted model."""
+    good = recsys.gather_examples
+
+    def corrupted(*args, **kwargs):
+        batch = good(*args, **kwargs)
+        batch["items"][0, 0] = 10_000
+        return batch
+
+    monkeypatch.setattr(recsys, "gather_examples", corrupted)
+    with pytest.raises(ValueError, match="items: 10000 at"):
+        next(iter(recsys_eval_dataset(SMALL, "validation")))
+
+
 def test_check_sequences_accepts_good_batches_also_under_jit():
     b = _good_batch()
     check_sequences(b["items"], num_items=4, **{k: v for k, v in b.items() if k != "items"})

@@ -230,6 +230,8 @@ def _bad_cases():
         (with_(initial_state=f32(1, 4, 2, 2)), {}, r"initial_state.shape=\(1, 4, 2, 2\)"),
         (with_(), {"chunk_size": 0}, "chunk_size=0: expected an int >= 1"),
         (with_(), {"chunk_size": None}, "chunk_size=None: expected an int >= 1"),
+        (with_(), {"chunk_size": True}, "chunk_size=True: expected an int >= 1"),
+        (with_(), {"chunk_size": 2.0}, "chunk_size=2.0: expected an int >= 1"),
     ]
 
 
@@ -249,6 +251,28 @@ def test_bad_inputs_messages(no_typecheck, make, extra, match):
     if not extra:
         with pytest.raises(ValueError, match=match):
             ssd_scan(*pos, **kw)
+
+
+def test_numpy_integer_chunk_size(no_typecheck):
+    pos, kw = _split(_inputs(1, T=7))
+    want = ssd_chunked(*pos, **kw, chunk_size=3)
+    got = ssd_chunked(*pos, **kw, chunk_size=np.int64(3))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+@pytest.mark.parametrize("initial", [False, True])
+def test_no_positions(initial):
+    """T = 0: every form returns an empty y and the initial state (zero without one)."""
+    pos, kw = _split(_inputs(2, T=0, initial=initial))
+    want = kw["initial_state"] if initial else jnp.zeros((2, 4, 3, 5), jnp.float64)
+    for y, state in (
+        ssd_chunked(*pos, **kw, chunk_size=4),
+        ssd_quadratic(*pos, **kw),
+        ssd_scan(*pos, **kw),
+    ):
+        assert y.shape == (2, 0, 4, 3)
+        np.testing.assert_array_equal(np.asarray(state), np.asarray(want))
 
 
 def test_quadratic_needs_exactly_one_decay():
