@@ -8,7 +8,8 @@ Mosaic on TPU) at the benchmark shapes, forward and every gradient, and prints t
 
 `--fft-variants` adds fft_conv cases at N = 1024 and 4096 (`--fft-variant-sizes`; 256 with
 --quick) with those kernel options (`fft_conv.BlockSizes.parse` specs: larger radices,
-tensor-core matmul arithmetic). A variant the GPU path refuses (bf16 dots outside the plans seen
+tensor-core matmul arithmetic; a "+saved" suffix, e.g. "h4m4w8-bf16+saved", runs it with
+`save_residuals=True`). A variant the GPU path refuses (bf16 dots outside the plans seen
 right) is a failed case with the ValueError's message.
 
 Exit status 1 if any error exceeds its tolerance (float32 inputs 2e-3: Triton's float32 dots may
@@ -32,6 +33,7 @@ from pallas_kernels._bench import add_result, block_sizes_spec, environment, exi
 from pallas_kernels.fft_conv import BlockSizes
 from pallas_kernels.fft_conv import api as fft_api
 from pallas_kernels.fft_conv import reference as fft_reference
+from pallas_kernels.fft_conv.bench import split_saved
 from pallas_kernels.rational import BlockSizes as RationalBlockSizes
 from pallas_kernels.rational import api as rational_api
 from pallas_kernels.rational import init_coefficients
@@ -58,8 +60,8 @@ def check_fft_conv(
     fft_size: int, *, batch: int, heads: int, dtype: str, gated: bool, block_sizes: str = ""
 ) -> dict:
     """Causal y, du, dk (and dpregate, dpostgate if gated) of `fft_conv` vs jnp.fft; block_sizes
-    is a `BlockSizes.parse` spec ("" for the defaults)."""
-    blocks = BlockSizes.parse(block_sizes) if block_sizes else BlockSizes()
+    is a `BlockSizes.parse` spec ("" for the defaults), "+saved" for `save_residuals=True`."""
+    blocks, save = _fft_variant(block_sizes)
     length = fft_size // 2
     rng = np.random.default_rng(fft_size + gated)
     shape = (batch, heads, length)
@@ -78,6 +80,7 @@ def check_fft_conv(
         fft_size=fft_size,
         implementation=_implementation(),
         block_sizes=blocks,
+        save_residuals=save,
     )
     ref = functools.partial(fft_reference.fft_conv_reference, fft_size=fft_size)
     argnums = tuple(range(1, 3 + len(gates)))
@@ -101,6 +104,12 @@ def check_fft_conv(
         "tolerance": tolerance,
         "ok": all(e <= tolerance for e in errors.values()),
     }
+
+
+def _fft_variant(spec: str) -> tuple[BlockSizes, bool]:
+    """A --fft-variants spec: (its tiling, whether it saves the backward's residuals)."""
+    spec, save = split_saved(spec)
+    return (BlockSizes.parse(spec) if spec else BlockSizes()), save
 
 
 def check_rational(
@@ -231,8 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fft-variants",
         nargs="*",
         default=(),
-        type=block_sizes_spec(BlockSizes.parse),
-        help="BlockSizes specs for extra fft_conv cases at --fft-variant-sizes (e.g. r128-bf16)",
+        type=block_sizes_spec(_fft_variant),
+        help="BlockSizes specs for extra fft_conv cases at --fft-variant-sizes (e.g. r128-bf16; "
+        "h4m4w8-bf16+saved with save_residuals=True)",
     )
     parser.add_argument(
         "--fft-variant-sizes",

@@ -106,7 +106,9 @@ run_step() { # run_step NAME: one of the steps below
       # 2026-11-28) in the order-2 (r128) plans, where bf16 dots were right on the H200, up to
       # 16K; then the defaults. check_fft:SPEC checks one variant in its own process
       # (BACKGROUND="check_fft:A check_fft:B" runs them side by side).
-      local variants=${CHECK_FFT_VARIANTS:-r128h1w4-bf16 r128h2m2w8-bf16} label=check_fft
+      # "+saved": with save_residuals=True (the backward reads X and z instead of recomputing).
+      local variants=${CHECK_FFT_VARIANTS:-r128h1w4-bf16 r128h2m2w8-bf16 r128h2m2w8-bf16+saved}
+      local label=check_fft
       if [[ $name == *:* ]]; then variants=${name#*:} label=check_fft_${name#*:}; fi
       # shellcheck disable=SC2086  # $variants: several specs
       step "$label" 400 "$PY" -m pallas_kernels.check --ops fft_conv --fft-variants $variants \
@@ -147,11 +149,13 @@ run_step() { # run_step NAME: one of the steps below
       ;;
     fft_pairs) # a forward tiling and a backward tiling each the fastest of its pass at 1K on the
       # H200 (2026-11-28: h8m8w8-bf16 forward, h4m4w8-bf16 forward + backward), side by side
-      # with each alone and cuFFT: `fft_conv(block_sizes=..., backward_block_sizes=...)`
+      # with each alone and cuFFT: `fft_conv(block_sizes=..., backward_block_sizes=...)`; then
+      # the pair with save_residuals=True (+saved: two transforms in the backward, not four)
       step fft_pairs 150 "$PY" -m pallas_kernels.fft_conv.bench --section gpu --repeats 10 \
         --sizes ${FFT_PAIRS_SIZES:-1024} --gated-only --implementations \
         ${FFT_PAIRS_IMPLEMENTATIONS:-jnp_fft pallas:h8m8w8-bf16/h4m4w8-bf16 \
-        pallas:h8m8w8-bf16 pallas:h4m4w8-bf16} --out "$OUT/fft_pairs.json"
+        pallas:h8m8w8-bf16/h4m4w8-bf16+saved pallas:h8m8w8-bf16 pallas:h4m4w8-bf16} \
+        --out "$OUT/fft_pairs.json"
       ;;
     rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the loop default,
       # the forward stepping through its tile (f: 123-132 registers per thread instead of 194-255,

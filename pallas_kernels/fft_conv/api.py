@@ -101,6 +101,7 @@ def fft_conv(
     implementation: Implementation = "auto",
     block_sizes: kernel.BlockSizes | str | None = None,
     backward_block_sizes: kernel.BlockSizes | str | None = None,
+    save_residuals: bool = False,
 ) -> Float[Array, "B H L"]:
     """Gated long convolution `postgate * irfft(rfft(u * pregate, N) * rfft(k, N))[..., :L]`.
 
@@ -132,6 +133,11 @@ def fft_conv(
             forward's (`block_sizes`). Its `max_radix` must give the same plan at N (the backward
             reads the forward's filter spectrum); the rest may differ, e.g. "h8m8w8-bf16" forward
             and "h4m4w8-bf16" backward, the H200's fastest of each pass at N = 1K (README, GPU).
+        save_residuals: Under differentiation, keep the input's spectrum X (f32, 8 bytes per
+            kept frequency of each [b, h] row) and, when gated, the pre-gate output z (u's dtype)
+            from the forward, so the backward runs two transforms instead of four (gated) or
+            three: fewer FLOPs for more memory. The Monarch paths only ("xla" at sizes where it
+            is not jnp.fft, "pallas", "interpret"); jnp.fft's autodiff keeps its own residuals.
 
     Returns:
         y [B, H, L] in u's dtype.
@@ -188,6 +194,8 @@ def fft_conv(
                 f"kept_frequencies={kept_frequencies}: must be a multiple of {step} "
                 f"(2 N / last Monarch radix) at fft_size={fft_size}"
             )
+    if not isinstance(save_residuals, bool | np.bool_):
+        raise ValueError(f"save_residuals={save_residuals!r}: must be True or False")
     if implementation not in ("auto", "pallas", "interpret", "xla"):
         raise ValueError(
             f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
@@ -226,5 +234,6 @@ def fft_conv(
         implementation=implementation,  # type: ignore[arg-type]
         block_sizes=block_sizes,
         backward_block_sizes=backward_block_sizes,
+        save_residuals=bool(save_residuals),
     )
     return vjp.monarch_conv(config, u, k, pregate, postgate)

@@ -11,7 +11,8 @@ baseline is torch.fft in fp32).
 Implementations: "monarch_xla", "jnp_fft", "torch_fft" (GPU, forward), "pallas" (default
 `BlockSizes`) and "pallas:<spec>" (`BlockSizes.parse`: h = heads per program, b = batch rows per
 backward program, w = warps, s = stages, ...), or "pallas:<forward spec>/<backward spec>" for
-different tilings per pass (`fft_conv(backward_block_sizes=...)`).
+different tilings per pass (`fft_conv(backward_block_sizes=...)`). A "+saved" suffix on a Monarch
+row ("pallas:h4m4w8-bf16+saved", "monarch_xla+saved") runs it with `save_residuals=True`.
 
 Timing and provenance come from `pallas_kernels/_bench.py` (`pallas_kernels` imports nothing of
 `efficient`, DESIGN.md).
@@ -85,6 +86,7 @@ def _conv(case: Case, implementation: str):
             kept_frequencies=case.kept_frequencies,
         )
         return lambda u, k, pregate, postgate: ref(u, k, pregate=pregate, postgate=postgate)
+    implementation, save = split_saved(implementation)
     name, _, spec = implementation.partition(":")
     forward, backward = _tilings(spec)
     config = vjp.ConvConfig(
@@ -95,6 +97,7 @@ def _conv(case: Case, implementation: str):
         implementation="xla" if name == "monarch_xla" else "pallas",
         block_sizes=forward,
         backward_block_sizes=backward,
+        save_residuals=save,
     )
 
     def conv(u, k, pregate, postgate):
@@ -103,6 +106,15 @@ def _conv(case: Case, implementation: str):
         return vjp.monarch_conv(config, u, k, pregate, postgate)
 
     return conv
+
+
+def split_saved(implementation: str) -> tuple[str, bool]:
+    """(the row's implementation or spec, whether it saves the backward's residuals: a "+saved"
+    suffix; `pallas_kernels.check` reads its variants so too)."""
+    base, plus, flag = implementation.partition("+")
+    if plus and flag != "saved":
+        raise ValueError(f"{implementation!r}: the only suffix is +saved")
+    return base, bool(plus)
 
 
 def _tilings(spec: str) -> tuple[kernel.BlockSizes, kernel.BlockSizes | None]:
@@ -269,12 +281,19 @@ def main(argv=None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     for impl in args.implementations or ():
-        name, _, spec = impl.partition(":")
-        if name not in ("monarch_xla", "jnp_fft", "torch_fft", "pallas") or (
-            spec and name != "pallas"
+        try:
+            base, save = split_saved(impl)
+        except ValueError as e:
+            parser.error(f"--implementations {e}")
+        name, _, spec = base.partition(":")
+        if (
+            name not in ("monarch_xla", "jnp_fft", "torch_fft", "pallas")
+            or (spec and name != "pallas")
+            or (save and name not in ("monarch_xla", "pallas"))
         ):
             parser.error(
-                f"--implementations {impl!r}: use monarch_xla, jnp_fft, torch_fft, pallas[:spec]"
+                f"--implementations {impl!r}: use monarch_xla[+saved], jnp_fft, torch_fft, "
+                "pallas[:spec][+saved]"
             )
         if spec:  # a bad spec fails here, not after an hour of rows
             try:

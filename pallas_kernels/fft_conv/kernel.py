@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import math
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ from jax.experimental import pallas as pl
 from pallas_kernels import arguments, partitioning, platform
 from pallas_kernels.fft_conv import monarch
 
-__all__ = ["BlockSizes", "spectral_conv", "spectral_conv_bwd"]
+__all__ = ["BlockSizes", "Residuals", "spectral_conv", "spectral_conv_bwd"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -204,14 +205,18 @@ def _compiler_params(block_sizes: BlockSizes, interpret: bool, semantics=("paral
     return None
 
 
-def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h, heads_per_dot, dot):
+def _kernel(*refs, treedef, num_mats, has_pre, has_post, save, block_h, heads_per_dot, dot):
     refs = list(refs)
     u_ref = refs.pop(0)
     pre_ref = refs.pop(0) if has_pre else None
     post_ref = refs.pop(0) if has_post else None
     sr_ref, si_ref = refs.pop(0), refs.pop(0)
     mats = jax.tree.unflatten(treedef, [r[...] for r in refs[:num_mats]])
-    o_ref = refs[num_mats]
+    refs = refs[num_mats:]
+    o_ref = refs.pop(0)
+    # The backward's residuals (`save`): the pre-gate output z (gated only) and DFT(x)'s planes.
+    z_ref = refs.pop(0) if save and has_post else None
+    xr_ref, xi_ref = refs if save else (None, None)
 
     num_groups, heads = _head_groups(block_h, heads_per_dot)
 
@@ -221,14 +226,32 @@ def _kernel(*refs, treedef, num_mats, has_pre, has_post, block_h, heads_per_dot,
         if pre_ref is not None:
             x = x * pre_ref[0, h].astype(jnp.float32)
         x_f = monarch.forward(x, mats, two_d=True, dot=dot)  # [N_0, N_1, ..., kept]
+        if xr_ref is not None:
+            xr_ref[0, h], xi_ref[0, h] = x_f
         z = monarch.cmul(x_f, (sr_ref[h], si_ref[h]))
         z = monarch.inverse_real(z, mats, two_d=True, dot=dot)
+        if z_ref is not None:
+            z_ref[0, h] = z.astype(z_ref.dtype)
         if post_ref is not None:
             z = z * post_ref[0, h].astype(jnp.float32)  # [(group,) rows_out, N_1, ...]
         o_ref[0, h] = z.astype(o_ref.dtype)
         return carry
 
     lax.fori_loop(0, num_groups, body, 0)
+
+
+class Residuals(NamedTuple):
+    """What the forward may save for the backward (`fft_conv(save_residuals=True)`), so that the
+    backward skips the transforms that recompute them.
+
+    Attributes:
+        z: Re(IDFT(X S))[..., :L] before the postgate, [B, H, L] in u's dtype; None ungated.
+        spectrum: X = DFT(pregate * u), planes [B, H, *plan.spectrum_shape] in f32 (the kernels'
+            permuted layout, kept frequencies only).
+    """
+
+    z: jax.Array | None
+    spectrum: monarch.Planes
 
 
 def spectral_conv(
@@ -242,7 +265,8 @@ def spectral_conv(
     block_sizes: BlockSizes,
     interpret: bool,
     out_dtype: jnp.dtype,
-) -> jax.Array:
+    save: bool = False,
+) -> jax.Array | tuple[jax.Array, Residuals]:
     """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[..., :length], one pallas_call a shard.
 
     Under a sharded jit each device convolves its own batch rows and heads (`_rule`); L and the
@@ -258,9 +282,10 @@ def spectral_conv(
         block_sizes: Tiling.
         interpret: Run with `interpret=True` (CPU).
         out_dtype: dtype of the result.
+        save: Also return the backward's residuals (`Residuals`).
 
     Returns:
-        [B, H, length] in out_dtype.
+        [B, H, length] in out_dtype; with `save`, (that, its `Residuals`).
     """
     _check_supported(block_sizes, plan, interpret)
     plan = dataclasses.replace(
@@ -273,40 +298,65 @@ def spectral_conv(
         block_sizes=block_sizes,
         interpret=interpret,
         out_dtype=out_dtype,
+        save=save,
     )
-    return _per_shard(shard, (u,), spectrum, pregate, postgate, plan, backward=False)
+    outs = _per_shard(shard, (u,), spectrum, pregate, postgate, plan, backward=False, save=save)
+    if not save:
+        return outs
+    y, *z, xr, xi = outs
+    return y, Residuals(z=z[0] if z else None, spectrum=(xr, xi))
 
 
-def _per_shard(shard, rows, spectrum, pregate, postgate, plan, *, backward: bool):
-    """`shard(*rows, spectrum, pregate, postgate, mats=...)` run per shard under `_rule`.
+def _per_shard(shard, rows, spectrum, pregate, postgate, plan, *, backward: bool, save, saved=None):
+    """`shard(*rows, spectrum, pregate, postgate, saved, mats=...)` run per shard under `_rule`.
 
-    The operands go in flat: the row arrays, the spectrum planes, the gates present and the
-    plan's DFT matrices (operands, not constants: a partitioned function may not capture any).
+    The operands go in flat: the row arrays, the spectrum planes, the gates present, the saved
+    residuals (a backward's `Residuals`, or None) and the plan's DFT matrices (operands, not
+    constants: a partitioned function may not capture any). `save`: the forward returns its
+    residuals too, or the backward takes them.
     """
     gates = [g for g in (pregate, postgate) if g is not None]
     has = (pregate is not None, postgate is not None)
+    saved_flat, saved_treedef = jax.tree.flatten(saved)
     flat, treedef = jax.tree.flatten(monarch.monarch_matrices(plan))
     n = len(rows)
+    begin = n + 2 + len(gates)
 
     def call(*args):
-        pregate, postgate = _gates(has, args[n + 2 : n + 2 + len(gates)])
-        mats = jax.tree.unflatten(treedef, args[n + 2 + len(gates) :])
-        return shard(*args[:n], tuple(args[n : n + 2]), pregate, postgate, mats=mats)
+        pregate, postgate = _gates(has, args[n + 2 : begin])
+        saved = jax.tree.unflatten(saved_treedef, args[begin : begin + len(saved_flat)])
+        mats = jax.tree.unflatten(treedef, args[begin + len(saved_flat) :])
+        return shard(*args[:n], tuple(args[n : n + 2]), pregate, postgate, saved, mats=mats)
 
-    rule = _rule(spectrum[0].ndim, gates=len(gates), matrices=flat, backward=backward)
-    return partitioning.partitioned(call, rule)(*rows, *spectrum, *gates, *flat)
+    rule = _rule(
+        spectrum[0].ndim,
+        gates=len(gates),
+        matrices=flat,
+        backward=backward,
+        save=save,
+        saved_z=postgate is not None,
+    )
+    return partitioning.partitioned(call, rule)(*rows, *spectrum, *gates, *saved_flat, *flat)
 
 
-def _rule(spectrum_rank: int, *, gates: int, matrices, backward: bool) -> partitioning.Rule:
+def _rule(
+    spectrum_rank: int, *, gates: int, matrices, backward: bool, save: bool, saved_z: bool
+) -> partitioning.Rule:
     """The kernels' operands and results as factors: the batch rows b and the heads h may be
     split over mesh axes; a row's length l, the spectrum's axes and the DFT matrices stay whole.
-    The backward's spectrum cotangent [H, ...] lacks b: its shards' sums are all-reduced."""
+    The backward's spectrum cotangent [H, ...] lacks b: its shards' sums are all-reduced. The
+    residuals (`save`: the forward's extra results, the backward's extra operands) are z, a row
+    (when gated: `saved_z`), and X's planes, one spectrum per row."""
     row = "b h l"
-    spectrum = " ".join(["h", *(f"s{i}" for i in range(spectrum_rank - 1))])
+    axes = [f"s{i}" for i in range(spectrum_rank - 1)]
+    spectrum = " ".join(["h", *axes])
+    row_spectrum = " ".join(["b", "h", *axes])
+    residuals = [*[row] * (save and saved_z), *[row_spectrum] * (2 * save)]
     rows_in = 2 if backward else 1  # u (and dy)
     mats = [" ".join(f"m{i}_{d}" for d in range(m.ndim)) for i, m in enumerate(matrices)]
-    inputs = (*[row] * rows_in, spectrum, spectrum, *[row] * gates, *mats)
-    outputs = (*[row] * (1 + gates), spectrum, spectrum) if backward else (row,)
+    inputs = (*[row] * rows_in, spectrum, spectrum, *[row] * gates)
+    inputs += (*residuals, *mats) if backward else tuple(mats)
+    outputs = (*[row] * (1 + gates), spectrum, spectrum) if backward else (row, *residuals)
     return partitioning.Rule(inputs=inputs, outputs=outputs, split=("b", "h"), batch="b")
 
 
@@ -317,9 +367,12 @@ def _gates(has: tuple[bool, bool], gates) -> tuple:
 
 
 def _spectral_conv_call(
-    u, spectrum, pregate, postgate, *, mats, plan, length, block_sizes, interpret, out_dtype
-):
-    """`spectral_conv` on one shard (`plan` with its rows rounded up, `mats` its matrices)."""
+    u, spectrum, pregate, postgate, saved, *, mats, plan, length, block_sizes, interpret, out_dtype,
+    save,
+):  # fmt: skip
+    """`spectral_conv` on one shard (`plan` with its rows rounded up, `mats` its matrices): y, or
+    with `save` (y, z if gated, X's real plane, X's imaginary plane)."""
+    del saved  # the forward takes none
     batch, heads, _ = u.shape
     block_h = _pow2_divisor(heads, block_sizes.block_h)
     order = len(plan.factors)
@@ -346,31 +399,47 @@ def _spectral_conv_call(
         num_mats=len(flat),
         has_pre=pregate is not None,
         has_post=postgate is not None,
+        save=save,
         block_h=block_h,
         heads_per_dot=block_sizes.heads_per_dot,
         dot=block_sizes.dot,
     )
-    y = pl.pallas_call(
+    manual = partitioning.manual_type(u)
+    row_out = jax.ShapeDtypeStruct((batch, heads, *plan.out_shape), out_dtype, **manual)
+    out_shape, out_specs = [row_out], [row_spec(plan.out_shape)]
+    if save:
+        if postgate is not None:  # z, in u's dtype
+            out_shape.append(jax.ShapeDtypeStruct(row_out.shape, u.dtype, **manual))
+            out_specs.append(row_spec(plan.out_shape))
+        planes = jax.ShapeDtypeStruct((batch, heads, *plan.spectrum_shape), jnp.float32, **manual)
+        out_shape += [planes, planes]
+        out_specs += [row_spec(plan.spectrum_shape)] * 2
+    outs = pl.pallas_call(
         kernel,
-        out_shape=jax.ShapeDtypeStruct(
-            (batch, heads, *plan.out_shape), out_dtype, **partitioning.manual_type(u)
-        ),
+        out_shape=out_shape,
         grid=(batch, heads // block_h),
         in_specs=specs,
-        out_specs=row_spec(plan.out_shape),
+        out_specs=out_specs,
         compiler_params=_compiler_params(block_sizes, interpret),
         interpret=interpret,
         name="fft_conv_fwd",
     )(*data)
-    return monarch.from_digits(y, plan, length)
+    num_rows = 2 if save and postgate is not None else 1  # y (and z)
+    rows = [monarch.from_digits(o, plan, length) for o in outs[:num_rows]]
+    return (*rows, *outs[num_rows:]) if save else rows[0]
 
 
-def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h, heads_per_dot, dot):
+def _bwd_kernel(
+    *refs, treedef, num_mats, has_pre, has_post, saved, block_b, block_h, heads_per_dot, dot
+):
     refs = list(refs)
     u_ref, dy_ref = refs.pop(0), refs.pop(0)
     pre_ref = refs.pop(0) if has_pre else None
     post_ref = refs.pop(0) if has_post else None
     sr_ref, si_ref = refs.pop(0), refs.pop(0)
+    # The forward's residuals (`saved`): z (gated only) and X's planes, read instead of recomputed.
+    z_ref = refs.pop(0) if saved and has_post else None
+    xr_ref, xi_ref = (refs.pop(0), refs.pop(0)) if saved else (None, None)
     mats = jax.tree.unflatten(treedef, [r[...] for r in refs[:num_mats]])
     refs = refs[num_mats:]
     du_ref = refs.pop(0)
@@ -388,9 +457,15 @@ def _bwd_kernel(*refs, treedef, num_mats, has_pre, has_post, block_b, block_h, h
             u = u_ref[b, h].astype(jnp.float32)  # [(group,) rows, N_1, ...]
             x = u if pre_ref is None else u * pre_ref[b, h].astype(jnp.float32)
             g = dy_ref[b, h].astype(jnp.float32)
-            x_f = monarch.forward(x, mats, two_d=True, dot=dot)  # [N_0, ..., kept]
+            if xr_ref is None:
+                x_f = monarch.forward(x, mats, two_d=True, dot=dot)  # [N_0, ..., kept]
+            else:
+                x_f = (xr_ref[b, h], xi_ref[b, h])
             if post_ref is not None:
-                z = monarch.inverse_real(monarch.cmul(x_f, s), mats, two_d=True, dot=dot)
+                if z_ref is None:
+                    z = monarch.inverse_real(monarch.cmul(x_f, s), mats, two_d=True, dot=dot)
+                else:
+                    z = z_ref[b, h].astype(jnp.float32)
                 dpost_ref[b, h] = (g * z).astype(dpost_ref.dtype)
                 g = g * post_ref[b, h].astype(jnp.float32)
             g_f = monarch.forward(g, mats, two_d=True, dot=dot)
@@ -418,6 +493,7 @@ def spectral_conv_bwd(
     spectrum: monarch.Planes,
     pregate: jax.Array | None,
     postgate: jax.Array | None,
+    saved: Residuals | None = None,
     *,
     plan: monarch.MonarchPlan,
     length: int,
@@ -435,6 +511,8 @@ def spectral_conv_bwd(
         spectrum: Planes [H, *plan.spectrum_shape].
         pregate: [B, H, L] or None.
         postgate: [B, H, L] or None.
+        saved: The forward's `Residuals` (`spectral_conv(save=True)`, the same plan), read
+            instead of recomputed; None: recompute them.
         plan: The transform plan (input and output rows equal).
         length: L.
         block_sizes: Tiling.
@@ -448,13 +526,14 @@ def spectral_conv_bwd(
     rows = _next_pow2(max(plan.rows_in, plan.rows_out))
     plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
 
-    def shard(u, dy, spectrum, pregate, postgate, *, mats):
+    def shard(u, dy, spectrum, pregate, postgate, saved, *, mats):
         du, d_pre, d_post, d_spectrum = _spectral_conv_bwd_call(
             u,
             dy,
             spectrum,
             pregate,
             postgate,
+            saved,
             mats=mats,
             plan=plan,
             length=length,
@@ -463,7 +542,18 @@ def spectral_conv_bwd(
         )
         return (du, *[d for d in (d_pre, d_post) if d is not None], *d_spectrum)
 
-    outs = list(_per_shard(shard, (u, dy), spectrum, pregate, postgate, plan, backward=True))
+    outs = _per_shard(
+        shard,
+        (u, dy),
+        spectrum,
+        pregate,
+        postgate,
+        plan,
+        backward=True,
+        save=saved is not None,
+        saved=saved,
+    )
+    outs = list(outs)
     du = outs.pop(0)
     gates = sum(g is not None for g in (pregate, postgate))
     d_pre, d_post = _gates((pregate is not None, postgate is not None), outs[:gates])
@@ -471,7 +561,7 @@ def spectral_conv_bwd(
 
 
 def _spectral_conv_bwd_call(
-    u, dy, spectrum, pregate, postgate, *, mats, plan, length, block_sizes, interpret
+    u, dy, spectrum, pregate, postgate, saved, *, mats, plan, length, block_sizes, interpret
 ):
     """`spectral_conv_bwd` on one shard (`plan` with its rows rounded up, `mats` its matrices)."""
     batch, heads, _ = u.shape
@@ -486,8 +576,18 @@ def _spectral_conv_bwd_call(
     partial_spec = pl.BlockSpec((1, block_h, *plan.spectrum_shape), lambda b, h: (b, h, *zeros))
     gates = [g for g in (pregate, postgate) if g is not None]
     data = [monarch.to_digits(a, plan) for a in (u, dy, *gates)]
-    data += [*spectrum, *flat]
+    data += [*spectrum]
     specs = [row_spec] * (2 + len(gates)) + [spectrum_spec] * 2
+    if saved is not None:
+        if saved.z is not None:
+            data.append(monarch.to_digits(saved.z, plan))
+            specs.append(row_spec)
+        planes_spec = pl.BlockSpec(
+            (block_b, block_h, *plan.spectrum_shape), lambda b, h: (b, h, *zeros)
+        )
+        data += list(saved.spectrum)
+        specs += [planes_spec] * 2
+    data += flat
     specs += [pl.BlockSpec(a.shape, lambda b, h, n=a.ndim: (0,) * n) for a in flat]
     row_shape = (batch, heads, *plan.in_shape)
     partial_shape = (num_partials, heads, *plan.spectrum_shape)
@@ -502,6 +602,7 @@ def _spectral_conv_bwd_call(
         num_mats=len(flat),
         has_pre=pregate is not None,
         has_post=postgate is not None,
+        saved=saved is not None,
         block_b=block_b,
         block_h=block_h,
         heads_per_dot=block_sizes.heads_per_dot,

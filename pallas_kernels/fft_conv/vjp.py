@@ -8,7 +8,9 @@ y = postgate * z, z = Re(IDFT(X S))[:L]:
     dpostgate = dy * z,   dz = dy * postgate,   D = DFT(dz)   (dz zero beyond L, implicitly)
     dx = Re(IDFT(D conj(S)))[:L]   -> du = dx * pregate,  dpregate = dx * u
     dS = sum_B D conj(X)   (as real/imaginary planes)  -> dk = transpose of (k -> S) applied to dS
-Residuals are the inputs and S only; X and z are recomputed in the backward (memory over FLOPs).
+By default the residuals are the inputs and S only: X and z are recomputed in the backward
+(memory over FLOPs: four transforms when gated, three when not). `save_residuals` keeps X (f32
+planes) and z (u's dtype) from the forward instead: two transforms (DFT(dz), the inverse for dx).
 On the kernel paths both kernels carry the XLA path's derivatives (`pallas_kernels.autodiff`),
 so the backward itself can be differentiated (second-order derivatives).
 """
@@ -41,6 +43,8 @@ class ConvConfig:
         block_sizes: Kernel tiling (its `max_radix` sets the kernels' plan).
         backward_block_sizes: The backward kernel's tiling, if not `block_sizes` (the fastest
             forward and backward tilings differ: README, GPU); its plan must be the same.
+        save_residuals: The forward keeps X and z for the backward (`kernel.Residuals`)
+            instead of the backward recomputing them.
     """
 
     fft_size: int
@@ -50,6 +54,7 @@ class ConvConfig:
     implementation: Literal["xla", "pallas", "interpret"] = "xla"
     block_sizes: kernel.BlockSizes = kernel.BlockSizes()
     backward_block_sizes: kernel.BlockSizes | None = None
+    save_residuals: bool = False
 
     def __post_init__(self):
         check_backward_tiling(self.fft_size, self.block_sizes, self.backward_block_sizes)
@@ -126,19 +131,20 @@ def _kernel_options(config: ConvConfig, *, backward: bool = False) -> dict:
     )
 
 
-def _spectral_conv(config, u, spectrum, pregate, postgate, out_dtype):
-    """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[:L] by the configured implementation."""
-    xla = functools.partial(_xla_spectral_conv, config, out_dtype)
+def _spectral_conv(config, u, spectrum, pregate, postgate, out_dtype, save=False):
+    """postgate * Re(IDFT(DFT(pregate * u) * spectrum))[:L] by the configured implementation;
+    with `save`, (that, its `kernel.Residuals`)."""
+    xla = functools.partial(_xla_spectral_conv, config, out_dtype, save)
     if config.implementation == "xla":
         return xla(u, spectrum, pregate, postgate)
     kernel_call = functools.partial(
-        kernel.spectral_conv, **_kernel_options(config), out_dtype=out_dtype
+        kernel.spectral_conv, **_kernel_options(config), out_dtype=out_dtype, save=save
     )
     # Differentiated (only in second-order derivatives: the first is `_backward`) as the XLA path.
     return autodiff.with_derivatives_of(kernel_call, xla)(u, spectrum, pregate, postgate)
 
 
-def _xla_spectral_conv(config, out_dtype, u, spectrum, pregate, postgate):
+def _xla_spectral_conv(config, out_dtype, save, u, spectrum, pregate, postgate):
     plan = config.plan
     mats = monarch.monarch_matrices(plan)
     x = u.astype(jnp.float32)
@@ -146,26 +152,33 @@ def _xla_spectral_conv(config, out_dtype, u, spectrum, pregate, postgate):
         x = x * pregate.astype(jnp.float32)
     x_f = monarch.forward(monarch.to_digits(x, plan), mats)
     z = monarch.inverse_real(monarch.cmul(x_f, spectrum), mats)
-    y = monarch.from_digits(z, plan, config.seq_len)
-    if postgate is not None:
-        y = y * postgate.astype(jnp.float32)
-    return y.astype(out_dtype)
+    z = monarch.from_digits(z, plan, config.seq_len)
+    y = z if postgate is None else z * postgate.astype(jnp.float32)
+    y = y.astype(out_dtype)
+    if not save:
+        return y
+    return y, kernel.Residuals(z=None if postgate is None else z.astype(u.dtype), spectrum=x_f)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def monarch_conv(config, u, k, pregate, postgate):
     """The convolution of `api.fft_conv` for validated arguments (k already truncated)."""
-    return _forward(config, u, k, pregate, postgate)[0]
+    # Not differentiated: nothing to save.
+    return _spectral_conv(config, u, filter_spectrum(config, k), pregate, postgate, u.dtype)
 
 
 def _forward(config, u, k, pregate, postgate):
     spectrum = filter_spectrum(config, k)
-    y = _spectral_conv(config, u, spectrum, pregate, postgate, u.dtype)
-    return y, (u, spectrum, pregate, postgate)
+    saved = None
+    if config.save_residuals:
+        y, saved = _spectral_conv(config, u, spectrum, pregate, postgate, u.dtype, save=True)
+    else:
+        y = _spectral_conv(config, u, spectrum, pregate, postgate, u.dtype)
+    return y, (u, spectrum, pregate, postgate, saved)
 
 
 def _backward(config, residuals, dy):
-    u, spectrum, pregate, postgate = residuals
+    u, spectrum, pregate, postgate, saved = residuals
     dy = jnp.asarray(dy)  # jax.test_util.check_grads passes numpy cotangents
     k_shape = jax.ShapeDtypeStruct(
         (spectrum[0].shape[0], config.filter_len), jnp.float32, **_filter_type(spectrum)
@@ -173,14 +186,14 @@ def _backward(config, residuals, dy):
     spectrum_vjp = jax.linear_transpose(functools.partial(filter_spectrum, config), k_shape)
     xla = functools.partial(_xla_cotangents, config)
     if config.implementation == "xla":
-        du, d_pre, d_post, d_spectrum = xla(u, dy, spectrum, pregate, postgate)
+        du, d_pre, d_post, d_spectrum = xla(u, dy, spectrum, pregate, postgate, saved)
     else:
         kernel_call = functools.partial(
             kernel.spectral_conv_bwd, **_kernel_options(config, backward=True)
         )
         # Second-order derivatives differentiate the XLA formulas below (autodiff.py).
         du, d_pre, d_post, d_spectrum = autodiff.with_derivatives_of(kernel_call, xla)(
-            u, dy, spectrum, pregate, postgate
+            u, dy, spectrum, pregate, postgate, saved
         )
     d_spectrum = partitioning.typed_like(d_spectrum, spectrum)  # shard_map / Explicit mesh
     return du, spectrum_vjp(d_spectrum)[0], d_pre, d_post
@@ -199,19 +212,26 @@ def _filter_type(spectrum) -> dict:
     return {"sharding": sharding, **partitioning.manual_type(spectrum[0])}
 
 
-def _xla_cotangents(config, u, dy, spectrum, pregate, postgate):
-    """(du, dpregate, dpostgate, dspectrum) in jnp: `kernel.spectral_conv_bwd`'s specification."""
+def _xla_cotangents(config, u, dy, spectrum, pregate, postgate, saved=None):
+    """(du, dpregate, dpostgate, dspectrum) in jnp: `kernel.spectral_conv_bwd`'s specification.
+    `saved`: the forward's `kernel.Residuals`, used instead of recomputing X and z."""
     plan = config.plan
     mats = monarch.monarch_matrices(plan)
     g = dy.astype(jnp.float32)
-    x = u.astype(jnp.float32)
-    if pregate is not None:
-        x = x * pregate.astype(jnp.float32)
-    x_f = monarch.forward(monarch.to_digits(x, plan), mats)  # [B, H, *spectrum_shape]
+    if saved is None:
+        x = u.astype(jnp.float32)
+        if pregate is not None:
+            x = x * pregate.astype(jnp.float32)
+        x_f = monarch.forward(monarch.to_digits(x, plan), mats)  # [B, H, *spectrum_shape]
+    else:
+        x_f = saved.spectrum
     d_post = None
     if postgate is not None:
-        z = monarch.inverse_real(monarch.cmul(x_f, spectrum), mats)
-        z = monarch.from_digits(z, plan, config.seq_len)  # [B, H, L]
+        if saved is None:
+            z = monarch.inverse_real(monarch.cmul(x_f, spectrum), mats)
+            z = monarch.from_digits(z, plan, config.seq_len)  # [B, H, L]
+        else:
+            z = saved.z.astype(jnp.float32)
         d_post = (g * z).astype(postgate.dtype)
         g = g * postgate.astype(jnp.float32)
     g_f = monarch.forward(monarch.to_digits(g, plan), mats)

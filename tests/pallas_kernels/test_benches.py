@@ -103,7 +103,10 @@ def test_fft_conv_bench_implementations_override(tmp_path):
     fft_conv_bench.main([*args, "--implementations", "jnp_fft"])
     rows = json.loads(out.read_text())["results"]
     assert {r["implementation"] for r in rows} == {"jnp_fft"} and len(rows) == 2  # fwd, fwd_bwd
-    for bad in ("pallas:h4x", "cufft", "jnp_fft:h4", "pallas:h4/", "pallas:h4/h4x"):
+    for bad in (
+        "pallas:h4x", "cufft", "jnp_fft:h4", "pallas:h4/", "pallas:h4/h4x", "jnp_fft+saved",
+        "pallas+save", "monarch_xla+saved+saved",
+    ):  # fmt: skip
         with pytest.raises(SystemExit):  # checked before any row is timed
             fft_conv_bench.main([*args, "--implementations", bad])
 
@@ -126,16 +129,38 @@ def test_fft_conv_bench_tilings_per_pass():
         fft_conv_bench._conv(dataclasses.replace(case, fft_size=4096), "pallas:h2/r128h4")
 
 
+def test_fft_conv_bench_saved_rows(tmp_path, monkeypatch):
+    """A "+saved" row runs the op with save_residuals=True: its backward has fewer matmuls."""
+    case = fft_conv_bench.Case(fft_size=1024, batch=2, heads=4, gated=True)
+    assert fft_conv_bench.split_saved("pallas:h2/h4b2+saved") == ("pallas:h2/h4b2", True)
+    assert fft_conv_bench.split_saved("monarch_xla") == ("monarch_xla", False)
+
+    def dots(implementation):
+        step = fft_conv_bench._fwd_bwd(fft_conv_bench._conv(case, implementation))
+        jaxpr = jax.make_jaxpr(step)(*fft_conv_bench._input_shapes(case)).jaxpr
+        return sum(e.primitive.name == "dot_general" for e in _equations(jaxpr))
+
+    assert dots("monarch_xla+saved") < dots("monarch_xla")
+    assert dots("pallas:h2+saved") < dots("pallas:h2")
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--section", "cpu", "--sizes", "256", "--out", str(out)]
+    fft_conv_bench.main([*args, "--implementations", "monarch_xla", "monarch_xla+saved"])
+    rows = json.loads(out.read_text())["results"]
+    assert {r["implementation"] for r in rows} == {"monarch_xla", "monarch_xla+saved"}
+    assert all(r["median_ms"] > 0 for r in rows)
+
+
 def test_check_runs_fft_variants_and_rejects_bad_specs(tmp_path):
     from pallas_kernels import check
 
     out = tmp_path / "check.json"
-    variants = ["--fft-variants", "r64-bf16", "--rational-variants", "16x64l8-loop"]
+    variants = ["--fft-variants", "r64-bf16", "+saved", "--rational-variants", "16x64l8-loop"]
     assert check.main(["--quick", *variants, "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["results"]
-    assert [r.get("block_sizes") for r in rows] == ["", "", "r64-bf16", "16x64l8-loop"]
+    assert [r.get("block_sizes") for r in rows] == ["", "", "r64-bf16", "+saved", "16x64l8-loop"]
     assert rows[2]["ok"] and rows[2]["tolerance"] == check.TOLERANCE["bfloat16"]
-    assert rows[3]["ok"] and rows[3]["rows"] == 27  # two row tiles, the last one partial
+    assert rows[3]["ok"] and set(rows[3]["rel_err"]) == {"y", "du", "dk", "dpregate", "dpostgate"}
+    assert rows[4]["ok"] and rows[4]["rows"] == 27  # two row tiles, the last one partial
     with pytest.raises(SystemExit):
         check.main(["--quick", "--fft-variants", "r100", "--out", str(out)])
     with pytest.raises(SystemExit):

@@ -17,7 +17,8 @@ def _commands(module: str) -> list[list[str]]:
     overridable list, `${NAME:-a b c}`, read as its words)."""
     text = SCRIPT.read_text().replace("\\\n", " ")
     # The specs of a `check_fft[:SPEC]` step come at run time (its default list, or its name).
-    text = text.replace("--fft-variants $variants", "--fft-variants r128h1w4-bf16")
+    default = re.search(r"\$\{CHECK_FFT_VARIANTS:-([^}]*)\}", text)[1]
+    text = text.replace("--fft-variants $variants", f"--fft-variants {default}")
     text = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
     return [
         line.split(f"-m {module} ", 1)[1].split()
@@ -38,19 +39,26 @@ def test_script_parses():
 
 
 def test_fft_conv_specs_parse():
-    specs = [
-        spec  # "pallas:FWD/BWD" rows: a tiling per pass
+    from pallas_kernels import check
+    from pallas_kernels.fft_conv import bench
+
+    rows = [  # "pallas:FWD/BWD[+saved]" rows: a tiling per pass
+        bench.split_saved(impl)[0].partition(":")[2]
         for args in _commands("pallas_kernels.fft_conv.bench")
         for impl in _values(args, "--implementations")
         if impl.startswith("pallas:")
-        for spec in impl.partition(":")[2].split("/")
     ]
-    specs += [
+    variants = [
         v for args in _commands("pallas_kernels.check") for v in _values(args, "--fft-variants")
     ]
-    assert len(specs) >= 12  # the parse found the script's specs (13 in it now)
-    for spec in specs:
-        FftBlockSizes.parse(spec)
+    assert len(rows) + len(variants) >= 12  # the parse found the script's specs (16 in it now)
+    assert any(v.endswith("+saved") for v in variants)
+    for spec in rows:
+        for tiling in spec.split("/"):
+            FftBlockSizes.parse(tiling)
+        bench._tilings(spec)  # a pair's plans agree
+    for variant in variants:
+        check._fft_variant(variant)
 
 
 def test_rational_tilings_are_valid():

@@ -58,6 +58,9 @@ class HyenaConfig:
         on [0, max_len), so a filter of length T is the first T taps of the same function.
       fft_implementation: passed to `pallas_kernels.fft_conv.fft_conv` ("auto": Pallas on
         TPU, jnp.fft on GPU and CPU, where it was measured faster).
+      fft_save_residuals: passed to `fft_conv(save_residuals=...)`: on the kernel paths the
+        backward reads the forward's input spectrum and pre-gate output instead of recomputing
+        them (two transforms instead of four, for about 8 bytes per frequency per row).
       dtype: compute dtype (filters are always computed in float32: fft_conv takes f32 filters).
       param_dtype: parameter storage dtype.
     """
@@ -83,6 +86,7 @@ class HyenaConfig:
     remat: bool = False
     max_len: int = 2048
     fft_implementation: Literal["auto", "pallas", "interpret", "xla"] = "auto"
+    fft_save_residuals: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 

@@ -113,7 +113,11 @@ class HyenaOperator(nn.Module):
         z = streams[0]  # v: [B, D, L]
         for n in range(N):
             z = fft_conv(
-                z, h[n], postgate=streams[n + 1], implementation=c.fft_implementation
+                z,
+                h[n],
+                postgate=streams[n + 1],
+                implementation=c.fft_implementation,
+                save_residuals=c.fft_save_residuals,
             )  # [B, D, L]
         y = z.transpose(0, 2, 1)  # [B, L, D]
         if decode:

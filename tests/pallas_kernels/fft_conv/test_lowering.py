@@ -12,7 +12,7 @@ from pallas_kernels.fft_conv import BlockSizes, monarch, vjp
 from tests.pallas_kernels.conftest import TRITON_DEPRECATION
 
 
-def _lower(platform, n, gated, kept_frequencies=None, block_sizes=""):
+def _lower(platform, n, gated, kept_frequencies=None, block_sizes="", save_residuals=False):
     length = n // 2
     config = vjp.ConvConfig(
         fft_size=n,
@@ -21,6 +21,7 @@ def _lower(platform, n, gated, kept_frequencies=None, block_sizes=""):
         kept_frequencies=kept_frequencies,
         implementation="pallas",
         block_sizes=BlockSizes.parse(block_sizes) if block_sizes else BlockSizes(),
+        save_residuals=save_residuals,
     )
     u = jax.ShapeDtypeStruct((2, 16, length), jnp.bfloat16)
     k = jax.ShapeDtypeStruct((16, length), jnp.float32)
@@ -62,6 +63,16 @@ def test_kernel_options_lower_for_triton(fake_gpu, n, spec):
 
 
 @pytest.mark.filterwarnings(TRITON_DEPRECATION)
+@pytest.mark.parametrize(
+    ("n", "gated", "spec"), [(1024, True, "h8m8-bf16"), (1024, False, ""), (4096, True, "h4")]
+)
+def test_saved_residuals_lower_for_triton(fake_gpu, n, gated, spec):
+    """The forward writing X's planes and z, the backward reading them, lower for Triton."""
+    text = _lower("cuda", n, gated, block_sizes=spec, save_residuals=True)
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2
+
+
+@pytest.mark.filterwarnings(TRITON_DEPRECATION)
 def test_einsum_spelling_does_not_lower_for_triton(fake_gpu, monkeypatch):
     # Why the kernels use monarch's two_d spelling: an order-3 plan's middle contraction as an
     # einsum is a 3-D dot, and Triton dots are 2-D.
@@ -76,3 +87,9 @@ def test_einsum_spelling_does_not_lower_for_triton(fake_gpu, monkeypatch):
 def test_lowers_for_tpu(n, gated, spec):
     text = _lower("tpu", n, gated, block_sizes=spec)
     assert text.count("stablehlo.custom_call @tpu_custom_call") == 2  # forward, backward
+
+
+@pytest.mark.parametrize(("n", "gated"), [(1024, True), (4096, False)])
+def test_saved_residuals_lower_for_tpu(n, gated):
+    text = _lower("tpu", n, gated, save_residuals=True)
+    assert text.count("stablehlo.custom_call @tpu_custom_call") == 2
