@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import AxisType, NamedSharding
@@ -216,7 +217,9 @@ def partitioned(fn: Callable, rule: Rule) -> Callable:
 
     @mapped.def_vmap
     def _vmap(axis_size, in_batched, *args):
-        if _foldable(rule, in_batched):
+        if axis_size == 0:  # no examples: nothing to launch (a kernel grid over no rows fails)
+            outs = _empty_map(fn, in_batched, args)
+        elif _foldable(rule, in_batched):
             outs = _fold(mapped, rule, axis_size, in_batched, args)
         else:  # Pallas's own batching of the unpartitioned call
             outs = jax.vmap(fn, in_axes=tuple(0 if b else None for b in in_batched))(*args)
@@ -233,6 +236,17 @@ def partitioned(fn: Callable, rule: Rule) -> Callable:
         return mapped(*args)
 
     return wrapper
+
+
+def _empty_map(fn: Callable, in_batched: Sequence[bool], args):
+    """`jax.vmap(fn)` over a mapped axis of size 0: zeros of each result's per-example shape,
+    after a leading axis of 0 (found by tracing `fn` on one example's shapes, not running it)."""
+    example = [
+        jax.ShapeDtypeStruct(a.shape[1:], a.dtype) if b else jax.ShapeDtypeStruct(a.shape, a.dtype)
+        for a, b in zip(args, in_batched, strict=True)
+    ]
+    shapes = jax.eval_shape(fn, *example)
+    return jax.tree.map(lambda s: jnp.zeros((0, *s.shape), s.dtype), shapes)
 
 
 def in_explicit_mesh() -> bool:

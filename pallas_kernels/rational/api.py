@@ -3,12 +3,16 @@
 Kolmogorov-Arnold Transformer (KAT, arXiv 2409.10594), §4 (GR-KAN); FlashKAT (arXiv 2505.13813).
 """
 
+import math
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
-from pallas_kernels import arguments, platform
+from pallas_kernels import arguments, partitioning, platform
 from pallas_kernels.rational import kernel, reference, vjp
 
 __all__ = [
@@ -51,6 +55,9 @@ def check_arguments(x, numerator, denominator, implementation: str = "auto") -> 
         raise ValueError(
             f"implementation={implementation!r}: one of {', '.join(map(repr, IMPLEMENTATIONS))}"
         )
+    for name, value in (("x", x), ("numerator", numerator), ("denominator", denominator)):
+        if not isinstance(value, jax.Array | np.ndarray) or isinstance(value, np.ma.MaskedArray):
+            raise ValueError(f"{name}: expected a jax or numpy array, got {type(value).__name__}")
     if x.ndim < 1:
         raise ValueError(f"x.shape={x.shape}: x must have a channel axis [..., D]")
     if x.dtype not in _X_DTYPES:
@@ -132,4 +139,27 @@ def group_rational(
         backward=backward or None,  # type: ignore[arg-type]
         block_sizes=block_sizes,
     )
-    return vjp.group_rational_op(config, x, numerator, denominator)
+    spec = _straddled_channels(x, denominator.shape[0])
+    if spec is None:
+        return vjp.group_rational_op(config, x, numerator, denominator)
+    # Under an Explicit mesh a shard of D that splits a group cannot be reshaped into groups:
+    # the channels are gathered whole for the op, and the result split back as x was.
+    whole = jax.sharding.reshard(x, P(*spec[:-1], None))
+    y = vjp.group_rational_op(config, whole, numerator, denominator)
+    return jax.sharding.reshard(y, spec)
+
+
+def _straddled_channels(x, groups: int) -> P | None:
+    """x's PartitionSpec (one entry per axis) if x lives on an Explicit mesh whose split of the
+    channel axis D cuts a group of D / G channels (G not a multiple of the shard count); else
+    None. (Under an Auto mesh the partitioner handles any split.)"""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    if sharding is None or sharding.mesh.empty or not partitioning.in_explicit_mesh():
+        return None
+    spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+    axes = spec[-1]
+    if axes is None:
+        return None
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    shards = math.prod(sharding.mesh.shape[a] for a in axes)
+    return None if groups % shards == 0 else P(*spec)

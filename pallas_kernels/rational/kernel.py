@@ -13,13 +13,16 @@ to its own slot of a [num_row_tiles, 8 + 4, D] float32 output; the wrapper then 
 tiles and over each group's columns. No program writes another's slot (no atomics), so the result
 is bitwise reproducible. The in-tile sum is an adjacent-pair tree over summation units, and the
 sum over tiles continues that tree (zero-padded to a power of two), so the whole row reduction is
-one fixed binary tree over units: identical bits for every power-of-two block_rows that holds
-whole units (same unit and block_d). A unit's own sum: `BlockSizes.reduce="tree"` (a unit is a
-leaf of `leaf_rows` rows, reduced over its rows at once, the leaves unrolled); "loop" (a unit is a
-chunk of `chunk_rows` rows whose `leaf_rows`-row slices a `fori_loop` adds elementwise into
-accumulators, reduced over rows once; 4x faster forward + backward on an H200, and far quicker to
-compile). FlashKAT instead sums a tile in registers and issues one atomic add per coefficient per
-program (fewer atomics than KAT's one per element, but still an order that varies run to run).
+one fixed binary tree over units: the same order for every power-of-two block_rows that holds
+whole units (same unit and block_d), hence identical bits wherever the per-element terms round
+alike (a compiler may fuse each tiling's body differently: in interpret mode XLA:CPU does, and
+the terms then differ by a few ulps; README). A unit's own sum: `BlockSizes.reduce="tree"` (a
+unit is a leaf of `leaf_rows` rows, reduced over its rows at once, the leaves unrolled); "loop" (a
+unit is a chunk of `chunk_rows` rows whose `leaf_rows`-row slices a `fori_loop` adds elementwise
+into accumulators, reduced over rows once; 4x faster forward + backward on an H200, and far
+quicker to compile). FlashKAT instead sums a tile in registers and issues one atomic add per
+coefficient per program (fewer atomics than KAT's one per element, but still an order that varies
+run to run).
 
 A partial last row tile (R not a multiple of block_rows) is masked row by row (`_Rows`): on GPU
 with explicit Triton load/store masks, since jax 0.11's Triton lowering does not bound block

@@ -16,6 +16,7 @@ swish fit under both. `fit_form` records this; `max_fit_error` is the kernel-for
 
 import dataclasses
 import math
+import numbers
 from typing import Literal
 
 import jax.numpy as jnp
@@ -131,8 +132,10 @@ def init_coefficients(
     """
     if name not in PRESETS:
         raise ValueError(f"name={name!r}: one of {sorted(PRESETS)}")
-    if not isinstance(num_groups, int) or num_groups < 1:
+    integral = isinstance(num_groups, numbers.Integral) and not isinstance(num_groups, bool)
+    if not integral or num_groups < 1:
         raise ValueError(f"num_groups={num_groups!r}: must be a positive int")
+    num_groups = int(num_groups)
     preset = PRESETS[name]
     rows = 1 if shared_numerator else num_groups
     numerator = jnp.tile(jnp.asarray([preset.numerator], jnp.float32), (rows, 1))

@@ -1,5 +1,7 @@
 """`partitioning.partitioned`: kernel calls that a sharded jit runs per shard (8 CPU devices)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -299,3 +301,41 @@ def test_both_ops_under_a_mesh_of_explicit_and_auto_axes(types, spec):
             np.testing.assert_allclose(
                 np.asarray(g), np.asarray(w), rtol=0, atol=1e-5 * scale, err_msg=name
             )
+
+
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_vmap_over_no_examples(implementation):
+    """A mapped axis of size 0 launches no kernel (a grid over no rows failed inside Pallas):
+    both ops give empty results and zero parameter gradients, as their XLA paths do, mapping
+    only the input (folded into the rows) or the parameters too (the call itself mapped)."""
+    from pallas_kernels.fft_conv import fft_conv
+    from pallas_kernels.rational import group_rational, init_coefficients
+
+    num, den = init_coefficients("swish", 2)
+    x = jnp.ones((0, 3, 4), jnp.float32)
+
+    def rational_loss(x, num, den):
+        f = lambda x: group_rational(x, num, den, implementation=implementation)  # noqa: E731
+        return jax.vmap(f)(x).sum()
+
+    dx, dnum, dden = jax.grad(rational_loss, argnums=(0, 1, 2))(x, num, den)
+    assert dx.shape == x.shape
+    np.testing.assert_array_equal(np.asarray(dnum), 0.0)
+    np.testing.assert_array_equal(np.asarray(dden), 0.0)
+    nums = jnp.zeros((0, *num.shape), jnp.float32)
+    dens = jnp.zeros((0, *den.shape), jnp.float32)
+    per_example = functools.partial(group_rational, implementation=implementation)
+    assert jax.vmap(per_example)(x, nums, dens).shape == x.shape
+
+    u, k = jnp.ones((0, 2, 4, 64), jnp.float32), jnp.ones((4, 64), jnp.float32)
+
+    def conv_loss(u, k):
+        f = lambda u: fft_conv(u, k, implementation=implementation)  # noqa: E731
+        return jax.vmap(f)(u).sum()
+
+    du, dk = jax.grad(conv_loss, argnums=(0, 1))(u, k)
+    assert du.shape == u.shape
+    np.testing.assert_array_equal(np.asarray(dk), 0.0)
+    ks = jnp.zeros((0, 4, 64), jnp.float32)
+    conv = functools.partial(fft_conv, implementation=implementation)
+    assert jax.vmap(conv)(u, ks).shape == u.shape

@@ -7,6 +7,9 @@ scripts/train_kat_*_8x128.sh) and its README table (params, ImageNet-1k top-1 fr
 
 import dataclasses
 
+import jax.numpy as jnp
+
+from efficient.checks import check_positive_ints
 from efficient.models.vit import ViTConfig
 from efficient.nn.kan import FC_INITS, IMPLEMENTATIONS, check_preset
 
@@ -38,8 +41,16 @@ class KATConfig(ViTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.num_groups, int) or self.num_groups < 1:
-            raise ValueError(f"num_groups={self.num_groups!r}: must be a positive int.")
+        check_positive_ints(self, ("num_groups",))  # numpy ints too; not bools
+        object.__setattr__(self, "num_groups", int(self.num_groups))
+        try:
+            dtype = jnp.dtype(self.dtype).name
+        except TypeError:
+            dtype = None
+        if dtype not in ("float32", "bfloat16"):  # group_rational's input dtypes
+            raise ValueError(
+                f"dtype={self.dtype!r}: expected float32 or bfloat16 (group_rational's inputs)."
+            )
         for name in ("features", "mlp_dim"):
             if getattr(self, name) % self.num_groups:
                 raise ValueError(

@@ -7,6 +7,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import jaxtyping
 import numpy as np
 import pytest
 from flax import nnx
@@ -250,6 +251,22 @@ def test_nnx_bridge_matches_linen():
     want = jax.jit(lambda v: KAT(cfg).apply(v, x, train=False))({"params": params})
     assert got.shape == (2, 10)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+def test_config_dtype_and_numpy_groups():
+    smoke = KATConfig.smoke()
+    with pytest.raises(ValueError, match="dtype=.*float16.*expected float32 or bfloat16"):
+        dataclasses.replace(smoke, dtype=jnp.float16)
+    assert dataclasses.replace(smoke, dtype=jnp.bfloat16).dtype == jnp.bfloat16
+    jaxtyping.config.update("jaxtyping_disable", True)  # as users run it: numpy ints, bools
+    try:
+        numpy_groups = dataclasses.replace(smoke, num_groups=np.int64(4))
+        assert numpy_groups == dataclasses.replace(smoke, num_groups=4)
+        assert type(numpy_groups.num_groups) is int
+        with pytest.raises(ValueError, match="num_groups=True"):
+            dataclasses.replace(smoke, num_groups=True)
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)
 
 
 def test_config_errors():

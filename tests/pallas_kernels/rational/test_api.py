@@ -146,6 +146,38 @@ def test_every_path_runs_under_an_explicit_mesh(spec, implementation, shared):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("implementation", ["xla", "interpret", "xla+interpret"])
+def test_explicit_mesh_split_through_a_group(implementation):
+    """An Explicit split of D that cuts a group (G = 3 over 2 shards: 12 channels each, groups of
+    8) cannot be reshaped into groups per shard: the op gathers the channels whole and hands
+    back x's sharding; values and gradients equal the unsharded XLA path's."""
+    mesh = jax.make_mesh((2,), ("model",), axis_types=(jax.sharding.AxisType.Explicit,))
+    x, _, num, den = inputs(6, (4, 24), 3, shared=True)
+    want = _value_and_grads("xla")(x, num, den)
+    with jax.set_mesh(mesh):
+        sharded = jax.device_put(x, jax.P(None, "model"))
+        y = jax.jit(functools.partial(group_rational, implementation=implementation))(
+            sharded, num, den
+        )
+        got = _value_and_grads(implementation)(sharded, num, den)
+        assert jax.typeof(y).sharding.spec == jax.typeof(sharded).sharding.spec
+        assert jax.typeof(got[1][0]).sharding.spec == jax.typeof(sharded).sharding.spec
+    np.testing.assert_allclose(np.asarray(y), np.asarray(group_rational(x, num, den)), rtol=1e-6)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=1e-5)
+
+
+def test_non_arrays_are_refused(no_typecheck):
+    x, num, den = _args()
+    for args, name in (
+        ((x.tolist(), num, den), "x"),
+        ((x, num.tolist(), den), "numerator"),
+        ((x, num, np.ma.masked_array(np.asarray(den))), "denominator"),
+    ):
+        with pytest.raises(ValueError, match=f"{name}: expected a jax or numpy array"):
+            group_rational(*args)
+
+
 def test_works_on_sharded_input():
     """Elementwise over a batch sharded across the 8 simulated devices; equals one device."""
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))

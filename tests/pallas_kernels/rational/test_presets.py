@@ -57,6 +57,15 @@ def test_init_coefficients_layout():
         init_coefficients("swish", 0)
 
 
+def test_init_coefficients_group_count_types(no_typecheck):
+    # As users run it: a numpy int is a count, a bool or a float is not.
+    num, den = init_coefficients("swish", np.int64(4), shared_numerator=False)
+    assert num.shape == (4, 6) and den.shape == (4, 4)
+    for bad in (True, 4.0):
+        with pytest.raises(ValueError, match=f"num_groups={bad!r}: must be a positive int"):
+            init_coefficients("swish", bad)
+
+
 def test_variance_gains():
     """KAT's gains (Monte Carlo, 1e6 samples) within 1% of deterministic quadrature."""
     assert abs(variance_gain("swish") / VARIANCE_GAINS["swish"] - 1) < 0.01  # 2.8108
