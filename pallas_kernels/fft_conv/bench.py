@@ -171,6 +171,8 @@ def _io_bytes(case: Case) -> int:
 def _skip_reason(case: Case, implementation: str, mode: str) -> str | None:
     if implementation == "torch_fft" and mode != "fwd":
         return "torch baseline is forward only here"
+    if implementation.endswith("+saved") and mode == "fwd":
+        return "save_residuals changes forward + backward only (the forward row is the same)"
     if implementation.startswith("pallas") and case.fft_size > api._max_pallas_size():
         return f"the kernel supports N <= {api._max_pallas_size()} here"
     return None
