@@ -240,12 +240,19 @@ def _kernel(*refs, treedef, num_mats, has_pre, has_post, save, block_h, heads_pe
     lax.fori_loop(0, num_groups, body, 0)
 
 
+def residual_z_dtype(u_dtype) -> jnp.dtype:
+    """The dtype z is saved in: u's, except float32 for float16 u (z may exceed f16's 65504 where
+    y = postgate * z and dpostgate = dy * z do not; bf16 has f32's range)."""
+    return jnp.dtype(jnp.float32) if jnp.dtype(u_dtype) == jnp.float16 else jnp.dtype(u_dtype)
+
+
 class Residuals(NamedTuple):
     """What the forward may save for the backward (`fft_conv(save_residuals=True)`), so that the
     backward skips the transforms that recompute them.
 
     Attributes:
-        z: Re(IDFT(X S))[..., :L] before the postgate, [B, H, L] in u's dtype; None ungated.
+        z: Re(IDFT(X S))[..., :L] before the postgate, [B, H, L] in `residual_z_dtype` (u's
+            dtype, f32 for f16); None ungated.
         spectrum: X = DFT(pregate * u), planes [B, H, *plan.spectrum_shape] in f32 (the kernels'
             permuted layout, kept frequencies only).
     """
@@ -330,6 +337,7 @@ def _per_shard(shard, rows, spectrum, pregate, postgate, plan, *, backward: bool
 
     rule = _rule(
         spectrum[0].ndim,
+        rows_in=n,
         gates=len(gates),
         matrices=flat,
         backward=backward,
@@ -340,19 +348,26 @@ def _per_shard(shard, rows, spectrum, pregate, postgate, plan, *, backward: bool
 
 
 def _rule(
-    spectrum_rank: int, *, gates: int, matrices, backward: bool, save: bool, saved_z: bool
+    spectrum_rank: int,
+    *,
+    rows_in: int,
+    gates: int,
+    matrices,
+    backward: bool,
+    save: bool,
+    saved_z: bool,
 ) -> partitioning.Rule:
     """The kernels' operands and results as factors: the batch rows b and the heads h may be
     split over mesh axes; a row's length l, the spectrum's axes and the DFT matrices stay whole.
     The backward's spectrum cotangent [H, ...] lacks b: its shards' sums are all-reduced. The
     residuals (`save`: the forward's extra results, the backward's extra operands) are z, a row
-    (when gated: `saved_z`), and X's planes, one spectrum per row."""
+    (when gated: `saved_z`), and X's planes, one spectrum per row. `rows_in`: the leading row
+    operands (u; the backward's u and dy, or dy alone when u is not needed)."""
     row = "b h l"
     axes = [f"s{i}" for i in range(spectrum_rank - 1)]
     spectrum = " ".join(["h", *axes])
     row_spectrum = " ".join(["b", "h", *axes])
     residuals = [*[row] * (save and saved_z), *[row_spectrum] * (2 * save)]
-    rows_in = 2 if backward else 1  # u (and dy)
     mats = [" ".join(f"m{i}_{d}" for d in range(m.ndim)) for i, m in enumerate(matrices)]
     inputs = (*[row] * rows_in, spectrum, spectrum, *[row] * gates)
     inputs += (*residuals, *mats) if backward else tuple(mats)
@@ -408,8 +423,9 @@ def _spectral_conv_call(
     row_out = jax.ShapeDtypeStruct((batch, heads, *plan.out_shape), out_dtype, **manual)
     out_shape, out_specs = [row_out], [row_spec(plan.out_shape)]
     if save:
-        if postgate is not None:  # z, in u's dtype
-            out_shape.append(jax.ShapeDtypeStruct(row_out.shape, u.dtype, **manual))
+        if postgate is not None:  # z
+            z_dtype = residual_z_dtype(u.dtype)
+            out_shape.append(jax.ShapeDtypeStruct(row_out.shape, z_dtype, **manual))
             out_specs.append(row_spec(plan.out_shape))
         planes = jax.ShapeDtypeStruct((batch, heads, *plan.spectrum_shape), jnp.float32, **manual)
         out_shape += [planes, planes]
@@ -430,10 +446,11 @@ def _spectral_conv_call(
 
 
 def _bwd_kernel(
-    *refs, treedef, num_mats, has_pre, has_post, saved, block_b, block_h, heads_per_dot, dot
+    *refs, treedef, num_mats, has_u, has_pre, has_post, saved, block_b, block_h, heads_per_dot, dot
 ):
     refs = list(refs)
-    u_ref, dy_ref = refs.pop(0), refs.pop(0)
+    u_ref = refs.pop(0) if has_u else None  # not needed with saved residuals and no pregate
+    dy_ref = refs.pop(0)
     pre_ref = refs.pop(0) if has_pre else None
     post_ref = refs.pop(0) if has_post else None
     sr_ref, si_ref = refs.pop(0), refs.pop(0)
@@ -454,10 +471,11 @@ def _bwd_kernel(
         s = (sr_ref[h], si_ref[h])
 
         def row(b, acc):
-            u = u_ref[b, h].astype(jnp.float32)  # [(group,) rows, N_1, ...]
-            x = u if pre_ref is None else u * pre_ref[b, h].astype(jnp.float32)
+            if u_ref is not None:
+                u = u_ref[b, h].astype(jnp.float32)  # [(group,) rows, N_1, ...]
             g = dy_ref[b, h].astype(jnp.float32)
             if xr_ref is None:
+                x = u if pre_ref is None else u * pre_ref[b, h].astype(jnp.float32)
                 x_f = monarch.forward(x, mats, two_d=True, dot=dot)  # [N_0, ..., kept]
             else:
                 x_f = (xr_ref[b, h], xi_ref[b, h])
@@ -488,7 +506,7 @@ def _bwd_kernel(
 
 
 def spectral_conv_bwd(
-    u: jax.Array,
+    u: jax.Array | None,
     dy: jax.Array,
     spectrum: monarch.Planes,
     pregate: jax.Array | None,
@@ -506,8 +524,8 @@ def spectral_conv_bwd(
     all-reduced over the mesh axes that split them.
 
     Args:
-        u: [B, H, L].
-        dy: [B, H, L], the output cotangent.
+        u: [B, H, L]; None with `saved` and no pregate (the backward then never reads it).
+        dy: [B, H, L], the output cotangent (y's dtype, which is u's).
         spectrum: Planes [H, *plan.spectrum_shape].
         pregate: [B, H, L] or None.
         postgate: [B, H, L] or None.
@@ -519,14 +537,19 @@ def spectral_conv_bwd(
         interpret: Run with `interpret=True` (CPU).
 
     Returns:
-        du (u.dtype), dpregate, dpostgate (gate dtypes, or None) [B, H, L], and the spectrum
+        du (u's dtype), dpregate, dpostgate (gate dtypes, or None) [B, H, L], and the spectrum
         cotangent planes [H, *plan.spectrum_shape] in f32.
     """
     _check_supported(block_sizes, plan, interpret)
     rows = _next_pow2(max(plan.rows_in, plan.rows_out))
     plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
 
-    def shard(u, dy, spectrum, pregate, postgate, saved, *, mats):
+    if u is None and (saved is None or pregate is not None):
+        raise ValueError("u: needed unless the residuals are saved and there is no pregate")
+    rows = (dy,) if u is None else (u, dy)
+
+    def shard(*args, mats):
+        (u, dy), (spectrum, pregate, postgate, saved) = _split_rows(args, len(rows))
         du, d_pre, d_post, d_spectrum = _spectral_conv_bwd_call(
             u,
             dy,
@@ -544,7 +567,7 @@ def spectral_conv_bwd(
 
     outs = _per_shard(
         shard,
-        (u, dy),
+        rows,
         spectrum,
         pregate,
         postgate,
@@ -560,11 +583,17 @@ def spectral_conv_bwd(
     return du, d_pre, d_post, tuple(outs[gates:])
 
 
+def _split_rows(args, rows: int):
+    """((u or None, dy), the rest) from a backward shard's operands with `rows` row arrays."""
+    u, dy = (None, args[0]) if rows == 1 else args[:2]
+    return (u, dy), args[rows:]
+
+
 def _spectral_conv_bwd_call(
     u, dy, spectrum, pregate, postgate, saved, *, mats, plan, length, block_sizes, interpret
 ):
     """`spectral_conv_bwd` on one shard (`plan` with its rows rounded up, `mats` its matrices)."""
-    batch, heads, _ = u.shape
+    batch, heads, _ = dy.shape
     block_h = _pow2_divisor(heads, block_sizes.block_h)
     block_b = _pow2_divisor(batch, block_sizes.block_b)
     num_partials = batch // block_b
@@ -575,9 +604,10 @@ def _spectral_conv_bwd_call(
     spectrum_spec = pl.BlockSpec((block_h, *plan.spectrum_shape), lambda b, h: (h, *zeros))
     partial_spec = pl.BlockSpec((1, block_h, *plan.spectrum_shape), lambda b, h: (b, h, *zeros))
     gates = [g for g in (pregate, postgate) if g is not None]
-    data = [monarch.to_digits(a, plan) for a in (u, dy, *gates)]
+    rows = [a for a in (u, dy, *gates) if a is not None]
+    data = [monarch.to_digits(a, plan) for a in rows]
     data += [*spectrum]
-    specs = [row_spec] * (2 + len(gates)) + [spectrum_spec] * 2
+    specs = [row_spec] * len(rows) + [spectrum_spec] * 2
     if saved is not None:
         if saved.z is not None:
             data.append(monarch.to_digits(saved.z, plan))
@@ -591,8 +621,9 @@ def _spectral_conv_bwd_call(
     specs += [pl.BlockSpec(a.shape, lambda b, h, n=a.ndim: (0,) * n) for a in flat]
     row_shape = (batch, heads, *plan.in_shape)
     partial_shape = (num_partials, heads, *plan.spectrum_shape)
-    manual = partitioning.manual_type(u)
-    out_shape = [jax.ShapeDtypeStruct(row_shape, u.dtype, **manual)]
+    manual = partitioning.manual_type(dy)
+    du_dtype = dy.dtype if u is None else u.dtype
+    out_shape = [jax.ShapeDtypeStruct(row_shape, du_dtype, **manual)]
     out_shape += [jax.ShapeDtypeStruct(row_shape, g.dtype, **manual) for g in gates]
     out_shape += [jax.ShapeDtypeStruct(partial_shape, jnp.float32, **manual)] * 2
     out_specs = [row_spec] * (1 + len(gates)) + [partial_spec] * 2
@@ -600,6 +631,7 @@ def _spectral_conv_bwd_call(
         *refs,
         treedef=treedef,
         num_mats=len(flat),
+        has_u=u is not None,
         has_pre=pregate is not None,
         has_post=postgate is not None,
         saved=saved is not None,

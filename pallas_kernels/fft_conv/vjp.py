@@ -157,7 +157,8 @@ def _xla_spectral_conv(config, out_dtype, save, u, spectrum, pregate, postgate):
     y = y.astype(out_dtype)
     if not save:
         return y
-    return y, kernel.Residuals(z=None if postgate is None else z.astype(u.dtype), spectrum=x_f)
+    z = None if postgate is None else z.astype(kernel.residual_z_dtype(u.dtype))
+    return y, kernel.Residuals(z=z, spectrum=x_f)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -174,7 +175,9 @@ def _forward(config, u, k, pregate, postgate):
         y, saved = _spectral_conv(config, u, spectrum, pregate, postgate, u.dtype, save=True)
     else:
         y = _spectral_conv(config, u, spectrum, pregate, postgate, u.dtype)
-    return y, (u, spectrum, pregate, postgate, saved)
+    # With X saved, u is needed only for dpregate: not kept without a pregate (saved memory).
+    keep_u = saved is None or pregate is not None
+    return y, (u if keep_u else None, spectrum, pregate, postgate, saved)
 
 
 def _backward(config, residuals, dy):
@@ -214,7 +217,8 @@ def _filter_type(spectrum) -> dict:
 
 def _xla_cotangents(config, u, dy, spectrum, pregate, postgate, saved=None):
     """(du, dpregate, dpostgate, dspectrum) in jnp: `kernel.spectral_conv_bwd`'s specification.
-    `saved`: the forward's `kernel.Residuals`, used instead of recomputing X and z."""
+    `saved`: the forward's `kernel.Residuals`, used instead of recomputing X and z (u is then
+    None when there is no pregate; du takes dy's dtype, which is y's and so u's)."""
     plan = config.plan
     mats = monarch.monarch_matrices(plan)
     g = dy.astype(jnp.float32)
@@ -243,7 +247,7 @@ def _xla_cotangents(config, u, dy, spectrum, pregate, postgate, saved=None):
         dx = dx * pregate.astype(jnp.float32)
     ds_r, ds_i = monarch.cmul(g_f, x_f, conj_b=True)
     d_spectrum = (ds_r.sum(axis=0), ds_i.sum(axis=0))  # [H, *spectrum_shape]
-    return dx.astype(u.dtype), d_pre, d_post, d_spectrum
+    return dx.astype(dy.dtype if u is None else u.dtype), d_pre, d_post, d_spectrum
 
 
 monarch_conv.defvjp(_forward, _backward)

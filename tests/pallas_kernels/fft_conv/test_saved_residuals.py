@@ -127,7 +127,8 @@ def test_the_kernel_backward_runs_two_transforms_not_three_or_four(gates):
 @pytest.mark.parametrize("gates", ["none", "both"])
 def test_the_xla_backward_reads_the_residuals(gates):
     """On the Monarch XLA path the backward's matmuls drop the same way, and its residuals gain
-    X's planes ([B, H, *spectrum_shape]) and, gated, z (one more [B, H, L] array)."""
+    X's planes ([B, H, *spectrum_shape]) and, gated, z (one more [B, H, L] array), and lose u
+    where there is no pregate (one fewer)."""
     u, k, pre, post = _gated_inputs(4, 2, 2, 300, 300, jnp.float32, gates)
 
     def backward(save):
@@ -143,7 +144,8 @@ def test_the_xla_backward_reads_the_residuals(gates):
     planes = (2, 2, 32, 32)  # N = 1024 as 32 x 32
     assert saved_shapes.count(planes) == 2 and planes not in shapes
     rows = saved_shapes.count((2, 2, 300)) - shapes.count((2, 2, 300))
-    assert rows == (1 if GATES[gates][1] else 0)
+    has_pre, has_post = GATES[gates]
+    assert rows == int(has_post) - int(not has_pre)
 
 
 def test_runs_per_shard_under_a_sharded_jit():
@@ -211,3 +213,52 @@ def test_bad_value_is_refused(no_typecheck):
     u, k, _, _ = inputs(1, 1, 2, 64, 64)
     with pytest.raises(ValueError, match="save_residuals='yes': must be True or False"):
         fft_conv(u, k, save_residuals="yes")
+
+
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_float16_z_past_its_range(implementation):
+    """z = y / postgate may exceed float16's 65504 where y and dy * z do not: z is saved in f32
+    for f16 u, so dpostgate stays the recomputing backward's (it was inf)."""
+    u = jnp.full((1, 1, 64), 200.0, jnp.float16)
+    k = jnp.full((1, 32), 20.0, jnp.float32)
+    post = jnp.full((1, 1, 64), 1e-3, jnp.float16)
+    dy = jnp.full((1, 1, 64), 1e-3, jnp.float16)
+
+    def grads(save):
+        f = lambda u, k, post: fft_conv(  # noqa: E731
+            u, k, postgate=post, implementation=implementation, save_residuals=save
+        )
+        return jax.vjp(f, u, k, post)[1](dy)
+
+    saved, recomputed = grads(True), grads(False)
+    assert np.isfinite(np.asarray(saved[2], np.float32)).all()
+    for a, b in zip(saved, recomputed, strict=True):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+@pytest.mark.parametrize("gates", ["post", "both"])
+def test_u_is_kept_only_for_the_pregate(implementation, gates):
+    """With X saved, u serves only dpregate: without a pregate it is not a residual (nor an
+    operand of the backward kernel); with one it is."""
+    u, k, pre, post = _gated_inputs(5, 2, 2, 300, 300, jnp.float32, gates)
+    x = jnp.tanh(u)  # an intermediate the conv alone would keep alive
+
+    def f(x, k):
+        return fft_conv(
+            x, k, pregate=pre, postgate=post, implementation=implementation, save_residuals=True
+        )
+
+    _, vjp_fn = jax.vjp(f, x, k)
+    kept = any(leaf is x for leaf in jax.tree.leaves(vjp_fn))
+    assert kept == (gates == "both")
+    if implementation == "interpret":
+        jaxpr = jax.make_jaxpr(vjp_fn)(x).jaxpr
+        (bwd,) = [
+            e
+            for e in _equations(jaxpr)
+            if e.primitive.name == "pallas_call" and e.params["name"] == "fft_conv_bwd"
+        ]
+        rows = [v for v in bwd.invars if v.aval.shape[:2] == (2, 2) and v.aval.ndim == 4]
+        # dy, the gates, z (and u with a pregate); X's planes are [2, 2, 32, 32] too: counted
+        assert len(rows) == {"post": 5, "both": 7}[gates]
