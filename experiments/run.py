@@ -179,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
     parser.add_argument("--workdir", help="run directory (default runs/NAME/<utc time>)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--print-config", action="store_true", help="print the config and exit")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the preset's config (with overrides) and exit; sizes a run takes from its "
+        "data (e.g. the recommenders' num_items) are resolved later, in the run's config.json",
+    )
     parser.add_argument(
         "--distributed",
         action="store_true",

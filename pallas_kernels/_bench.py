@@ -27,6 +27,7 @@ __all__ = [
     "exit_status",
     "time_fn",
     "time_rows",
+    "failed_rows",
     "time_torch_cuda",
 ]
 
@@ -235,7 +236,8 @@ def time_rows(
             a PyTorch or skipped row).
         run: (row, compiled) -> the row's record; compiled is (executable, seconds) or None.
         header: row -> the fields naming the row, the record of a row whose compile or run
-            raised (with "skipped": the error; a GPU session must not end on one failure).
+            raised (with "skipped": the error, and "error": True; a GPU session must not end
+            on one failure, but its exit status says one happened: `failed_rows`).
         show: record -> None (prints it).
         out: The JSON file.
         env: `environment()`, stored with the records.
@@ -255,12 +257,23 @@ def time_rows(
             try:
                 record = run(rows[i], ahead.get(i))
             except Exception as e:  # noqa: BLE001 — reported as the row's record
-                record = header(rows[i]) | {"skipped": f"{type(e).__name__}: {str(e)[:300]}"}
+                reason = f"{type(e).__name__}: {str(e)[:300]}"
+                record = header(rows[i]) | {"skipped": reason, "error": True}
             show(record)
             add_result(out, env, results, record)
     finally:
         ahead.shutdown()
     return results
+
+
+def failed_rows(results: list[dict]) -> int:
+    """The exit status of a bench CLI: 1 (and a line saying how many) if any row raised
+    (`time_rows`), else 0. Rows skipped on purpose (no torch, a mode a row does not change)
+    do not count."""
+    failed = sum(bool(r.get("error")) for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} rows failed (their 'skipped' field says why)")
+    return 1 if failed else 0
 
 
 def time_torch_cuda(run, *, warmup: int, repeats: int) -> dict:

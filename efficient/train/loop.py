@@ -357,9 +357,10 @@ def train(
         elif not stateful:
             log.warning("resuming with a data iterator that has no state: data restarts.")
         start = _step_number(state)
-        log.info("resumed from step %d in %s", start, checkpointer.directory)
-    elif resume:
-        log.info("no checkpoint in %s; starting from step 0", checkpointer.directory)
+        if primary:  # on the terminal, not only in the log: a resume should say so
+            print(f"resumed from step {start} ({checkpointer.directory})", flush=True)
+    elif resume and primary:
+        print(f"--resume: no checkpoint in {checkpointer.directory}; starting from step 0")
 
     writer = MetricsWriter(workdir, resume_step=start if resume else None, enabled=primary)
     if jax.process_count() > 1:  # the others read metrics.jsonl once process 0 has trimmed it

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ import numpy as np
 from pallas_kernels._bench import (
     add_compile_workers_argument,
     environment,
+    failed_rows,
     time_fn,
     time_rows,
     time_torch_cuda,
@@ -255,7 +257,11 @@ def _sections(
 def build_parser() -> argparse.ArgumentParser:
     """The command line (tools/gpu_bench.sh's arguments are parsed by it in the tests)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer sizes (256, 1K, 4K), 5 repeats, 1 warm-up, and on CPU B x H = 2 x 64",
+    )
     parser.add_argument(
         "--section",
         choices=("auto", "cpu", "sparse", "gpu", "all"),
@@ -278,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     """CLI entry point."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -357,12 +363,15 @@ def main(argv=None) -> None:
     )  # fmt: skip
     _print_ratios(results)
     print(f"wrote {args.out}")
+    return failed_rows(results)
 
 
 def _print(r: dict) -> None:
     if "skipped" in r:
         print(
-            f"{r['section']:6} N={r['fft_size']:6} {r['implementation']:12} {r['mode']:7} skipped"
+            f"{r['section']:6} N={r['fft_size']:6} {r['implementation']:12} {r['mode']:7} "
+            f"skipped: {r['skipped']}",
+            flush=True,
         )
         return
     flops = r.get("flops")
@@ -398,4 +407,4 @@ def _print_ratios(results: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

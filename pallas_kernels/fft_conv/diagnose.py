@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         type=_factors,
         default=((16, 16, 16), (64, 64)),
-        help="whole transforms, radices joined by x (e.g. 16x16x16); none: dots only",
+        help="whole transforms, radices joined by x (e.g. 16x16x16); default 16x16x16 64x64; "
+        "the flag with no value: the dots only",
     )
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("bench_results/fft_conv_diagnose.json")

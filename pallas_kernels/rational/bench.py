@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ import numpy as np
 from pallas_kernels._bench import (
     add_compile_workers_argument,
     environment,
+    failed_rows,
     time_fn,
     time_rows,
     time_torch_cuda,
@@ -232,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     """CLI entry point."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -292,7 +294,8 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"env": env, "results": results, "ratios": ratios}, indent=1))
     print(f"wrote {args.out}")
+    return failed_rows(results)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -100,7 +100,7 @@ def test_check_passes_in_interpret_mode_and_fails_on_a_wrong_kernel(tmp_path, mo
 def test_fft_conv_bench_implementations_override(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--quick", "--section", "cpu", "--sizes", "256", "--out", str(out)]
-    fft_conv_bench.main([*args, "--implementations", "jnp_fft"])
+    assert fft_conv_bench.main([*args, "--implementations", "jnp_fft"]) == 0
     rows = json.loads(out.read_text())["results"]
     assert {r["implementation"] for r in rows} == {"jnp_fft"} and len(rows) == 2  # fwd, fwd_bwd
     for bad in (
@@ -109,6 +109,16 @@ def test_fft_conv_bench_implementations_override(tmp_path):
     ):  # fmt: skip
         with pytest.raises(SystemExit):  # checked before any row is timed
             fft_conv_bench.main([*args, "--implementations", bad])
+
+
+def test_fft_conv_bench_fails_when_a_row_raises(tmp_path, capsys):
+    """Compiled Pallas rows cannot run on CPU: every row runs (and says why it failed, on the
+    terminal too), and the exit status is 1."""
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--section", "cpu", "--sizes", "256", "--out", str(out)]
+    assert fft_conv_bench.main([*args, "--implementations", "jnp_fft", "pallas:h4b8w8"]) == 1
+    printed = capsys.readouterr().out
+    assert "skipped: ValueError" in printed and "2 of 4 rows failed" in printed
 
 
 def test_fft_conv_bench_tilings_per_pass():
@@ -252,4 +262,8 @@ def test_time_rows_times_ready_rows_first_and_records_failures(tmp_path):
     by_row = {r["row"]: r for r in results}
     assert by_row["double"]["median_ms"] > 0 and by_row["double"]["compile_s"] > 0
     assert by_row["bad"]["skipped"].startswith("TypeError")  # the lowering's shape error
+    assert by_row["bad"]["error"] and not by_row["torch"].get("error")
+    from pallas_kernels._bench import failed_rows
+
+    assert failed_rows(results) == 1 and failed_rows([by_row["double"], by_row["torch"]]) == 0
     assert json.loads(out.read_text()) == {"env": {"platform": "test"}, "results": results}

@@ -36,12 +36,14 @@ def _run(workdir, steps, resume=False, data=None, devices=None, **kw):
     )  # fmt: skip
 
 
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path, capsys):
     full = _run(tmp_path / "full", 12)
     # The same 12-step run, stopped after 7 steps (checkpoints at 5 and 7), then resumed.
     paused = _run(tmp_path / "split", 12, checkpoint_every=5, stop_after=7)
     assert paused.summary["status"] == "paused" and paused.summary["step"] == 7
+    capsys.readouterr()
     resumed = _run(tmp_path / "split", 12, resume=True)
+    assert "resumed from step 7" in capsys.readouterr().out  # the terminal says so
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
     assert sorted(a) == sorted(b) == list(range(1, 13))
     np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=0, atol=0)
