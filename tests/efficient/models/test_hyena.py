@@ -8,6 +8,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import jaxtyping
 import numpy as np
 import pytest
 from flax import nnx
@@ -363,11 +364,26 @@ def test_call_errors():
         ({"num_layers": 0}, "num_layers"),
         ({"dtype": jnp.float64}, "dtype=.*float64.*expected one of float32, bfloat16, float16"),
         ({"dtype": "int8"}, "dtype='int8'"),
+        ({"param_dtype": jnp.int8}, "param_dtype=.*int8.*expected a floating dtype"),
+        ({"filter_frequency": float("nan")}, "filter_frequency=nan"),
+        ({"init_std": 0.0}, "init_std=0.0"),
     ],
 )
 def test_config_errors(overrides, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(SMOKE, **overrides)
+
+
+def test_flags_and_numpy_integers():
+    jaxtyping.config.update("jaxtyping_disable", True)  # as users run it: the hook refuses first
+    try:
+        for name in ("use_bias", "remat", "fft_save_residuals", "tie_embeddings"):
+            for bad in ("yes", 1, None):
+                with pytest.raises(ValueError, match=f"{name}={bad!r}: expected True or False"):
+                    dataclasses.replace(SMOKE, **{name: bad})
+        assert dataclasses.replace(SMOKE, filter_layers=np.int64(2)).filter_layers == 2
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)
 
 
 def test_every_fft_conv_dtype_is_accepted():
