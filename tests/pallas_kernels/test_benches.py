@@ -8,7 +8,7 @@ import pytest
 
 from pallas_kernels.fft_conv import bench as fft_conv_bench
 from pallas_kernels.rational import bench as rational_bench
-from tests.pallas_kernels.fft_conv.test_conv import _equations
+from tests.pallas_kernels.fft_conv.common import equations
 
 
 @pytest.mark.parametrize("bench", [fft_conv_bench, rational_bench], ids=["fft_conv", "rational"])
@@ -133,7 +133,7 @@ def test_fft_conv_bench_tilings_per_pass():
     case = fft_conv_bench.Case(fft_size=1024, batch=2, heads=4, gated=True)
     step = fft_conv_bench._fwd_bwd(fft_conv_bench._conv(case, "pallas:h2/h4b2"))
     jaxpr = jax.make_jaxpr(step)(*fft_conv_bench._input_shapes(case)).jaxpr  # traced, not compiled
-    grids = [e.params["grid_mapping"].grid for e in _equations(jaxpr) if "grid_mapping" in e.params]
+    grids = [e.params["grid_mapping"].grid for e in equations(jaxpr) if "grid_mapping" in e.params]
     assert grids == [(2, 2), (1, 1)]  # forward (B, H / 2); backward (B / 2, H / 4)
     with pytest.raises(ValueError, match="both passes need the same plan"):
         fft_conv_bench._conv(dataclasses.replace(case, fft_size=4096), "pallas:h2/r128h4")
@@ -148,7 +148,7 @@ def test_fft_conv_bench_saved_rows(tmp_path, monkeypatch):
     def dots(implementation):
         step = fft_conv_bench._fwd_bwd(fft_conv_bench._conv(case, implementation))
         jaxpr = jax.make_jaxpr(step)(*fft_conv_bench._input_shapes(case)).jaxpr
-        return sum(e.primitive.name == "dot_general" for e in _equations(jaxpr))
+        return sum(e.primitive.name == "dot_general" for e in equations(jaxpr))
 
     assert dots("monarch_xla+saved") < dots("monarch_xla")
     assert dots("pallas:h2+saved") < dots("pallas:h2")

@@ -60,3 +60,15 @@ def numpy_conv(u, k, fft_size, pregate=None, postgate=None):
     if postgate is not None:
         y = y * np.asarray(postgate, np.float64)
     return y
+
+
+def equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs nested in its equations' parameters (the
+    kernels' bodies inside a pallas_call, the branches of a cond, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from equations(inner)

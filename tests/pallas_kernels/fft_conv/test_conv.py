@@ -9,7 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 from pallas_kernels.fft_conv import BlockSizes, api, fft_conv, fft_conv_reference, monarch
-from tests.pallas_kernels.fft_conv.common import assert_close, inputs, numpy_conv
+from tests.pallas_kernels.fft_conv.common import assert_close, equations, inputs, numpy_conv
 
 # (N, L, Lk): causal (default N) unless L = N (circular, fft_size=L).
 CASES = [
@@ -28,22 +28,7 @@ XLA_ONLY_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _monarch_everywhere(monkeypatch):
-    # implementation="xla" may pick jnp.fft at sizes where it is faster; these tests are about the
-    # Monarch path itself.
-    monkeypatch.setattr(api, "_JNP_FFT_SIZES", {})
-
-
-def _equations(jaxpr):
-    """Every equation of a jaxpr and of the jaxprs nested in its equations' parameters."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, tuple | list) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from _equations(inner)
+pytestmark = pytest.mark.usefixtures("monarch_everywhere")
 
 
 def _assert_kernels_match_reference(blocks, n, length, *, batch, heads, backward_blocks=None):
@@ -219,7 +204,7 @@ class TestInterpret(TestXla):
         jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(u, k).jaxpr
         launched = [
             e.params["grid_mapping"].grid
-            for e in _equations(jaxpr)
+            for e in equations(jaxpr)
             if e.primitive.name == "pallas_call"
         ]
         assert launched == grids
@@ -274,13 +259,11 @@ class TestInterpret(TestXla):
 
         with platform.compiling_for("gpu"):
             jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2, 3)))(u, k, pre, post).jaxpr
-        kernels = [
-            e.params["jaxpr"] for e in _equations(jaxpr) if e.primitive.name == "pallas_call"
-        ]
+        kernels = [e.params["jaxpr"] for e in equations(jaxpr) if e.primitive.name == "pallas_call"]
         assert len(kernels) == 2  # forward, backward
         for body in kernels:
             precisions = [
-                e.params["precision"] for e in _equations(body) if e.primitive.name == "dot_general"
+                e.params["precision"] for e in equations(body) if e.primitive.name == "dot_general"
             ]
             assert precisions and all(p == monarch.DOT_PRECISIONS[dot] for p in precisions), (
                 precisions

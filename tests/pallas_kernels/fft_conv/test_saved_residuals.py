@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pallas_kernels.fft_conv import BlockSizes, api, fft_conv, fft_conv_reference
-from tests.pallas_kernels.fft_conv.common import assert_close, inputs
+from pallas_kernels.fft_conv import BlockSizes, fft_conv, fft_conv_reference
+from tests.pallas_kernels.fft_conv.common import assert_close, equations, inputs
 from tests.pallas_kernels.hlo import largest_all_gather
 
 GATES = {
@@ -23,20 +23,7 @@ GATES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _monarch_everywhere(monkeypatch):
-    # implementation="xla" picks jnp.fft on CPU; these tests are about the Monarch paths.
-    monkeypatch.setattr(api, "_JNP_FFT_SIZES", {})
-
-
-def _equations(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, tuple | list) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from _equations(inner)
+pytestmark = pytest.mark.usefixtures("monarch_everywhere")
 
 
 def _gated_inputs(seed, batch, heads, length, filter_len, dtype, gates):
@@ -94,7 +81,7 @@ def test_values_and_gradients_equal_the_reference(
 
 
 def _dots(jaxpr) -> int:
-    return sum(e.primitive.name == "dot_general" for e in _equations(jaxpr))
+    return sum(e.primitive.name == "dot_general" for e in equations(jaxpr))
 
 
 @pytest.mark.parametrize("gates", ["none", "pre", "post", "both"])
@@ -113,7 +100,7 @@ def test_the_kernel_backward_runs_two_transforms_not_three_or_four(gates):
             return y.sum()
 
         jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(u, k).jaxpr
-        calls = [e for e in _equations(jaxpr) if e.primitive.name == "pallas_call"]
+        calls = [e for e in equations(jaxpr) if e.primitive.name == "pallas_call"]
         return {e.params["name"]: _dots(e.params["jaxpr"]) for e in calls}
 
     saved, recomputed = kernel_dots(True), kernel_dots(False)
@@ -256,7 +243,7 @@ def test_u_is_kept_only_for_the_pregate(implementation, gates):
         jaxpr = jax.make_jaxpr(vjp_fn)(x).jaxpr
         (bwd,) = [
             e
-            for e in _equations(jaxpr)
+            for e in equations(jaxpr)
             if e.primitive.name == "pallas_call" and e.params["name"] == "fft_conv_bwd"
         ]
         rows = [v for v in bwd.invars if v.aval.shape[:2] == (2, 2) and v.aval.ndim == 4]
