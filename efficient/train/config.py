@@ -85,7 +85,8 @@ class TrainConfig:
         schedule included, is `steps` long; `--resume` continues it. For time-sliced jobs.
       early_stopping_patience: end the run (status "completed", `early_stopped` true in the
         summary) once the task's `best_metric` has not improved in this many consecutive
-        evaluations; None trains all `steps`. Needs `eval_every` > 0 and eval data.
+        evaluations (a tie improves when its eval loss is lower); None trains all `steps`.
+        Needs `eval_every` > 0 and eval data.
       keep_best: keep the parameters (and model state) of the best evaluation: in device
         memory while training (one extra copy of the parameters), in `workdir/best/` at every
         checkpoint, and in `TrainResult.best_variables`; test data is then evaluated with them.

@@ -81,9 +81,11 @@ class _BestTracker:
     """The best evaluation so far and the evaluations since it (for early stopping).
 
     An evaluation improves when the task's `best_metric` is strictly better than the best so far
-    (the first one always does). `exhausted` once `patience` evaluations in a row did not. (Keras'
-    convention; RecBole's `early_stopping` also counts a tie as an improvement and stops one
-    evaluation later, at the patience + 1-th.)
+    (the first one always does), or equal to it with a strictly lower eval loss (accuracy on a
+    small eval set ties often; the lower loss breaks the tie). `exhausted` once `patience`
+    evaluations in a row did not. (Keras' convention, which counts no tie; RecBole's
+    `early_stopping` counts every tie as an improvement and stops one evaluation later, at the
+    patience + 1-th.)
     """
 
     def __init__(self, metric: tuple[str, str] | None, patience: int | None):
@@ -107,12 +109,20 @@ class _BestTracker:
                     f"report (it reports {', '.join(metrics)}); set Task.best_metric."
                 )
             return False
-        value = metrics[key]
-        if self.best is None or sign * value > sign * self.best[key]:
+        if self.best is None or self._better(metrics, key, sign):
             self.best, self.since_best = dict(metrics, step=step), 0
             return True
         self.since_best += 1
         return False
+
+    def _better(self, metrics: dict[str, float], key: str, sign: int) -> bool:
+        value, best = metrics[key], self.best[key]
+        if math.isnan(best) or math.isnan(value):  # a finite value beats a NaN one
+            return math.isnan(best) and not math.isnan(value)
+        if value != best:
+            return sign * value > sign * best
+        loss, best_loss = metrics.get("loss", math.nan), self.best.get("loss", math.nan)
+        return key != "loss" and loss < best_loss  # False when either is NaN or missing
 
     @property
     def best_step(self) -> int | None:

@@ -115,3 +115,31 @@ def test_bad_settings_are_named(tmp_path):
         TrainConfig(early_stopping_patience=0, eval_every=1)
     with pytest.raises(ValueError, match="'ndcg@10'"):
         _run(tmp_path, task=_task(best_metric=("ndcg@10", "max")))
+
+
+def _saturating_loss_fn(outputs, batch):
+    # "hit" is 1 from step 4 on (w_4 = 3.44 > 3) and ties from then; the loss keeps falling.
+    loss, _ = _loss_fn(outputs, batch)
+    return loss, {"loss": loss, "hit": (outputs[0, 0] > 3.0).astype(jnp.float32)}
+
+
+def test_a_tie_on_the_best_metric_goes_to_the_lower_loss(tmp_path):
+    task = Task(model=_Scalar(), loss_fn=_saturating_loss_fn, inputs=lambda b: (b["x"],),
+                best_metric=("hit", "max"))  # fmt: skip
+    result = _run(tmp_path, task=task, steps=9, early_stopping_patience=None)
+    assert result.summary["best_step"] == 9  # hit = 1 from step 4; step 9 has the lowest loss
+    np.testing.assert_allclose(result.best_variables["params"]["w"], [_w(9)], rtol=1e-5)
+    # With patience, the falling loss keeps resetting the count: no early stop.
+    result = _run(tmp_path / "patient", task=task, steps=9, early_stopping_patience=2)
+    assert not result.summary["early_stopped"] and result.summary["best_step"] == 9
+
+
+def test_a_finite_evaluation_replaces_a_nan_best():
+    from efficient.train.loop import _BestTracker
+
+    tracker = _BestTracker(("score", "max"), patience=None)
+    assert tracker.update({"score": float("nan"), "loss": 1.0}, step=1)
+    assert tracker.update({"score": -3.0, "loss": 2.0}, step=2)
+    assert not tracker.update({"score": float("nan"), "loss": 0.5}, step=3)
+    assert not tracker.update({"score": -3.0, "loss": float("nan")}, step=4)  # tie, loss unknown
+    assert tracker.best_step == 2
