@@ -11,8 +11,6 @@ import jax.numpy as jnp
 import jaxtyping
 import numpy as np
 import pytest
-from flax import nnx
-from flax.nnx import bridge
 
 from efficient.models.hyena import (
     Hyena,
@@ -22,9 +20,14 @@ from efficient.models.hyena import (
     exponential_decay,
     positional_features,
 )
-from efficient.models.transformer import TransformerConfig, generate, init_cache
+from efficient.models.transformer import TransformerConfig
 from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
-from tests.efficient.models._sharding import assert_logically_annotated
+from tests.efficient.models._checks import (
+    assert_cached_decode_matches_full_forward,
+    assert_greedy_generation_matches_argmax_loop,
+    assert_logically_annotated,
+    assert_nnx_bridge_matches_linen,
+)
 
 SMOKE = HyenaConfig.smoke()
 
@@ -250,31 +253,12 @@ def test_saved_fft_residuals_give_the_same_gradients():
 
 def test_cached_decode_matches_full_forward():
     model, params = _init(SMOKE)
-    tokens = _tokens(T=11)
-    full = jax.jit(lambda p: model.apply({"params": p}, tokens))(params)
-    step = jax.jit(
-        lambda p, c, t: model.apply({"params": p, "cache": c}, t, decode=True, mutable=["cache"])
-    )
-    cache = init_cache(model, 2, 16)
-    outs = []
-    for lo, hi in [(0, 6), *[(t, t + 1) for t in range(6, 11)]]:  # prefill, then one per step
-        logits, mutated = step(params, cache, tokens[:, lo:hi])
-        cache = mutated["cache"]
-        outs.append(logits)
-    np.testing.assert_allclose(
-        np.asarray(jnp.concatenate(outs, 1)), np.asarray(full), rtol=1e-5, atol=1e-5
-    )
+    assert_cached_decode_matches_full_forward(model, params, _tokens(T=11), prefill=6)
 
 
 def test_greedy_generation_matches_uncached_argmax_loop():
     model, params = _init(SMOKE)
-    prompt = _tokens(T=5)
-    got = generate(model, params, prompt, jax.random.key(0), max_new_tokens=6)
-    want = prompt
-    for _ in range(6):
-        nxt = jnp.argmax(model.apply({"params": params}, want)[:, -1], -1).astype(jnp.int32)
-        want = jnp.concatenate([want, nxt[:, None]], axis=1)
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert_greedy_generation_matches_argmax_loop(model, params, _tokens(T=5), 6)
 
 
 def test_bf16_compute_runs_close_to_f32():
@@ -332,14 +316,7 @@ def test_sharded_forward_equals_unsharded(fft_implementation):
 
 
 def test_nnx_bridge_matches_linen():
-    tokens = _tokens()
-    with nnx.use_eager_sharding(False), jax.threefry_partitionable(False):
-        model = bridge.ToNNX(Hyena(SMOKE), rngs=nnx.Rngs(0))
-        nnx.jit(lambda m, x: bridge.lazy_init(m, x))(model, tokens)
-    got = nnx.jit(lambda m, x: m(x))(model, tokens)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    want = Hyena(SMOKE).apply({"params": params}, tokens)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+    assert_nnx_bridge_matches_linen(Hyena(SMOKE), _tokens())
 
 
 def test_call_errors():

@@ -10,15 +10,16 @@ import jax.numpy as jnp
 import jaxtyping
 import numpy as np
 import pytest
-from flax import nnx
-from flax.nnx import bridge
 
 from efficient.models.kat import KAT, KATConfig
 from efficient.models.vit import ViT, ViTConfig
 from efficient.nn import GRKAN, GroupRational
 from efficient.sharding import MeshConfig, batch_sharding, logical_to_sharding, make_mesh
 from pallas_kernels.rational import PRESETS, VARIANCE_GAINS, group_rational_reference
-from tests.efficient.models._sharding import assert_logically_annotated
+from tests.efficient.models._checks import (
+    assert_logically_annotated,
+    assert_nnx_bridge_matches_linen,
+)
 
 
 def _kat_parameters(cfg: KATConfig) -> int:
@@ -238,19 +239,12 @@ def test_sharded_forward_equals_unsharded(implementation):
 
 
 def test_nnx_bridge_matches_linen():
-    cfg = KATConfig.smoke()
     x = jax.random.normal(jax.random.key(3), (2, 32, 32, 3))
-    with nnx.use_eager_sharding(False), jax.threefry_partitionable(False):
-        model = bridge.ToNNX(KAT(cfg), rngs=nnx.Rngs(0))
-        nnx.jit(lambda m, x: bridge.lazy_init(m, x, train=False))(model, x)
-    got = nnx.jit(lambda m, x: m(x, train=False))(model, x)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    variables = assert_nnx_bridge_matches_linen(KAT(KATConfig.smoke()), x, train=False)
     np.testing.assert_array_equal(
-        params["blocks_1"]["mlp"]["act2"]["numerator"], _f32([PRESETS["swish"].numerator])
+        variables["params"]["blocks_1"]["mlp"]["act2"]["numerator"],
+        _f32([PRESETS["swish"].numerator]),
     )
-    want = jax.jit(lambda v: KAT(cfg).apply(v, x, train=False))({"params": params})
-    assert got.shape == (2, 10)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
 
 
 def test_config_dtype_and_numpy_groups():

@@ -10,14 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-from flax.nnx import bridge
 
 from efficient.models.lact import LaCT, LaCTConfig, LaCTLayer, sliding_window_attention
-from efficient.models.transformer import generate, init_cache
 from efficient.nn import attention_mask, dot_product_attention
 from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
-from tests.efficient.models._sharding import assert_logically_annotated
+from tests.efficient.models._checks import (
+    assert_cached_decode_matches_full_forward,
+    assert_greedy_generation_matches_argmax_loop,
+    assert_logically_annotated,
+    assert_nnx_bridge_matches_linen,
+)
 
 SMOKE = LaCTConfig.smoke()
 
@@ -300,34 +302,14 @@ def test_cached_decode_matches_full_forward():
     # Without Muon: its bfloat16 Newton-Schulz turns last-bit differences between the prefill's
     # and the full forward's projections into ~1e-2 changes (as the LM code would).
     model, params = _init(SMOKE)
-    tokens = _tokens(T=41)
-    full = jax.jit(lambda p: model.apply({"params": p}, tokens))(params)
-    step = jax.jit(
-        lambda p, c, t: model.apply({"params": p, "cache": c}, t, decode=True, mutable=["cache"])
-    )
-    cache = init_cache(model, 2, 48)
-    outs = []
-    for lo, hi in [(0, 20), *[(t, t + 1) for t in range(20, 41)]]:  # prefill, then one per step
-        logits, mutated = step(params, cache, tokens[:, lo:hi])
-        cache = mutated["cache"]
-        outs.append(logits)
-    np.testing.assert_allclose(
-        np.asarray(jnp.concatenate(outs, 1)), np.asarray(full), rtol=1e-5, atol=1e-5
+    assert_cached_decode_matches_full_forward(
+        model, params, _tokens(T=41), prefill=20, cache_len=48
     )
 
 
 def test_greedy_generation_matches_uncached_argmax_loop():
     model, params = _init(SMOKE)
-    prompt = _tokens(T=13)
-    got = generate(model, params, prompt, jax.random.key(0), max_new_tokens=7)  # crosses C = 16
-    # The uncached loop runs one fixed-length forward: the model is causal, so the zeros after
-    # the current length do not change the logits at its last token.
-    forward = jax.jit(lambda t: model.apply({"params": params}, t))
-    want = jnp.zeros((2, 20), jnp.int32).at[:, :13].set(prompt)
-    for n in range(13, 20):
-        nxt = jnp.argmax(forward(want)[:, n - 1], -1).astype(jnp.int32)
-        want = want.at[:, n].set(nxt)
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert_greedy_generation_matches_argmax_loop(model, params, _tokens(T=13), 7)  # crosses C = 16
 
 
 @pytest.mark.parametrize("muon", [False, True], ids=["momentum", "muon"])
@@ -405,14 +387,7 @@ def test_sharded_forward_equals_unsharded():
 
 
 def test_nnx_bridge_matches_linen():
-    tokens = _tokens(T=20)
-    with nnx.use_eager_sharding(False), jax.threefry_partitionable(False):
-        model = bridge.ToNNX(LaCT(SMOKE), rngs=nnx.Rngs(0))
-        nnx.jit(lambda m, x: bridge.lazy_init(m, x))(model, tokens)
-    got = nnx.jit(lambda m, x: m(x))(model, tokens)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    want = LaCT(SMOKE).apply({"params": params}, tokens)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+    assert_nnx_bridge_matches_linen(LaCT(SMOKE), _tokens(T=20))
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-from flax.nnx import bridge
 
 from efficient.models.lowformer import (
     LowFormer,
@@ -20,7 +18,10 @@ from efficient.models.lowformer import (
 from efficient.models.lowformer.model import drop_path_rates, upsample_geometry
 from efficient.nn import lax_convolutions
 from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
-from tests.efficient.models._sharding import assert_logically_annotated
+from tests.efficient.models._checks import (
+    assert_logically_annotated,
+    assert_nnx_bridge_matches_linen,
+)
 
 SMOKE_INPUT = (2, 32, 32, 3)
 
@@ -322,18 +323,5 @@ def test_logical_axis_names_and_sharded_forward(smoke_variables, smoke_logits):
 
 
 def test_nnx_bridge_matches_linen():
-    config = TINY
-    x = _images()
-    # Single-device NNX: no mesh, so the logical axis names stay metadata (no eager sharding).
-    # threefry_partitionable(False) only makes the initialiser RNG ops compile faster on CPU.
-    with nnx.use_eager_sharding(False), jax.threefry_partitionable(False):
-        model = bridge.ToNNX(LowFormer(config), rngs=nnx.Rngs(0))
-        nnx.jit(lambda m, x: bridge.lazy_init(m, x, train=False))(model, x)
-    got = nnx.jit(lambda m, x: m(x, train=False))(model, x)
-    variables = {
-        "params": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
-        "batch_stats": nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)),
-    }
-    want = jax.jit(lambda v: LowFormer(config).apply(v, x, train=False))(variables)
-    assert got.shape == (2, 10)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+    variables = assert_nnx_bridge_matches_linen(LowFormer(TINY), _images(), train=False)
+    assert set(variables) == {"params", "batch_stats"}

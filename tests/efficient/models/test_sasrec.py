@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import jaxtyping
 import numpy as np
 import pytest
-from flax import nnx
-from flax.nnx import bridge
 
 from efficient.models.sasrec import SASRec, SASRecConfig
 from efficient.sharding import MeshConfig, batch_sharding, logical_to_sharding, make_mesh
-from tests.efficient.models._sharding import assert_logically_annotated
+from tests.efficient.models._checks import (
+    assert_logically_annotated,
+    assert_nnx_bridge_matches_linen,
+)
 
 SMOKE = SASRecConfig.smoke()  # L 16, D 16, 2 heads of 8, F 32
 BAD = (ValueError, jaxtyping.TypeCheckError)  # jaxtyping's hook may reject a shape first
@@ -213,14 +214,7 @@ def test_sharded_forward_equals_unsharded():
 
 
 def test_nnx_bridge_matches_linen():
-    batch = _batch()
-    with nnx.use_eager_sharding(False), jax.threefry_partitionable(False):
-        model = bridge.ToNNX(SASRec(SMOKE), rngs=nnx.Rngs(0))
-        nnx.jit(lambda m, *b: bridge.lazy_init(m, *b))(model, *batch)
-    got = nnx.jit(lambda m, *b: m(*b))(model, *batch)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    want = MODEL.apply({"params": params}, *batch)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+    assert_nnx_bridge_matches_linen(SASRec(SMOKE), *_batch())
 
 
 def _bad_batches():

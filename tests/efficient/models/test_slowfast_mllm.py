@@ -10,8 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-from flax.nnx import bridge
 
 from efficient.bench.harness import cost_stats
 from efficient.models.slowfast_mllm import (
@@ -27,7 +25,10 @@ from efficient.models.slowfast_mllm import (
 from efficient.models.slowfast_mllm.model import HybridAttention
 from efficient.models.transformer import Transformer
 from efficient.sharding import MeshConfig, logical_to_sharding, make_mesh
-from tests.efficient.models._sharding import assert_logically_annotated
+from tests.efficient.models._checks import (
+    assert_logically_annotated,
+    assert_nnx_bridge_matches_linen,
+)
 
 SMOKE = SlowFastConfig.smoke()
 
@@ -434,14 +435,7 @@ def test_sharded_forward_equals_unsharded():
 
 
 def test_nnx_bridge_matches_linen():
-    frames, tokens = _frames(), _tokens()
-    with nnx.use_eager_sharding(False), jax.threefry_partitionable(False):
-        model = bridge.ToNNX(SlowFastMLLM(SMOKE), rngs=nnx.Rngs(0))
-        nnx.jit(lambda m, f, t: bridge.lazy_init(m, f, t))(model, frames, tokens)
-    got = nnx.jit(lambda m, f, t: m(f, t))(model, frames, tokens)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    want = SlowFastMLLM(SMOKE).apply({"params": params}, frames, tokens)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+    assert_nnx_bridge_matches_linen(SlowFastMLLM(SMOKE), _frames(), _tokens())
 
 
 def test_bf16_forward_is_finite_and_close():

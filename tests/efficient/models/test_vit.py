@@ -10,7 +10,7 @@ import pytest
 
 from efficient.models.vit import ViT, ViTConfig
 from efficient.sharding import MeshConfig, batch_sharding, logical_to_sharding, make_mesh
-from tests.efficient.models._sharding import assert_logically_annotated
+from tests.efficient.models._checks import assert_logically_annotated
 
 
 def _vit_parameters(cfg: ViTConfig) -> int:
