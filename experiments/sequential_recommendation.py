@@ -20,6 +20,7 @@ import optax
 
 from efficient.data import (
     RecSysDataConfig,
+    check_ks,
     ranking_metrics,
     recsys_dataset_info,
     recsys_eval_dataset,
@@ -54,6 +55,7 @@ class SequentialRecommendation:
     ks: tuple[int, ...] = (10, 20)
 
     def __post_init__(self):
+        object.__setattr__(self, "ks", check_ks(self.ks))  # numpy ints as ints
         if 10 not in self.ks:
             raise ValueError(f"ks={self.ks}: must include 10 (early stopping follows NDCG@10).")
 

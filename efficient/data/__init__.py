@@ -3,7 +3,7 @@
 from efficient.data.fashion_mnist import load_fashion_mnist
 from efficient.data.images import ImageDataConfig, dataset_info, eval_dataset, train_dataset
 from efficient.data.movielens import load_ml100k
-from efficient.data.ranking import check_sequences, ranking_metrics, target_ranks
+from efficient.data.ranking import check_ks, check_sequences, ranking_metrics, target_ranks
 from efficient.data.recsys import (
     RecSysDataConfig,
     Sequences,
@@ -47,6 +47,7 @@ __all__ = [
     "TextDataConfig",
     "VideoQADataConfig",
     "build_sequences",
+    "check_ks",
     "check_sequences",
     "dataset_info",
     "decode",

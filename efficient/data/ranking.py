@@ -14,7 +14,8 @@ rank is 1 + the number of items scored strictly higher ("optimistic", the defaul
 tie order when scores are distinct) or higher-or-equal ("pessimistic"). A model that scores
 every item alike gets HR@K = 1 optimistically and 0 pessimistically, so a large gap between the
 two flags degenerate scores. A NaN target score gets rank num_items + 1, a miss at every K up to
-num_items.
+num_items; a NaN score of another item counts as above the target in both modes (as
+`torch.topk`, which ranks NaN above every number, puts it), so NaN scores never raise a metric.
 
 Only jax and numpy are imported here, so models can call `check_sequences`.
 """
@@ -39,16 +40,19 @@ def target_ranks(
     Args:
         scores: one score per item id, V = num_items + 1; column 0 is ignored.
         targets: item ids in 1..V-1 (rows with a padding target 0 get a meaningless rank; mask
-            them when averaging).
+            them when averaging). Outside jit, an id outside 0..V-1 is a ValueError; under jit
+            (values unknown) it gets rank V, a miss.
         ties: "optimistic": rank = 1 + #items scored strictly higher; "pessimistic": 1 +
             #other items scored higher or equal. Scores are compared in their own dtype (bf16
             scores tie far more often than float32 ones).
 
     Returns:
-        int32 [B] in 1..V-1; V (after every item) where the target's score is NaN.
+        int32 [B] in 1..V-1; V (after every item) where the target's score is NaN or the target
+        is out of range.
 
     Raises:
-        ValueError: the shapes do not fit, `targets` is not integer, or `ties` is unknown.
+        ValueError: the shapes do not fit, `targets` is not integer or (concrete) out of range,
+            or `ties` is unknown.
     """
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"scores: shape {scores.shape}, expected [B, num_items + 1] with V >= 2.")
@@ -59,15 +63,18 @@ def target_ranks(
     if ties not in ("optimistic", "pessimistic"):
         raise ValueError(f"ties={ties!r}: expected 'optimistic' or 'pessimistic'.")
     num_items = scores.shape[1] - 1
-    target_score = jnp.take_along_axis(scores, targets[:, None], axis=1)  # [B, 1]
+    if (values := _values(targets)) is not None:
+        _check_range("targets", values, 0, num_items, "1..num_items, 0 on padding rows")
+    in_range = (targets >= 0) & (targets <= num_items)
+    index = jnp.where(in_range, targets, 0)[:, None]  # no wrap-around of negative ids
+    target_score = jnp.take_along_axis(scores, index, axis=1)  # [B, 1]
     items = scores[:, 1:]  # [B, V-1]
-    if ties == "optimistic":
-        above = jnp.sum(items > target_score, axis=1)  # [B]
-    else:
-        is_target = jnp.arange(1, num_items + 1)[None, :] == targets[:, None]  # [B, V-1]
-        above = jnp.sum((items >= target_score) & ~is_target, axis=1)  # [B]
-    ranks = 1 + above.astype(jnp.int32)
-    return jnp.where(jnp.isnan(target_score[:, 0]), jnp.int32(num_items + 1), ranks)
+    is_target = jnp.arange(1, num_items + 1)[None, :] == targets[:, None]  # [B, V-1]
+    above = items > target_score if ties == "optimistic" else items >= target_score  # [B, V-1]
+    above = (above | jnp.isnan(items)) & ~is_target
+    ranks = 1 + jnp.sum(above, axis=1).astype(jnp.int32)
+    miss = jnp.isnan(target_score[:, 0]) | ~in_range
+    return jnp.where(miss, jnp.int32(num_items + 1), ranks)
 
 
 def ranking_metrics(
@@ -95,8 +102,7 @@ def ranking_metrics(
     Raises:
         ValueError: a K is not positive, or see `target_ranks`.
     """
-    if not ks or any(k < 1 for k in ks):
-        raise ValueError(f"ks={tuple(ks)}: expected positive cut-offs.")
+    ks = check_ks(ks)
     ranks = target_ranks(scores, targets, ties=ties).astype(jnp.float32)  # [B]
     out = {}
     for k in ks:
@@ -108,6 +114,17 @@ def ranking_metrics(
 
 
 # ---------------------------------------------------------------------------- input checks
+
+
+def check_ks(ks) -> tuple[int, ...]:  # unannotated: this is the check (see check_sequences)
+    """The cut-offs as a tuple of ints; a ValueError unless there is one or more and each is an
+    int (numpy ints too; not a bool or float, which would name a metric `hit@2.5`) >= 1."""
+    ks = tuple(ks) if isinstance(ks, Sequence | np.ndarray) else (ks,)
+    if not ks or any(
+        isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1 for k in ks
+    ):
+        raise ValueError(f"ks={ks}: expected one or more positive integer cut-offs.")
+    return tuple(int(k) for k in ks)
 
 
 def _values(x) -> np.ndarray | None:

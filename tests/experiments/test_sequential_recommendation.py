@@ -110,6 +110,15 @@ def test_check_compatible_names_the_problem(train_change, match):
         check_compatible(bad)
 
 
+def test_cut_offs_must_be_integers_and_include_10():
+    config = smoke(StandInConfig())
+    # 10.0 would name the metric ndcg@10.0, which early stopping (on ndcg@10) never finds.
+    for ks, match in [((10.0, 20), "positive integer"), ((5, 20), "must include 10")]:
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(config, ks=ks)
+    assert dataclasses.replace(config, ks=[np.int64(10)]).ks == (10,)
+
+
 @pytest.fixture
 def standin_preset(monkeypatch):
     """`standin/smoke`: the smoke recipe with the stand-in model, registered for one test."""

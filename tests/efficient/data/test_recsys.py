@@ -17,6 +17,7 @@ import pytest
 from efficient.data import (
     RecSysDataConfig,
     build_sequences,
+    check_ks,
     check_sequences,
     gather_examples,
     kcore_filter,
@@ -595,6 +596,25 @@ def test_ties_and_degenerate_scores():
     assert ranking_metrics(nan_target, jnp.array([1]), ks=(3,))["hit@3"].tolist() == [0.0]
 
 
+@pytest.mark.parametrize("ties", ["optimistic", "pessimistic"])
+def test_nan_scores_of_other_items_rank_above_the_target(ties):
+    # As torch.topk (RecBole's ranking) orders them: NaN first. They never raise a metric.
+    scores = jnp.array([[0.0, 0.1, jnp.nan, jnp.nan, 0.05]])
+    np.testing.assert_array_equal(target_ranks(scores, jnp.array([1]), ties=ties), [3])
+    np.testing.assert_array_equal(target_ranks(scores, jnp.array([4]), ties=ties), [4])
+
+
+def test_out_of_range_targets_raise_or_miss_under_jit():
+    scores = jnp.array([[0.0, 0.1, 0.2, 0.3, 0.9]] * 2)
+    for bad in (-1, 5):
+        with pytest.raises(ValueError, match=f"targets: {bad} at \\[1\\] is outside 0..4"):
+            target_ranks(scores, jnp.array([2, bad]))
+    # Under jit the values are unknown: an out-of-range id is a miss (rank V), never a wrap.
+    ranks = jax.jit(target_ranks)(scores, jnp.array([-1, 5]))
+    np.testing.assert_array_equal(ranks, [5, 5])
+    np.testing.assert_array_equal(target_ranks(scores, jnp.array([0, 4])), [5, 1])  # 0: padding
+
+
 def _reference_ranks(scores, targets, ties):
     """Sort items 1..V-1 by descending score, the target first (optimistic) or last among
     equals, and read off its position."""
@@ -633,7 +653,11 @@ def test_metric_errors():
         target_ranks(jnp.zeros(5), jnp.array([1]))
     with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="targets"):
         target_ranks(scores, jnp.array([1.0, 2.0]))
-    with pytest.raises(ValueError, match="ks="):
-        ranking_metrics(scores, jnp.array([1, 2]), ks=(0, 10))
+    for ks in [(0, 10), (2.5,), (True,), ()]:  # (2.5,): the annotation's check may come first
+        with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="ks"):
+            ranking_metrics(scores, jnp.array([1, 2]), ks=ks)
+    with pytest.raises(ValueError, match="ks=.*positive integer"):
+        check_ks((10, 2.5))
+    assert check_ks((np.int64(3), 10)) == (3, 10) and type(check_ks([np.int64(3)])[0]) is int
     with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="ties"):
         target_ranks(scores, jnp.array([1, 2]), ties="random")
