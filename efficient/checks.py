@@ -1,10 +1,73 @@
 """Checks that configurations share: each names the field, its value and what is allowed."""
 
+import dataclasses
 import math
 import numbers
+import types
+import typing
 from collections.abc import Iterable
 
-__all__ = ["check_positive", "check_positive_ints"]
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["check_field_types", "check_float_dtypes", "check_positive", "check_positive_ints"]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def check_field_types(owner: object) -> None:
+    """Raise a ValueError unless each field of the dataclass `owner` has a value of its annotated
+    scalar type: `bool` fields True or False (numpy bools too; not the string "False", which is
+    truthy), `int` fields integers (numpy ints too; not bools, not 2.5), `float` fields real
+    numbers other than NaN (ints too; not bools), `tuple[int, ...]` / `tuple[int, int]` tuples
+    of integers; `X | None` fields None too. Other annotations are the owner's to check.
+
+    Configs call it first in `__post_init__`, so a wrong type is named before any range check
+    compares it.
+    """
+    hints = typing.get_type_hints(type(owner))
+    for field in dataclasses.fields(owner):
+        hint, value = hints[field.name], getattr(owner, field.name)
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+            if value is None:
+                continue
+            rest = [a for a in args if a is not type(None)]
+            hint, args = (rest[0], typing.get_args(rest[0])) if len(rest) == 1 else (None, ())
+        if hint is bool:
+            ok, expected = isinstance(value, bool | np.bool_), "True or False"
+        elif hint is int:
+            ok, expected = _is_int(value), "an integer"
+        elif hint is float:
+            ok, expected = _is_real(value) and not math.isnan(value), "a number (not NaN)"
+        elif typing.get_origin(hint) is tuple and args and set(args) <= {int, ...}:
+            length = None if ... in args else len(args)
+            ok = isinstance(value, tuple) and all(_is_int(v) for v in value)
+            ok = ok and (length is None or len(value) == length)
+            expected = f"a tuple of {length or 'any number of'} integers"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{field.name}={value!r}: expected {expected}.")
+
+
+def check_float_dtypes(owner: object, names: Iterable[str] = ("dtype", "param_dtype")) -> None:
+    """Raise a ValueError unless each `owner.<name>` is a floating dtype (jnp.bfloat16, "float32",
+    np.float16, ...)."""
+    for name in names:
+        value = getattr(owner, name)
+        try:  # (jnp.dtype(None) is the default float: None is refused, not read as that)
+            floating = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise ValueError(f"{name}={value!r}: expected a floating dtype.")
 
 
 def check_positive_ints(owner: object, names: Iterable[str]) -> None:

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from jaxtyping import Bool, Float32, Int, UInt8
 
-from efficient.checks import check_positive_ints
+from efficient.checks import check_field_types, check_positive_ints
 from efficient.data import fashion_mnist, synthetic
 from efficient.data._grain import (
     _check_shard,
@@ -59,6 +59,7 @@ class ImageDataConfig:
     worker_count: int = 0
 
     def __post_init__(self):
+        check_field_types(self)
         if self.source not in ("fashion_mnist", "synthetic"):
             raise ValueError(f"source={self.source!r}: expected 'fashion_mnist' or 'synthetic'.")
         sizes = ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_eval_size")

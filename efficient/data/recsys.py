@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Int64, Integer, Shaped
 
-from efficient.checks import check_positive_ints
+from efficient.checks import check_field_types, check_positive_ints
 from efficient.data import movielens
 from efficient.data._grain import (
     _check_shard,
@@ -87,6 +87,7 @@ class RecSysDataConfig:
     worker_count: int = 0
 
     def __post_init__(self):
+        check_field_types(self)
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
         check_positive_ints(self, ("max_len", "batch_size", "eval_batch_size", "synthetic_users"))

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Integer, UInt8
 
-from efficient.checks import check_positive_ints
+from efficient.checks import check_field_types, check_positive_ints
 from efficient.data._grain import (
     _check_shard,
     _derived_seed,
@@ -83,6 +83,7 @@ class TextDataConfig:
     worker_count: int = 0
 
     def __post_init__(self):
+        check_field_types(self)
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
         check_positive_ints(self, ("seq_len", "batch_size", "eval_batch_size"))

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Int64, Integer, UInt8
 
-from efficient.checks import check_positive_ints
+from efficient.checks import check_field_types, check_positive_ints
 from efficient.data import fashion_mnist, synthetic
 from efficient.data._grain import _check_shard, _shard_slice, _to_iter
 from efficient.data.text import VOCAB_SIZE, encode
@@ -123,6 +123,7 @@ class VideoQADataConfig:
     worker_count: int = 0
 
     def __post_init__(self):
+        check_field_types(self)
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
         if self.background not in BACKGROUNDS:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.nn import initializers
 from jaxtyping import Array, Float
 
+from efficient.checks import check_float_dtypes
 from efficient.nn.conv import TRUNC_NORMAL
 from pallas_kernels.rational import (
     PRESETS,
@@ -93,6 +94,7 @@ class GroupRational(nn.Module):
     @nn.compact
     def __call__(self, x: Float[Array, "*B D"]) -> Float[Array, "*B D"]:
         check_preset(self.preset, "preset")
+        check_float_dtypes(self, ("param_dtype",))  # an int dtype would truncate the preset to 0
         numerator0, denominator0 = init_coefficients(
             self.preset, self.num_groups, shared_numerator=self.shared_numerator
         )

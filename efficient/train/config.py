@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from efficient.checks import check_field_types
 from efficient.sharding import MeshConfig
 
 
@@ -34,6 +35,9 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     grad_clip_norm: float | None = None
 
+    def __post_init__(self):
+        check_field_types(self)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OuterConfig:
@@ -60,6 +64,7 @@ class OuterConfig:
     group_size: int = 2
 
     def __post_init__(self):
+        check_field_types(self)
         if self.name not in ("diloco", "noloco"):
             raise ValueError(f"OuterConfig.name={self.name!r}: use 'diloco' or 'noloco'.")
         for name in ("sync_period", "group_size"):
@@ -113,6 +118,7 @@ class TrainConfig:
     outer: OuterConfig | None = None
 
     def __post_init__(self):
+        check_field_types(self)
         for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: must be >= 1.")

@@ -2,13 +2,21 @@
 
 import dataclasses
 
+import jax.numpy as jnp
 import jaxtyping
 import numpy as np
 import pytest
 
-from efficient.checks import check_positive, check_positive_ints
+from efficient.checks import (
+    check_field_types,
+    check_float_dtypes,
+    check_positive,
+    check_positive_ints,
+)
+from efficient.data import RecSysDataConfig
 from efficient.models.hyena import HyenaConfig
 from efficient.models.kat import KATConfig
+from efficient.models.sasrec import SASRecConfig
 from efficient.models.tim4rec import TiM4RecConfig
 from efficient.models.vit import ViTConfig
 
@@ -67,15 +75,89 @@ def no_typecheck():
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: HyenaConfig.smoke(features=16.0), "features=16.0: expected a positive integer"),
-        (lambda: HyenaConfig.smoke(order=2.0), "order=2.0: expected a positive integer"),
-        (lambda: HyenaConfig.smoke(emb_dim=5.0), "emb_dim=5.0: expected a positive integer"),
+        (lambda: HyenaConfig.smoke(features=16.0), "features=16.0: expected an integer"),
+        (lambda: HyenaConfig.smoke(order=2.0), "order=2.0: expected an integer"),
+        (lambda: HyenaConfig.smoke(emb_dim=5.0), "emb_dim=5.0: expected an integer"),
         (lambda: HyenaConfig.smoke(filter_layers=1.5), "filter_layers=1.5: expected an integer"),
-        (lambda: TiM4RecConfig(num_items=2.5), "num_items=2.5: expected a positive integer"),
+        (lambda: TiM4RecConfig(num_items=2.5), "num_items=2.5: expected an integer"),
     ],
 )
 def test_configs_reject_floats_for_sizes(no_typecheck, make, match):
     """These used to pass the config and fail at init as shape errors. (In the test run the import
-    hook's type check meets them first; users get check_positive_ints' message.)"""
+    hook's type check meets them first; users get check_field_types' message.)"""
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@dataclasses.dataclass
+class _Typed:
+    flag: bool = True
+    count: int = 1
+    rate: float = 0.5
+    cap: float | None = None
+    pair: tuple[int, int] = (1, 2)
+    sizes: tuple[int, ...] = ()
+    anything: object = None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"flag": np.bool_(False)}, {"count": np.int64(-3)}, {"rate": 2}, {"rate": float("inf")},
+     {"cap": 1.0}, {"pair": (np.int32(3), 4)}, {"sizes": (1, 2, 3)}, {"anything": "x"}],
+)  # fmt: skip
+def test_field_types_accept(changes):
+    check_field_types(_Typed(**changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"flag": "False"}, "flag='False': expected True or False"),
+        ({"flag": 1}, "flag=1: expected True or False"),
+        ({"count": 2.0}, "count=2.0: expected an integer"),
+        ({"count": True}, "count=True: expected an integer"),
+        ({"rate": float("nan")}, "rate=nan: expected a number"),
+        ({"rate": "0.5"}, "rate='0.5': expected a number"),
+        ({"cap": True}, "cap=True: expected a number"),
+        ({"pair": (1,)}, r"pair=\(1,\): expected a tuple of 2 integers"),
+        ({"pair": [1, 2]}, "pair=.*expected a tuple of 2 integers"),
+        ({"sizes": (1, 2.5)}, "sizes=.*expected a tuple of any number of integers"),
+    ],
+)
+def test_field_types_reject(changes, match):
+    with pytest.raises(ValueError, match=match):
+        check_field_types(_Typed(**changes))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, "float16", np.float64])
+def test_float_dtypes_accept(dtype):
+    check_float_dtypes(_Owner(dtype), ("value",))
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, "int8", bool, "not-a-dtype", None])
+def test_float_dtypes_reject(dtype):
+    with pytest.raises(ValueError, match="value=.*expected a floating dtype"):
+        check_float_dtypes(_Owner(dtype), ("value",))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        # A truthy string would have built TiM4Rec where SSD4Rec was asked for.
+        (lambda: TiM4RecConfig(time_aware="False"), "time_aware='False': expected True or False"),
+        (lambda: TiM4RecConfig(mask_padding="False"), "mask_padding='False'"),
+        (lambda: TiM4RecConfig(init_std=-1.0), "init_std=-1.0: expected a finite number > 0"),
+        (lambda: TiM4RecConfig(dtype=jnp.int32), "dtype=.*int32.*expected a floating dtype"),
+        (lambda: SASRecConfig(init_std=float("nan")), "init_std=nan"),
+        (lambda: SASRecConfig(param_dtype=jnp.int32), "param_dtype=.*expected a floating"),
+        # 2.5 ran the 3-core filter; True ran the 1-core one.
+        (lambda: RecSysDataConfig(min_interactions=2.5), "min_interactions=2.5: expected an int"),
+        (lambda: RecSysDataConfig(min_interactions=True), "min_interactions=True"),
+        (lambda: RecSysDataConfig(seed=1.5), "seed=1.5"),
+        (lambda: RecSysDataConfig(synthetic_length=(3,)), "synthetic_length=.*tuple of 2"),
+        (lambda: KATConfig(param_dtype="int32"), "param_dtype='int32': expected a floating"),
+    ],
+)
+def test_config_fields_are_type_checked(no_typecheck, make, match):
     with pytest.raises(ValueError, match=match):
         make()

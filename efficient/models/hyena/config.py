@@ -7,13 +7,16 @@ configs/experiment/pile/hyena.yaml).
 
 import dataclasses
 import math
-import numbers
 from typing import Any, Literal
 
 import jax.numpy as jnp
-import numpy as np
 
-from efficient.checks import check_positive, check_positive_ints
+from efficient.checks import (
+    check_field_types,
+    check_float_dtypes,
+    check_positive,
+    check_positive_ints,
+)
 
 # The causal FFT of a length-T sequence with a length-T filter needs N >= 2T - 1, and fft_conv
 # supports N <= 2**20 (pallas_kernels/fft_conv/api.py MAX_FFT_SIZE).
@@ -93,13 +96,14 @@ class HyenaConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_field_types(self)
+        check_float_dtypes(self, ("param_dtype",))
         check_positive_ints(self, (
             "vocab_size", "features", "num_layers", "order", "filter_order", "short_filter_size",
             "mlp_dim", "max_len",
         ))  # fmt: skip
-        layers = self.filter_layers
-        if isinstance(layers, bool) or not isinstance(layers, numbers.Integral) or layers < 0:
-            raise ValueError(f"filter_layers={layers!r}: expected an integer >= 0.")
+        if self.filter_layers < 0:
+            raise ValueError(f"filter_layers={self.filter_layers!r}: expected an integer >= 0.")
         check_positive_ints(self, ("emb_dim",))
         if self.emb_dim < 3 or self.emb_dim % 2 == 0:
             raise ValueError(
@@ -109,11 +113,6 @@ class HyenaConfig:
         check_positive(
             self, ("fast_decay_pct", "slow_decay_pct", "norm_eps", "filter_frequency", "init_std")
         )
-        for name in (
-            "use_bias", "tie_embeddings", "scale_residual_init", "remat", "fft_save_residuals",
-        ):  # fmt: skip
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False.")
         if not 0 < self.decay_target < 1:
             raise ValueError(f"decay_target={self.decay_target}: expected in (0, 1).")
         if self.max_len > MAX_LEN_LIMIT:
@@ -130,12 +129,6 @@ class HyenaConfig:
                 f"dtype={self.dtype!r}: expected one of {', '.join(COMPUTE_DTYPES)} (fft_conv's "
                 "signal dtypes)."
             )
-        try:
-            floating = jnp.issubdtype(jnp.dtype(self.param_dtype), jnp.floating)
-        except TypeError:
-            floating = False
-        if not floating:
-            raise ValueError(f"param_dtype={self.param_dtype!r}: expected a floating dtype.")
         if self.fft_implementation not in ("auto", "pallas", "interpret", "xla"):
             raise ValueError(
                 f"fft_implementation={self.fft_implementation!r}: expected 'auto', 'pallas', "

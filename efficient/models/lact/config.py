@@ -9,7 +9,12 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-from efficient.checks import check_positive_ints
+from efficient.checks import (
+    check_field_types,
+    check_float_dtypes,
+    check_positive,
+    check_positive_ints,
+)
 from efficient.nn.lact import NS5_FIXED, NS5_PER_STEP
 
 NS_COEFFICIENTS = {"per_step": NS5_PER_STEP, "fixed": NS5_FIXED}
@@ -92,6 +97,9 @@ class LaCTConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_field_types(self)
+        check_float_dtypes(self, ("dtype", "param_dtype"))
+        check_positive(self, ("rope_theta", "norm_eps", "ttt_norm_eps", "init_std"))
         check_positive_ints(self, (
             "vocab_size", "features", "num_layers", "num_heads", "num_lact_heads", "mlp_dim",
             "sliding_window", "chunk_size", "max_len",

@@ -10,6 +10,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from efficient.checks import check_field_types, check_float_dtypes
+
 
 def attention_heads(width: int) -> tuple[int, int]:
     """(num_heads, head_dim) of the Lowtention in a stage of `width` channels.
@@ -76,6 +78,8 @@ class LowFormerConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_field_types(self)
+        check_float_dtypes(self, ("dtype", "param_dtype"))
         for name, size in (
             ("widths", 5),
             ("depths", 5),

@@ -10,7 +10,12 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from efficient.checks import check_positive, check_positive_ints
+from efficient.checks import (
+    check_field_types,
+    check_float_dtypes,
+    check_positive,
+    check_positive_ints,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,6 +54,8 @@ class SASRecConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_field_types(self)
+        check_float_dtypes(self, ("dtype", "param_dtype"))
         check_positive_ints(
             self, ("num_items", "max_len", "features", "num_layers", "num_heads", "mlp_dim")
         )
@@ -57,7 +64,7 @@ class SASRecConfig:
         for name in ("dropout_rate", "attention_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)}: expected a rate in [0, 1).")
-        check_positive(self, ("norm_eps",))
+        check_positive(self, ("norm_eps", "init_std"))
 
     @property
     def head_dim(self) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from efficient.checks import check_positive_ints
+from efficient.checks import check_field_types, check_float_dtypes, check_positive_ints
 from efficient.models.transformer import TransformerConfig
 from efficient.models.vit import ViTConfig
 
@@ -48,6 +48,7 @@ class TokenPipelineConfig:
     min_fast_frames: int = 16
 
     def __post_init__(self):
+        check_field_types(self)
         check_positive_ints(
             self,
             (
@@ -142,6 +143,8 @@ class SlowFastConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_field_types(self)
+        check_float_dtypes(self, ("dtype", "param_dtype"))
         if self.vision is not None:
             if self.vision.features != self.vision_features:
                 raise ValueError(

@@ -10,7 +10,12 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-from efficient.checks import check_positive, check_positive_ints
+from efficient.checks import (
+    check_field_types,
+    check_float_dtypes,
+    check_positive,
+    check_positive_ints,
+)
 
 Activation = Literal["auto", "silu", "hardswish"]
 
@@ -88,6 +93,8 @@ class TiM4RecConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_field_types(self)
+        check_float_dtypes(self, ("dtype", "param_dtype"))
         check_positive_ints(
             self,
             (
@@ -110,7 +117,7 @@ class TiM4RecConfig:
         for name in ("dropout_rate", "time_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)}: expected a rate in [0, 1).")
-        check_positive(self, ("norm_eps",))
+        check_positive(self, ("norm_eps", "init_std"))
         if self.activation not in ("auto", "silu", "hardswish"):
             raise ValueError(
                 f"activation={self.activation!r}: expected 'auto', 'silu' or 'hardswish'."

@@ -9,7 +9,12 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-from efficient.checks import check_positive_ints
+from efficient.checks import (
+    check_field_types,
+    check_float_dtypes,
+    check_positive,
+    check_positive_ints,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +69,9 @@ class TransformerConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_field_types(self)
+        check_float_dtypes(self, ("dtype", "param_dtype"))
+        check_positive(self, ("rope_theta", "norm_eps", "init_std"))
         check_positive_ints(
             self, ("vocab_size", "features", "num_layers", "num_heads", "mlp_dim", "max_len")
         )

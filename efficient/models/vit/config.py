@@ -9,7 +9,12 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from efficient.checks import check_positive, check_positive_ints
+from efficient.checks import (
+    check_field_types,
+    check_float_dtypes,
+    check_positive,
+    check_positive_ints,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,6 +51,8 @@ class ViTConfig:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        check_field_types(self)
+        check_float_dtypes(self, ("dtype", "param_dtype"))
         check_positive_ints(self, (
             "image_size", "patch_size", "in_channels", "num_classes", "features", "num_layers",
             "num_heads", "mlp_dim",
