@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import jax
 
-__all__ = ["PLATFORMS", "compiling_for", "current"]
+__all__ = ["PLATFORMS", "check_compiled", "compiling_for", "current"]
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("target", default=None)
@@ -21,6 +21,18 @@ _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("target", d
 def current() -> str:
     """The platform being traced for: `compiling_for`'s, else `jax.default_backend()`."""
     return _TARGET.get() or jax.default_backend()
+
+
+def check_compiled(implementation: str) -> None:
+    """Raise a ValueError for `implementation="pallas"` (compiled kernels) when tracing for the
+    CPU, which runs Pallas kernels only interpreted (Pallas' own error names neither the argument
+    nor the alternatives)."""
+    if "pallas" in implementation.split("+") and current() == "cpu":
+        raise ValueError(
+            f"implementation={implementation!r}: compiled Pallas kernels need a GPU or TPU and "
+            "this traces for the CPU; use 'interpret' (the same kernels, interpreted), 'xla' or "
+            "'auto'"
+        )
 
 
 @contextlib.contextmanager

@@ -118,10 +118,11 @@ def fft_conv(
         postgate: Multiplies the output; u's shape and dtype.
         partial_taps: Partial convolution: only taps k[:, :partial_taps] are used (in [1, Lk]);
             the default N is then computed from partial_taps instead of Lk.
-        kept_frequencies: Frequency-sparse convolution: the filter spectrum keeps only the P
-            frequencies f < P/2 and f >= N - P/2 (the lowest |f|), y = Re(IDFT(...)); P is a
-            multiple of 2 N / N_last in [2 N / N_last, N], N_last the last Monarch radix
-            (`monarch.monarch_factors(N)[-1]`), because whole blocks of the last level are skipped.
+        kept_frequencies: Frequency-sparse convolution P, FlashFFTConv's definition: the filter's
+            rfft bins from P/2 on are zeroed (full spectrum: f < P/2 and f > N - P/2 kept,
+            `kept_frequency_mask`). P is a multiple of 2 N / N_last in [2 N / N_last, N], N_last
+            the last Monarch radix (`monarch.monarch_factors(N)[-1]`), because whole blocks of the
+            last level are skipped.
         implementation: "xla" (jnp Monarch, or jnp.fft at sizes where that is faster on the
             backend: every size on CPU), "pallas" (the compiled kernels, N <= 32768),
             "interpret" (the kernels in interpret mode, N <= 32768), or "auto": pallas on TPU
@@ -200,6 +201,7 @@ def fft_conv(
         raise ValueError(
             f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
         )
+    platform.check_compiled(implementation)
     max_size = _max_pallas_size() if implementation == "pallas" else MAX_PALLAS_FFT_SIZE
     if implementation in ("pallas", "interpret") and fft_size > max_size:
         raise ValueError(

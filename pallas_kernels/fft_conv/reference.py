@@ -14,19 +14,23 @@ __all__ = ["fft_conv_reference", "kept_frequency_mask"]
 def kept_frequency_mask(fft_size: int, kept_frequencies: int | None) -> np.ndarray:
     """The frequencies a frequency-sparse convolution keeps, in natural order.
 
+    FlashFFTConv's definition (`FrequencySparseFFTConv`: `rfft(k, N)[..., P//2:] = 0`): the P/2
+    lowest rfft bins 0..P/2-1, i.e. of the full spectrum f < P/2 and, their conjugates,
+    f > N - P/2. The mask is conjugate-symmetric, so a real filter stays a real low-pass filter.
+
     Args:
         fft_size: N.
-        kept_frequencies: Number of kept frequencies P (even), or None for all N.
+        kept_frequencies: P (even), or None for all N.
 
     Returns:
-        Boolean [N]: True for f < P/2 and for f >= N - P/2 (the P/2 lowest positive and the P/2
-        lowest negative frequencies).
+        Boolean [N]: True for f < P/2 and for f > N - P/2 (P - 1 frequencies; P = N drops only
+        the Nyquist frequency N/2, as FlashFFTConv's example does).
     """
     f = np.arange(fft_size)
     if kept_frequencies is None:
         return np.ones(fft_size, dtype=bool)
     half = kept_frequencies // 2
-    return (f < half) | (f >= fft_size - half)
+    return (f < half) | (f > fft_size - half)
 
 
 def fft_conv_reference(
@@ -51,8 +55,8 @@ def fft_conv_reference(
         pregate: Multiplies u before the convolution.
         postgate: Multiplies the convolution's output.
         partial_taps: Partial convolution: use only the first `partial_taps` taps of k.
-        kept_frequencies: Frequency-sparse convolution: multiply the filter spectrum by
-            `kept_frequency_mask(N, kept_frequencies)` and keep the real part of the inverse DFT.
+        kept_frequencies: Frequency-sparse convolution: zero the filter's rfft bins from
+            kept_frequencies // 2 on (`kept_frequency_mask`).
 
     Returns:
         y in u's dtype.
@@ -64,16 +68,10 @@ def fft_conv_reference(
     k = k.astype(jnp.float32)
     if partial_taps is not None:
         k = k[:, :partial_taps]
-    if kept_frequencies is None:
-        spectrum = jnp.fft.rfft(x, n=fft_size) * jnp.fft.rfft(k, n=fft_size)[None]  # [B, H, N/2+1]
-        y = jnp.fft.irfft(spectrum, n=fft_size)[..., :length]
-    else:
-        # The mask is not conjugate-symmetric at f = P/2 and f = N - P/2, hence the complex FFT and
-        # the explicit real part (the same as the Monarch path, which skips whole blocks).
-        mask = jnp.asarray(kept_frequency_mask(fft_size, kept_frequencies), jnp.complex64)
-        k_f = jnp.fft.fft(k, n=fft_size) * mask[None]  # [H, N]
-        spectrum = jnp.fft.fft(x, n=fft_size) * k_f[None]  # [B, H, N]
-        y = jnp.real(jnp.fft.ifft(spectrum))[..., :length]
+    k_f = jnp.fft.rfft(k, n=fft_size)  # [H, N/2+1]
+    if kept_frequencies is not None:
+        k_f = jnp.where(jnp.arange(k_f.shape[-1]) < kept_frequencies // 2, k_f, 0)
+    y = jnp.fft.irfft(jnp.fft.rfft(x, n=fft_size) * k_f[None], n=fft_size)[..., :length]
     if postgate is not None:
         y = y * postgate.astype(jnp.float32)
     return y.astype(u.dtype)

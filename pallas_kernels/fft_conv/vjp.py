@@ -114,6 +114,13 @@ def filter_spectrum(config: ConvConfig, k: jax.Array) -> monarch.Planes:
     plan = config.filter_plan
     sr, si = monarch.forward(monarch.to_digits(k, plan), monarch.monarch_matrices(plan))
     scale = 1.0 / config.fft_size
+    if config.kept_frequencies is not None:
+        # The kept blocks hold f < P/2 and f >= N - P/2; FlashFFTConv's definition (rfft bins
+        # below P/2: `reference.kept_frequency_mask`) drops f = N - P/2 too. Its digits are
+        # (0, ..., 0, N_last - c), at position c of the last axis, kept blocks or all.
+        c = config.kept_frequencies * plan.factors[-1] // (2 * config.fft_size)
+        index = (..., *[0] * (len(plan.factors) - 1), c)
+        sr, si = sr.at[index].set(0.0), si.at[index].set(0.0)
     return sr * scale, si * scale
 
 

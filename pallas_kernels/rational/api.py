@@ -55,6 +55,7 @@ def check_arguments(x, numerator, denominator, implementation: str = "auto") -> 
         raise ValueError(
             f"implementation={implementation!r}: one of {', '.join(map(repr, IMPLEMENTATIONS))}"
         )
+    platform.check_compiled(implementation)
     for name, value in (("x", x), ("numerator", numerator), ("denominator", denominator)):
         if not isinstance(value, jax.Array | np.ndarray) or isinstance(value, np.ma.MaskedArray):
             raise ValueError(f"{name}: expected a jax or numpy array, got {type(value).__name__}")

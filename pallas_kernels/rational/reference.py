@@ -85,6 +85,12 @@ def group_rational_reference(
     Channel c (the last axis, width D) belongs to group c // (D / G). Computed in float32; the
     result has x's dtype. No validation (api.group_rational validates).
 
+    `jax.grad` of this function is a truth for the op's hand-written VJP only while Q(x)^2 fits
+    in float32: JAX's quotient rule forms P dQ / Q^2, which overflows from |x| ~ 1e6 with the
+    swish preset (Q ~ 5.5e-4 x^4; ~3e5 with tanh) and returns wrong derivatives there, while the
+    VJP's (g / Q)(P / Q) stays right to the forward's own limit (|x| ~ 3e8). The tests compare
+    against it below that range and against float64 formulas beyond.
+
     Args:
         x: Input [..., D].
         numerator: a_0..a_5, one row shared by all groups ([1, 6], KAT's layout) or one per

@@ -30,7 +30,7 @@ def _uk(length=100, filter_len=100, dtype=jnp.float32):
         ({"partial_taps": 101}, "partial_taps=101"),
         ({"kept_frequencies": 48}, "kept_frequencies=48: must be a multiple of 32"),
         ({"kept_frequencies": 512}, r"kept_frequencies=512: must be in \[32, N=256\]"),
-        ({"fft_size": 65536, "implementation": "pallas"}, "supports N <= 32768"),
+        ({"fft_size": 65536, "implementation": "pallas"}, "'pallas': compiled .* need a GPU"),
         ({"fft_size": 65536, "implementation": "interpret"}, "use implementation='xla'"),
     ],
 )
@@ -79,6 +79,9 @@ def test_bad_implementation():
     u, k = _uk()
     with pytest.raises(BAD, match="implementation"):
         fft_conv(u, k, implementation="cuda")  # type: ignore[arg-type]
+    # Pallas' own error on CPU named neither the argument nor the alternatives.
+    with pytest.raises(ValueError, match="implementation='pallas': compiled .*'interpret'"):
+        fft_conv(u, k, implementation="pallas")
     with pytest.raises(BAD, match="fft_size"):
         fft_conv(u, k, fft_size=256.0)  # type: ignore[arg-type]
 

@@ -50,8 +50,14 @@ def test_reference_partial_is_truncated_filter():
 def test_reference_frequency_sparse_definition():
     u, k, _, _ = inputs(4, 1, 2, 256, 256)
     mask = kept_frequency_mask(512, 64)
-    assert mask.sum() == 64 and mask[:32].all() and mask[-32:].all() and not mask[32:-32].any()
-    k_f = np.fft.fft(np.asarray(k, np.float64), n=512) * mask
-    x_f = np.fft.fft(np.asarray(u, np.float64), n=512)
-    want = np.real(np.fft.ifft(x_f * k_f[None]))[..., :256]
+    assert mask.sum() == 63 and mask[:32].all() and mask[-31:].all() and not mask[32:-31].any()
+    assert (mask[1:] == mask[1:][::-1]).all()  # conjugate-symmetric: f kept iff N - f kept
+    # FlashFFTConv's FrequencySparseFFTConv, in float64 numpy: rfft bins from P/2 on zeroed.
+    k_f = np.fft.rfft(np.asarray(k, np.float64), n=512)
+    k_f[..., 32:] = 0
+    want = np.fft.irfft(np.fft.rfft(np.asarray(u, np.float64), n=512) * k_f, n=512)[..., :256]
     assert_close(fft_conv_reference(u, k, fft_size=512, kept_frequencies=64), want)
+    # The same through the full complex spectrum and the mask.
+    x_f = np.fft.fft(np.asarray(u, np.float64), n=512)
+    k_f = np.fft.fft(np.asarray(k, np.float64), n=512) * mask
+    assert_close(np.real(np.fft.ifft(x_f * k_f[None]))[..., :256], want)

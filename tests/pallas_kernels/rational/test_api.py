@@ -33,6 +33,9 @@ def _args(shape=(4, 16), groups=4):
         ({"denominator": jnp.zeros((4,))}, r"denominator.shape=\(4,\)"),
         ({"numerator": jnp.zeros((1, 6), jnp.bfloat16)}, "numerator.dtype=bfloat16: .*float32"),
         ({"implementation": "cuda"}, "implementation='cuda': one of"),
+        # Pallas' own error on CPU named neither the argument nor the alternatives.
+        ({"implementation": "pallas"}, "implementation='pallas': compiled Pallas kernels need a"),
+        ({"implementation": "xla+pallas"}, "implementation='xla\\+pallas': .*use 'interpret'"),
     ],
 )
 def test_bad_arguments(change, match):

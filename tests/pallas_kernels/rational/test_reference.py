@@ -61,6 +61,25 @@ def test_zero_and_large_inputs():
     np.testing.assert_allclose(y[big], numpy_rational(x, num, den)[big], rtol=1e-5)
 
 
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+def test_input_gradient_at_large_inputs(implementation):
+    """dF/dx at |x| up to 1e7 against float64: the op's VJP forms (g / Q)(P / Q), never Q^2,
+    which overflows float32 from |x| ~ 1e6 with swish (as jax.grad of the reference does)."""
+    num, den = init_coefficients("swish", 1)
+    x = jnp.asarray([[1e3, -1e5, 1e6, -3e6, 1e7, -1e7, 2.5, 0.0]], jnp.float32)
+    grad = jax.grad(lambda x: group_rational(x, num, den, implementation=implementation).sum())
+    got = f64(grad(x))[0]
+    xs, a, b = f64(x)[0], f64(num)[0], np.abs(f64(den)[0])
+    p = sum(a[i] * xs**i for i in range(6))
+    dp = sum(i * a[i] * xs ** (i - 1) for i in range(1, 6))
+    q = 1 + sum(b[j - 1] * np.abs(xs) ** j for j in range(1, 5))
+    dq = np.where(xs >= 0, 1.0, -1.0) * sum(
+        j * b[j - 1] * np.abs(xs) ** (j - 1) for j in range(1, 5)
+    )
+    want = dp / q - p * dq / q**2
+    np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
 def test_bfloat16_rounds_only_the_output():
     x, _, num, den = inputs(3, (4, 32), 4, dtype=jnp.bfloat16)
     got = group_rational(x, num, den)
