@@ -138,10 +138,10 @@ for implementation in ("auto", "interpret"):
 # - `partial_taps=T` keeps only the first T taps of the filter; the default N shrinks with T
 #   (here L + 64 - 1 = 363 gives N = 512 instead of 1024), and the filter transform skips the
 #   zero blocks.
-# - `kept_frequencies=P` keeps only the P/2 lowest positive and P/2 lowest negative frequencies of
-#   the filter: in the Monarch layout these are whole blocks of the last level, which the kernel
-#   skips (P must be a multiple of 2N / N_last; 64 at N = 1024). The result is a low-pass filtered
-#   convolution.
+# - `kept_frequencies=P` keeps only the filter's rfft bins below P/2 (FlashFFTConv's definition:
+#   frequencies f < P/2 and their conjugates N - f): in the Monarch layout these lie in whole
+#   blocks of the last level, and the kernel skips the others (P must be a multiple of 2N / N_last;
+#   64 at N = 1024). The result is a low-pass filtered convolution.
 
 # %%
 taps = 64
@@ -171,7 +171,7 @@ axes[0].semilogy(
 axes[0].semilogy(
     np.fft.fftshift(np.fft.fftfreq(N, 1 / N)),
     np.fft.fftshift(np.where(mask, spectrum, np.nan)),
-    label=f"kept ({kept} of {N})",
+    label=f"kept ({mask.sum()} of {N})",
 )
 axes[0].set_xlabel("frequency f")
 axes[0].set_title("filter spectrum, head 0")
