@@ -10,10 +10,17 @@ from collections.abc import Iterable
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_field_types", "check_float_dtypes", "check_positive", "check_positive_ints"]
+__all__ = [
+    "check_field_types",
+    "check_float_dtypes",
+    "check_positive",
+    "check_positive_ints",
+    "is_integer",
+]
 
 
-def _is_int(value: object) -> bool:
+def is_integer(value: object) -> bool:
+    """An int or numpy integer, not a bool (a bool is an int to Python, never a size or a count)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
@@ -43,12 +50,12 @@ def check_field_types(owner: object) -> None:
         if hint is bool:
             ok, expected = isinstance(value, bool | np.bool_), "True or False"
         elif hint is int:
-            ok, expected = _is_int(value), "an integer"
+            ok, expected = is_integer(value), "an integer"
         elif hint is float:
             ok, expected = _is_real(value) and not math.isnan(value), "a number (not NaN)"
         elif typing.get_origin(hint) is tuple and args and set(args) <= {int, ...}:
             length = None if ... in args else len(args)
-            ok = isinstance(value, tuple) and all(_is_int(v) for v in value)
+            ok = isinstance(value, tuple) and all(is_integer(v) for v in value)
             ok = ok and (length is None or len(value) == length)
             expected = f"a tuple of {length or 'any number of'} integers"
         else:
@@ -75,7 +82,7 @@ def check_positive_ints(owner: object, names: Iterable[str]) -> None:
     bool or a float such as 2.0, which would fail later as a shape)."""
     for name in names:
         value = getattr(owner, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        if not is_integer(value) or value < 1:
             raise ValueError(f"{name}={value!r}: expected a positive integer.")
 
 
@@ -83,6 +90,5 @@ def check_positive(owner: object, names: Iterable[str]) -> None:
     """Raise a ValueError unless each `owner.<name>` is a finite real number > 0 (NaN fails)."""
     for name in names:
         value = getattr(owner, name)
-        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not (real and math.isfinite(value) and value > 0):
+        if not (_is_real(value) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a finite number > 0.")

@@ -17,7 +17,7 @@ two flags degenerate scores. A NaN target score gets rank num_items + 1, a miss 
 num_items; a NaN score of another item counts as above the target in both modes (as
 `torch.topk`, which ranks NaN above every number, puts it), so NaN scores never raise a metric.
 
-Only jax and numpy are imported here, so models can call `check_sequences`.
+Only jax, numpy and `efficient.checks` are imported here, so models can call `check_sequences`.
 """
 
 from collections.abc import Sequence
@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Float32, Int, Int32
+
+from efficient.checks import is_integer
 
 
 def target_ranks(
@@ -120,9 +122,7 @@ def check_ks(ks) -> tuple[int, ...]:  # unannotated: this is the check (see chec
     """The cut-offs as a tuple of ints; a ValueError unless there is one or more and each is an
     int (numpy ints too; not a bool or float, which would name a metric `hit@2.5`) >= 1."""
     ks = tuple(ks) if isinstance(ks, Sequence | np.ndarray) else (ks,)
-    if not ks or any(
-        isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1 for k in ks
-    ):
+    if not ks or any(not is_integer(k) or k < 1 for k in ks):
         raise ValueError(f"ks={ks}: expected one or more positive integer cut-offs.")
     return tuple(int(k) for k in ks)
 

@@ -12,6 +12,7 @@ from efficient.checks import (
     check_float_dtypes,
     check_positive,
     check_positive_ints,
+    is_integer,
 )
 from efficient.data import RecSysDataConfig
 from efficient.models.hyena import HyenaConfig
@@ -24,6 +25,11 @@ from efficient.models.vit import ViTConfig
 @dataclasses.dataclass
 class _Owner:
     value: object
+
+
+def test_is_integer():
+    assert all(is_integer(v) for v in (0, -3, np.int64(3), np.uint8(1)))
+    assert not any(is_integer(v) for v in (True, np.bool_(False), 2.0, np.float32(1), "1", None))
 
 
 @pytest.mark.parametrize("value", [1, 7, np.int64(3)])
