@@ -7,6 +7,7 @@ Transformers are SSMs (Mamba-2, arXiv:2405.21060 §7).
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax.nn import initializers
 from jaxtyping import Array, Float
@@ -26,6 +27,7 @@ class CausalConv1d(nn.Module):
       use_bias: per-channel bias.
       channel_axis: logical axis name of the channels (e.g. 'embed', or 'mlp' for an inner width).
       kernel_init: initializer of the (unboxed) kernel [W, C].
+      bias_init: initializer of the (unboxed) bias [C].
       dtype: compute dtype.
       param_dtype: parameter storage dtype.
     """
@@ -34,6 +36,7 @@ class CausalConv1d(nn.Module):
     use_bias: bool = True
     channel_axis: str = "embed"
     kernel_init: initializers.Initializer = initializers.lecun_normal()
+    bias_init: initializers.Initializer = initializers.zeros
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -55,9 +58,26 @@ class CausalConv1d(nn.Module):
         if self.use_bias:
             bias = self.param(
                 "bias",
-                nn.with_logical_partitioning(initializers.zeros, (self.channel_axis,)),
+                nn.with_logical_partitioning(self.bias_init, (self.channel_axis,)),
                 (C,),
                 self.param_dtype,
             )
             y = y + bias.astype(dtype)[None, None, :]
         return y
+
+
+def torch_default_init(kernel_size: int) -> dict[str, initializers.Initializer]:
+    """`kernel_init` and `bias_init` of torch's depthwise `nn.Conv1d` default.
+
+    torch draws both from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = W for a depthwise
+    conv (kaiming_uniform with a = sqrt(5) for the weight; std 1/sqrt(3 W)).
+    """
+    bound = 1.0 / kernel_size**0.5
+
+    def bias_init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return dict(
+        kernel_init=initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+        bias_init=bias_init,
+    )

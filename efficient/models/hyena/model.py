@@ -18,6 +18,7 @@ from efficient.models.hyena.config import HyenaConfig
 from efficient.models.hyena.filter import ImplicitFilter
 from efficient.models.transformer.model import lm_head, token_embedding
 from efficient.nn import CausalConv1d, GatedMlp, RMSNorm, decode_cache
+from efficient.nn.causal_conv import torch_default_init
 from pallas_kernels.fft_conv import fft_conv
 
 
@@ -78,11 +79,12 @@ class HyenaOperator(nn.Module):
             raise ValueError(
                 f"sequence length {L} exceeds max_len={c.max_len} (the filters' domain)."
             )
-        # LeCun-normal taps over a fan-in of W, about torch's Conv1d default that Safari keeps.
+        # torch's Conv1d default, which Safari keeps (its _init_weights skips convolutions).
         p = CausalConv1d(
             c.short_filter_size,
             channel_axis="mlp",
             name="short_filter",
+            **torch_default_init(c.short_filter_size),
             **dtypes,
         )(p)  # [B, L, (N + 1) D]
         streams = p.reshape(B, L, D, N + 1).transpose(3, 0, 2, 1)  # [N + 1, B, D, L]

@@ -141,6 +141,23 @@ def test_num_params_matches_init(config):
     assert _count(config) == config.num_params()
 
 
+def test_short_filter_starts_from_torch_conv1d_default():
+    # Safari keeps torch's nn.Conv1d default for the short filter: weight and bias both
+    # U(-1/sqrt(W), 1/sqrt(W)) with fan_in = W (depthwise). kjv's 1,536 channels of width 3
+    # give 4,608 taps: the std of U(-b, b) is b / sqrt(3) within ~2%.
+    config = HyenaConfig.kjv()
+    _, params = _init(config)
+    conv = params["layer_0"]["hyena"]["short_filter"]
+    kernel, bias = conv["kernel"], conv["bias"]
+    W = config.short_filter_size
+    bound = 1 / math.sqrt(W)
+    for name, value in (("kernel", kernel), ("bias", bias)):
+        value = np.asarray(value)
+        assert np.abs(value).max() <= bound, name
+        np.testing.assert_allclose(value.std(), bound / math.sqrt(3), rtol=0.05, err_msg=name)
+        np.testing.assert_allclose(value.mean(), 0, atol=0.02, err_msg=name)
+
+
 def test_positional_features_against_the_complex_exponential():
     got = positional_features(16, 7)
     assert got.shape == (16, 7) and got.dtype == np.float32
