@@ -79,12 +79,13 @@ def _compute_dtype(*arrays: Array | None) -> Any:
 
 
 def _segsum(a: Array) -> Array:
-    """s[..., t, j] = a[..., j+1] + ... + a[..., t] for t >= j (0 on the diagonal), -inf for t < j.
+    """s[..., t, j] = a[..., j+1] + ... + a[..., t] for t >= j (0 on the diagonal), and for t < j
+    the dtype's most negative finite value (exp -> exactly 0).
 
     The stable form of Listing 1: a masked cumulative sum rather than cumsum differences, so no
-    large partial sums cancel, and the -inf (exp -> 0) is put in BEFORE the exp: an exp of the
-    unmasked upper triangle can overflow, and masking afterwards sends 0 * inf = NaN into the
-    gradient.
+    large partial sums cancel, and the mask is put in BEFORE the exp: an exp of the unmasked
+    upper triangle can overflow, and masking afterwards sends 0 * inf = NaN into the gradient.
+    Finite rather than -inf so that `jax.debug_infs` stays quiet on finite inputs.
     """
     n = a.shape[-1]
     idx = jnp.arange(n)
@@ -93,7 +94,7 @@ def _segsum(a: Array) -> Array:
     causal = (idx[:, None] >= idx[None, :]).reshape(*lead, n, n)
     rows = jnp.broadcast_to(a[..., :, None], (*a.shape, n))  # [..., k, j]: a_k
     seg = jnp.cumsum(jnp.where(strict, rows, 0), axis=-2)  # [..., t, j]
-    return jnp.where(causal, seg, -jnp.inf)
+    return jnp.where(causal, seg, jnp.finfo(seg.dtype).min)
 
 
 def _skip(y: Array, x: Array, D: Array | None) -> Array:

@@ -33,10 +33,12 @@ def sample_logits(
     logits = logits.astype(jnp.float32)
     if temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / temperature
     if top_k is not None:
         kth = lax.top_k(logits, top_k)[0][:, -1:]  # [B, 1]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
+        # The most negative finite value, not -inf: never drawn, and jax.debug_infs stays quiet.
+        logits = jnp.where(logits < kth, jnp.finfo(logits.dtype).min, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k"))

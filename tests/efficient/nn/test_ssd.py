@@ -24,13 +24,6 @@ def x64():
         yield
 
 
-@pytest.fixture
-def no_typecheck():
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", False)
-
-
 def _inputs(seed, batch=2, T=12, H=4, K=3, G=2, N=5, dtype=jnp.float64, initial=True):
     """x, dt (softplus of a normal: Δ > 0), A (< 0), B, C, D, initial_state."""
     rng = np.random.default_rng(seed)
@@ -172,6 +165,27 @@ def test_causal():
         changed = np.asarray(jnp.any(y2 != y, axis=(0, 2, 3)))
         np.testing.assert_array_equal(changed[:t0], False, err_msg=name)
         assert changed[t0], name
+
+
+def test_debug_infs_and_nans_stay_quiet_on_finite_inputs():
+    # The masked upper triangle is a finite "minus infinity": jax.debug_infs, which checks every
+    # primitive's output, used to stop at the mask's -inf on any input.
+    pos, kw = _split(_inputs(3, T=9, dtype=jnp.float32))
+    mixer = Mamba2Mixer(state_dim=8, head_dim=8, chunk_size=4)
+    u = jnp.asarray(np.random.default_rng(0).normal(size=(1, 8, 16)), jnp.float32)
+    params = mixer.init(jax.random.key(0), u)
+    runs = {
+        "chunked": lambda pos: ssd_chunked(*pos, chunk_size=4, **kw)[0],
+        "quadratic": lambda pos: ssd_quadratic(*pos, D=kw["D"]),  # (y, final state)
+        "mixer": lambda pos: mixer.apply(params, u * pos[0].sum()),
+    }
+    with jax.debug_infs(True), jax.debug_nans(True):
+        for name, run in runs.items():
+            out = jax.tree.leaves(run(pos))
+            loss = lambda pos, run=run: sum(jnp.sum(v**2) for v in jax.tree.leaves(run(pos)))  # noqa: E731
+            grads = jax.grad(loss)(pos)
+            for value in (*out, *grads):
+                assert np.all(np.isfinite(np.asarray(value))), name
 
 
 def test_finite_gradients_under_extreme_decay():
