@@ -20,6 +20,9 @@ class OptimizerConfig:
         step), "linear", or "constant".
       weight_decay: applied to parameters with two or more dimensions only (kernels, embeddings),
         never to biases or norm scales, as in most vision and LM recipes.
+      weight_decay_exclude: names of parameters that never decay either, matched against every
+        key of a parameter's path: ("pos_embed", "cls_token") is timm's `no_weight_decay()` for
+        the ViTs here (KAT and DeiT train that way; the presets here decay them).
       grad_clip_norm: clip the global gradient norm to this value; None disables clipping.
     """
 
@@ -33,10 +36,16 @@ class OptimizerConfig:
     eps: float = 1e-8
     momentum: float = 0.9
     weight_decay: float = 0.0
+    weight_decay_exclude: tuple[str, ...] = ()
     grad_clip_norm: float | None = None
 
     def __post_init__(self):
         check_field_types(self)
+        exclude = self.weight_decay_exclude
+        if not isinstance(exclude, tuple) or not all(isinstance(n, str) and n for n in exclude):
+            raise ValueError(
+                f"weight_decay_exclude={exclude!r}: expected a tuple of parameter names."
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

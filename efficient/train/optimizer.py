@@ -28,26 +28,35 @@ def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.S
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
-def _decay_mask(params):
-    # Kernels and embeddings decay; biases and norm scales (ndim <= 1) do not.
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+def decay_mask(exclude: tuple[str, ...] = ()):
+    """Which parameters weight decay applies to: kernels and embeddings (ndim > 1), not biases
+    or norm scales (ndim <= 1), and none whose path has a key in `exclude`."""
+    excluded = frozenset(exclude)
+
+    def mask(params):
+        def decays(path, p) -> bool:
+            keys = {str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path}
+            return p.ndim > 1 and not keys & excluded
+
+        return jax.tree_util.tree_map_with_path(decays, params)
+
+    return mask
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
     """The optimizer named by `config`, with gradient clipping and the schedule applied."""
     lr = learning_rate_schedule(config, total_steps)
+    mask = decay_mask(config.weight_decay_exclude)
     if config.name == "adamw":
         tx = optax.adamw(
             lr, b1=config.b1, b2=config.b2, eps=config.eps,
-            weight_decay=config.weight_decay, mask=_decay_mask,
+            weight_decay=config.weight_decay, mask=mask,
         )  # fmt: skip
     elif config.name == "lion":
-        tx = optax.lion(
-            lr, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=_decay_mask
-        )
+        tx = optax.lion(lr, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=mask)
     elif config.name == "sgd":
         tx = optax.chain(
-            optax.add_decayed_weights(config.weight_decay, mask=_decay_mask),
+            optax.add_decayed_weights(config.weight_decay, mask=mask),
             optax.sgd(lr, momentum=config.momentum, nesterov=True),
         )
     else:
