@@ -169,6 +169,24 @@ def _process_0s(path: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode())
 
 
+def _check_mesh(config) -> None:
+    """A mesh that does not fit this host's devices is a usage error, before anything runs."""
+    mesh = getattr(getattr(config, "train", None), "mesh", None)
+    if mesh is None:
+        return
+    import jax
+
+    try:
+        mesh.shape(jax.device_count())
+    except ValueError as e:
+        hint = ""
+        if jax.default_backend() == "cpu":
+            hint = (
+                " (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N simulates N devices)"
+            )
+        raise UsageError(f"--train.mesh: {e}{hint}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.run",
@@ -212,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 preset.check(config)
             except ValueError as e:
                 raise UsageError(str(e)) from None
+        _check_mesh(config)
         workdir = resolve_workdir(args.name, args.workdir, args.resume)
         if args.distributed:
             workdir = _process_0s(workdir)

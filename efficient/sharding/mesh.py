@@ -31,18 +31,18 @@ class MeshConfig:
             if size == 0 or size < -1:
                 raise ValueError(f"MeshConfig.{name}={size}: sizes must be positive or -1 (fill).")
         if sizes.count(-1) > 1:
-            raise ValueError(f"MeshConfig {self}: at most one axis may be -1.")
+            raise ValueError(f"{self}: at most one axis may be -1.")
         known = math.prod(s for s in sizes if s != -1)
         if -1 in sizes:
             if num_devices % known:
                 raise ValueError(
-                    f"MeshConfig {self}: {num_devices} devices are not divisible by the fixed "
+                    f"{self}: {num_devices} devices are not divisible by the fixed "
                     f"axes' product {known}."
                 )
             sizes[sizes.index(-1)] = num_devices // known
         if math.prod(sizes) != num_devices:
             raise ValueError(
-                f"MeshConfig {self}: axes multiply to {math.prod(sizes)}, but {num_devices} "
+                f"{self}: axes multiply to {math.prod(sizes)}, but {num_devices} "
                 "devices are in use."
             )
         return tuple(sizes)

@@ -34,6 +34,7 @@ def test_list_shows_every_preset_with_a_description():
         (["lowformer/smoke", "--train.steps", "0"], "TrainConfig.steps=0"),
         (["lowformer/smoke", "--data.source", "imagenet"], "'fashion_mnist', 'synthetic'"),
         (["lowformer/smoke", "--model.in_channels", "3"], "model.in_channels=3"),
+        (["lowformer/smoke", "--train.mesh.data", "16"], "axes multiply to 16, but 8 devices"),
     ],
 )
 def test_errors_are_one_line_without_traceback(args, expected, capsys):
