@@ -56,6 +56,7 @@ def target_ranks(
         ValueError: the shapes do not fit, `targets` is not integer or (concrete) out of range,
             or `ties` is unknown.
     """
+    scores, targets = _as_array(scores), _as_array(targets)
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"scores: shape {scores.shape}, expected [B, num_items + 1] with V >= 2.")
     if targets.shape != scores.shape[:1]:

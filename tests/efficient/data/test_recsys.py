@@ -582,6 +582,13 @@ def test_metrics_hand_computed():
     assert set(m) == {f"{name}@{k}" for name in ("hit", "ndcg", "mrr") for k in (1, 3)}
 
 
+def test_metrics_take_lists(no_typecheck):
+    ranks = target_ranks([[100.0, 0.1, 0.5, 0.3, 0.9]], [3])
+    metrics = ranking_metrics([[100.0, 0.1, 0.5, 0.3, 0.9]], [3], ks=(3,))
+    np.testing.assert_array_equal(ranks, [3])
+    np.testing.assert_allclose(metrics["ndcg@3"], [0.5], rtol=1e-6)
+
+
 def test_ties_and_degenerate_scores():
     scores = jnp.array([[0.0, 1.0, 1.0, 1.0, 0.0]])
     np.testing.assert_array_equal(target_ranks(scores, jnp.array([2])), [1])
