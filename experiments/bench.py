@@ -20,7 +20,9 @@ examples:
   python -m experiments.bench lowformer --models b0,deit_tiny --batch 32 --repeats 5
   python -m experiments.bench lowformer --lower-only         # FLOPs/memory only, nothing allocated
   python -m experiments.bench slowfast --text-len 256        # multimodal prefill text length
-Unset options take the bench's protocol defaults (shown by each bench's --list description).
+Unset options take the bench's protocol defaults, which depend on the bench and the platform
+(e.g. --warmup 1 --repeats 3 on CPU, 5 and 20 on an accelerator, for the long train steps of
+hyena and tim4rec); each run prints the warm-up and timed calls it uses before timing.
 Results are appended to runs/bench/NAME.jsonl (one JSON object per measurement).
 """
 

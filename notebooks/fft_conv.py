@@ -222,7 +222,7 @@ plt.show()
 # kernels on a GPU) against jnp.fft (cuFFT on a GPU; ducc on CPU) and, on a GPU, the paper's
 # PyTorch baseline, forward and forward+backward, and writes JSON with the device and commit.
 # Here it runs in quick mode on this machine. The paper's claim is for fused GPU kernels; on a
-# CPU the Monarch matmuls do 3-6x the FLOPs of an FFT and lose to jnp.fft (README.md has the
+# CPU the Monarch matmuls do 3.5-8x the FLOPs of an FFT and lose to jnp.fft (README.md has the
 # figures); the quick run's times (3 repeats on a shared CPU) are noisy. Saved reports are
 # plotted too, each labelled with its device: `fft_conv*.json` under `bench_results/` (local
 # runs, not in git; `tools/gpu_bench.sh` writes `bench_results/gpu/`) and

@@ -4,12 +4,14 @@ The unit tests run the kernels in interpret mode on CPU; this runs them compiled
 Mosaic on TPU) at the benchmark shapes, forward and every gradient, and prints the relative error
 ||out - ref|| / ||ref|| of each against the float32 jnp reference at "highest" matmul precision:
 
-    python -m pallas_kernels.check [--quick] [--fft-variants r128-tf32x3 -bf16 ...] [--out PATH]
+    python -m pallas_kernels.check [--quick] [--fft-variants r128-tf32x3 r128-bf16 ...] [--out PATH]
 
 `--fft-variants` adds fft_conv cases at N = 1024 and 4096 (`--fft-variant-sizes`; 256 with
 --quick) with those kernel options (`fft_conv.BlockSizes.parse` specs: larger radices,
 tensor-core matmul arithmetic; a "+saved" suffix, e.g. "h4m4w8-bf16+saved", runs it with
-`save_residuals=True`). A variant the GPU path refuses (bf16 dots outside the plans seen
+`save_residuals=True`). A spec that starts with "-" (the default tiling, e.g. "-bf16") reads
+as an option: write it "r32-bf16" (the same plan) or pass a single one as "--fft-variants=-bf16".
+A variant the GPU path refuses (bf16 dots outside the plans seen
 right) is a failed case with the ValueError's message.
 
 Exit status 1 if any error exceeds its tolerance (float32 inputs 2e-3: Triton's float32 dots may

@@ -135,9 +135,10 @@ def fft_conv(
             reads the forward's filter spectrum); the rest may differ, e.g. "h8m8w8-bf16" forward
             and "h4m4w8-bf16" backward, the H200's fastest of each pass at N = 1K (README, GPU).
         save_residuals: Under differentiation, keep the input's spectrum X (f32, 8 bytes per
-            kept frequency of each [b, h] row) and, when gated, the pre-gate output z (u's dtype)
-            from the forward, so the backward runs two transforms instead of four (gated) or
-            three: fewer FLOPs for more memory. The Monarch paths only ("xla" at sizes where it
+            kept frequency of each [b, h] row) and, when gated, the pre-gate output z (u's
+            dtype; float32 for float16 u, whose z can pass 65504) from the forward, so the
+            backward runs two transforms instead of four (gated) or three: fewer FLOPs for more
+            memory. The Monarch paths only ("xla" at sizes where it
             is not jnp.fft, "pallas", "interpret"); jnp.fft's autodiff keeps its own residuals.
 
     Returns:

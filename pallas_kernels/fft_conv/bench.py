@@ -4,7 +4,8 @@ FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
 (arXiv 2311.05908), Table 1, and the repository's benchmarks/benchmark_flashfftconv.py (its
 baseline is torch.fft in fp32).
 
-    python -m pallas_kernels.fft_conv.bench [--quick] [--section cpu|gpu|sparse|all] [--out PATH]
+    python -m pallas_kernels.fft_conv.bench [--quick] [--section auto|cpu|gpu|sparse|all] \
+        [--out PATH]
     python -m pallas_kernels.fft_conv.bench --section gpu --sizes 1024 4096 --gated-only \
         --implementations jnp_fft pallas:h16b8w4 pallas:h2b4w8    # a tiling sweep
 

@@ -10,7 +10,8 @@ y = postgate * z, z = Re(IDFT(X S))[:L]:
     dS = sum_B D conj(X)   (as real/imaginary planes)  -> dk = transpose of (k -> S) applied to dS
 By default the residuals are the inputs and S only: X and z are recomputed in the backward
 (memory over FLOPs: four transforms when gated, three when not). `save_residuals` keeps X (f32
-planes) and z (u's dtype) from the forward instead: two transforms (DFT(dz), the inverse for dx).
+planes) and z (u's dtype; float32 for float16 u, whose z can pass 65504) from the forward
+instead: two transforms (DFT(dz), the inverse for dx).
 On the kernel paths both kernels carry the XLA path's derivatives (`pallas_kernels.autodiff`),
 so the backward itself can be differentiated (second-order derivatives).
 """
