@@ -1,4 +1,5 @@
-"""Test set-up: 8 simulated CPU devices, strict promotion, jaxtyping checks, a `key` fixture."""
+"""Test set-up: 8 simulated CPU devices, strict promotion, jaxtyping checks, the `key` and
+`no_typecheck` fixtures."""
 
 import os
 
@@ -24,3 +25,14 @@ def pytest_configure(config):
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+@pytest.fixture
+def no_typecheck():
+    """Without the import hook's run-time type checks, as users run the code: for the code's own
+    ValueErrors on arguments the annotations would reject first."""
+    import jaxtyping
+
+    jaxtyping.config.update("jaxtyping_disable", True)
+    yield
+    jaxtyping.config.update("jaxtyping_disable", False)

@@ -3,7 +3,6 @@
 import dataclasses
 
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 
@@ -68,14 +67,6 @@ def test_positive_reject(value):
 def test_configs_name_the_bad_field(make, match):
     with pytest.raises(ValueError, match=match):
         make()
-
-
-@pytest.fixture
-def no_typecheck():
-    """Without the import hook's type checks (tests/conftest.py), as users run the code."""
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", False)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,6 @@
 """Fixtures shared by the kernel tests."""
 
 import jax
-import jaxtyping
 import pytest
 
 # The kernels target Triton on GPU (Mosaic GPU would need a plgpu rewrite); jax warns about that.
@@ -19,12 +18,3 @@ def fake_gpu(monkeypatch):
             yield
     except RuntimeError as e:  # raised on entry only: jax's private hooks moved
         pytest.skip(str(e))
-
-
-@pytest.fixture
-def no_typecheck():
-    """Without the import hook's run-time type checks (tests/conftest.py), as users run the code:
-    for the ops' own ValueErrors on arguments the annotations would reject first."""
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", False)

@@ -8,7 +8,6 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 
@@ -368,16 +367,12 @@ def test_config_errors(overrides, match):
         dataclasses.replace(SMOKE, **overrides)
 
 
-def test_flags_and_numpy_integers():
-    jaxtyping.config.update("jaxtyping_disable", True)  # as users run it: the hook refuses first
-    try:
-        for name in ("use_bias", "remat", "fft_save_residuals", "tie_embeddings"):
-            for bad in ("yes", 1, None):
-                with pytest.raises(ValueError, match=f"{name}={bad!r}: expected True or False"):
-                    dataclasses.replace(SMOKE, **{name: bad})
-        assert dataclasses.replace(SMOKE, filter_layers=np.int64(2)).filter_layers == 2
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", False)
+def test_flags_and_numpy_integers(no_typecheck):
+    for name in ("use_bias", "remat", "fft_save_residuals", "tie_embeddings"):
+        for bad in ("yes", 1, None):
+            with pytest.raises(ValueError, match=f"{name}={bad!r}: expected True or False"):
+                dataclasses.replace(SMOKE, **{name: bad})
+    assert dataclasses.replace(SMOKE, filter_layers=np.int64(2)).filter_layers == 2
 
 
 def test_every_fft_conv_dtype_is_accepted():

@@ -7,7 +7,6 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 
@@ -247,20 +246,16 @@ def test_nnx_bridge_matches_linen():
     )
 
 
-def test_config_dtype_and_numpy_groups():
+def test_config_dtype_and_numpy_groups(no_typecheck):
     smoke = KATConfig.smoke()
     with pytest.raises(ValueError, match="dtype=.*float16.*expected float32 or bfloat16"):
         dataclasses.replace(smoke, dtype=jnp.float16)
     assert dataclasses.replace(smoke, dtype=jnp.bfloat16).dtype == jnp.bfloat16
-    jaxtyping.config.update("jaxtyping_disable", True)  # as users run it: numpy ints, bools
-    try:
-        numpy_groups = dataclasses.replace(smoke, num_groups=np.int64(4))
-        assert numpy_groups == dataclasses.replace(smoke, num_groups=4)
-        assert type(numpy_groups.num_groups) is int
-        with pytest.raises(ValueError, match="num_groups=True"):
-            dataclasses.replace(smoke, num_groups=True)
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", False)
+    numpy_groups = dataclasses.replace(smoke, num_groups=np.int64(4))
+    assert numpy_groups == dataclasses.replace(smoke, num_groups=4)
+    assert type(numpy_groups.num_groups) is int
+    with pytest.raises(ValueError, match="num_groups=True"):
+        dataclasses.replace(smoke, num_groups=True)
 
 
 def test_config_errors():

@@ -28,13 +28,6 @@ def x64():
         yield
 
 
-@pytest.fixture
-def no_typecheck():
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", False)
-
-
 def _batch(config=SMOKE, lengths=(16, 9, 1), seed=0, T=None):
     rng = np.random.default_rng(seed)
     B, T = len(lengths), T or config.max_len

@@ -33,13 +33,6 @@ def x64():
         yield
 
 
-@pytest.fixture
-def no_typecheck():
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", False)
-
-
 def _batch(config=SMOKE, lengths=(16, 9, 1), seed=0, ts_dtype=jnp.float32):
     """Left-aligned items, sorted timestamps in [0, 1], 0 where padded (as efficient.data)."""
     rng = np.random.default_rng(seed)
