@@ -33,7 +33,8 @@ def check_field_types(owner: object) -> None:
     scalar type: `bool` fields True or False (numpy bools too; not the string "False", which is
     truthy), `int` fields integers (numpy ints too; not bools, not 2.5), `float` fields real
     numbers other than NaN (ints too; not bools), `tuple[int, ...]` / `tuple[int, int]` tuples
-    of integers; `X | None` fields None too. Other annotations are the owner's to check.
+    of integers, `tuple[str, ...]` tuples of non-empty strings; `X | None` fields None too.
+    Other annotations are the owner's to check.
 
     Configs call it first in `__post_init__`, so a wrong type is named before any range check
     compares it.
@@ -58,6 +59,9 @@ def check_field_types(owner: object) -> None:
             ok = isinstance(value, tuple) and all(is_integer(v) for v in value)
             ok = ok and (length is None or len(value) == length)
             expected = f"a tuple of {length or 'any number of'} integers"
+        elif hint == tuple[str, ...]:
+            ok = isinstance(value, tuple) and all(isinstance(v, str) and v for v in value)
+            expected = "a tuple of non-empty strings"
         else:
             continue
         if not ok:

@@ -41,11 +41,6 @@ class OptimizerConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        exclude = self.weight_decay_exclude
-        if not isinstance(exclude, tuple) or not all(isinstance(n, str) and n for n in exclude):
-            raise ValueError(
-                f"weight_decay_exclude={exclude!r}: expected a tuple of parameter names."
-            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

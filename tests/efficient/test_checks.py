@@ -94,13 +94,15 @@ class _Typed:
     cap: float | None = None
     pair: tuple[int, int] = (1, 2)
     sizes: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
     anything: object = None
 
 
 @pytest.mark.parametrize(
     "changes",
     [{}, {"flag": np.bool_(False)}, {"count": np.int64(-3)}, {"rate": 2}, {"rate": float("inf")},
-     {"cap": 1.0}, {"pair": (np.int32(3), 4)}, {"sizes": (1, 2, 3)}, {"anything": "x"}],
+     {"cap": 1.0}, {"pair": (np.int32(3), 4)}, {"sizes": (1, 2, 3)}, {"names": ("a", "b")},
+     {"anything": "x"}],
 )  # fmt: skip
 def test_field_types_accept(changes):
     check_field_types(_Typed(**changes))
@@ -119,6 +121,9 @@ def test_field_types_accept(changes):
         ({"pair": (1,)}, r"pair=\(1,\): expected a tuple of 2 integers"),
         ({"pair": [1, 2]}, "pair=.*expected a tuple of 2 integers"),
         ({"sizes": (1, 2.5)}, "sizes=.*expected a tuple of any number of integers"),
+        ({"names": "a"}, "names='a': expected a tuple of non-empty strings"),
+        ({"names": ("a", "")}, "names=.*expected a tuple of non-empty strings"),
+        ({"names": ("a", 3)}, "names=.*expected a tuple of non-empty strings"),
     ],
 )
 def test_field_types_reject(changes, match):
