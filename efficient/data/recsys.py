@@ -11,10 +11,12 @@ runs RecBole 1.2.1's sequential defaults, reproduced here from RecBole's source
   than k interactions among those left, until none is dropped.
 - Ids are remapped by first appearance in the (filtered) file: items 1..num_items, 0 = padding.
 - Each user's interactions are sorted by time, ties kept in file order (RecBole's two stable
-  sorts, by time then by user), on the raw timestamps. RecBole sorts on the min-max-normalised
-  times stored as float32, whose step near 1 is 2.2 s on ML-100K's 1.86e7 s span, so it also
-  ties interactions a second or two apart: on the 5-core ML-100K 389 rows of 83 users land
-  elsewhere, and 4 of 943 test targets and 5 validation targets differ (measured 2026-11-29).
+  sorts, by time then by user). RecBole's sort keys are the min-max-normalised times stored as
+  float32, whose step near 1 is 2.2 s on ML-100K's 1.86e7 s span, so it also ties interactions a
+  second or two apart and keeps those in file order. `time_order="recbole_float32"` sorts on
+  exactly those keys; the default, "seconds", sorts on the file's timestamps, the true order. On
+  the 5-core ML-100K the two orders place 389 rows of 83 users differently, and 4 of 943 test
+  targets and 5 validation targets differ (tests/efficient/data/test_recsys.py).
 - Timestamps are min-max normalised over the filtered table, (t - min) / (max - min), as
   `normalize_all: True` in RecBole's ml-100k.yaml does.
 - Every interaction but a user's first is a target whose history is the (at most `max_len`)
@@ -49,6 +51,7 @@ Batch = dict[str, np.ndarray]
 Table = dict[str, np.ndarray]
 
 SOURCES = ("ml-100k", "synthetic")
+TIME_ORDERS = ("seconds", "recbole_float32")
 SPLITS = ("train", "validation", "test")
 # Independent streams derived from `RecSysDataConfig.seed`, so that no two uses share a seed.
 _SHUFFLE_STREAM = 0
@@ -69,6 +72,9 @@ class RecSysDataConfig:
             `MAX_ITEM_LIST_LENGTH`: 50, or 200 for ML-1M in the TiM4Rec configs).
         min_interactions: k of the k-core filter on users and items (TiM4Rec: 5); 0 or 1
             keeps every interaction (RecBole's ml-100k.yaml default).
+        time_order: what each user's interactions are sorted on: "seconds", the file's
+            timestamps, or "recbole_float32", RecBole's float32 normalised times, which also tie
+            (and keep in file order) interactions a second or two apart (module docstring).
         batch_size: global training batch size, over all processes together.
         eval_batch_size: global evaluation batch size; the last batch is padded to it with mask 0.
         seed: determines the example order of every epoch, and the synthetic data.
@@ -81,6 +87,7 @@ class RecSysDataConfig:
     source: Literal["ml-100k", "synthetic"] = "ml-100k"
     max_len: int = 50
     min_interactions: int = 5
+    time_order: Literal["seconds", "recbole_float32"] = "seconds"
     batch_size: int = 2048
     eval_batch_size: int = 512
     seed: int = 0
@@ -93,6 +100,10 @@ class RecSysDataConfig:
         check_field_types(self)
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
+        if self.time_order not in TIME_ORDERS:
+            raise ValueError(
+                f"time_order={self.time_order!r}: expected one of {', '.join(TIME_ORDERS)}."
+            )
         check_positive_ints(self, ("max_len", "batch_size", "eval_batch_size", "synthetic_users"))
         if self.synthetic_items < 4:
             raise ValueError(f"synthetic_items={self.synthetic_items}: expected at least 4.")
@@ -228,19 +239,26 @@ def _first_appearance_ids(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank[inverse.reshape(-1)], uniq[order]
 
 
-def build_sequences(table: Table) -> Sequences:
+def build_sequences(
+    table: Table, *, time_order: Literal["seconds", "recbole_float32"] = "seconds"
+) -> Sequences:
     """Remaps ids (first appearance), sorts each user's interactions by time, normalises time.
 
     Args:
         table: `{"user": [n], "item": [n], "timestamp": float [n]}` (any token dtype), e.g. a
             filtered `movielens.load_ml100k()`.
+        time_order: the sort keys: "seconds", the timestamps; "recbole_float32", the float32
+            normalised times RecBole sorts on (module docstring). Ties keep file order.
 
     Returns:
         The `Sequences`.
 
     Raises:
-        ValueError: the columns differ in length, the table is empty, or a time is not finite.
+        ValueError: the columns differ in length, the table is empty, a time is not finite, or
+            `time_order` is unknown.
     """
+    if time_order not in TIME_ORDERS:
+        raise ValueError(f"time_order={time_order!r}: expected one of {', '.join(TIME_ORDERS)}.")
     user, item, time = (np.asarray(table[k]) for k in ("user", "item", "timestamp"))
     if not user.ndim == item.ndim == time.ndim == 1 or not len(user) == len(item) == len(time):
         raise ValueError(
@@ -254,14 +272,14 @@ def build_sequences(table: Table) -> Sequences:
         raise ValueError("table: timestamps must be finite.")
     uid, user_tokens = _first_appearance_ids(user)
     iid, item_tokens = _first_appearance_ids(item)
-    # RecBole: stable sort by time, then stable sort by user; equal times stay in file order.
-    # (RecBole's keys are float32 normalised times, which tie more often: module docstring.)
-    order = np.argsort(time, kind="stable")
-    order = order[np.argsort(uid[order], kind="stable")]
     t_min, t_max = float(time.min()), float(time.max())
     span = t_max - t_min
     # RecBole writes 1.0 everywhere when all times are equal; then no time differences exist.
     normalised = (time - t_min) / span if span > 0 else np.ones_like(time)
+    # RecBole: stable sort by time, then stable sort by user; equal keys stay in file order.
+    key = time if time_order == "seconds" else normalised.astype(np.float32)
+    order = np.argsort(key, kind="stable")
+    order = order[np.argsort(uid[order], kind="stable")]
     counts = np.bincount(uid, minlength=len(user_tokens))
     return Sequences(
         items=_readonly((iid[order] + 1).astype(np.int32)),
@@ -344,7 +362,8 @@ def load_sequences(config: RecSysDataConfig) -> tuple[Sequences, dict[str, np.nd
     """The filtered sequences of a config's source and their split (cached per process).
 
     Args:
-        config: the pipeline settings (source, k-core and synthetic fields are used).
+        config: the pipeline settings (source, k-core, time order and synthetic fields are
+            used).
 
     Returns:
         `(sequences, leave_one_out(sequences.offsets))`.
@@ -354,18 +373,21 @@ def load_sequences(config: RecSysDataConfig) -> tuple[Sequences, dict[str, np.nd
     """
     synthetic = (config.synthetic_users, config.synthetic_items, config.synthetic_length)
     seed = config.seed if config.source == "synthetic" else 0
-    return _load_sequences(config.source, config.min_interactions, synthetic, seed)
+    return _load_sequences(
+        config.source, config.min_interactions, config.time_order, synthetic, seed
+    )
 
 
 @functools.cache
-def _load_sequences(source: str, k: int, synthetic: tuple, seed: int):
+def _load_sequences(source: str, k: int, time_order: str, synthetic: tuple, seed: int):
     if source == "ml-100k":
         table = movielens.load_ml100k()
     else:
         users, items, length = synthetic
         table = synthetic_interactions(num_users=users, num_items=items, length=length, seed=seed)
     keep = kcore_filter(table["user"], table["item"], k)
-    sequences = build_sequences({name: column[keep] for name, column in table.items()})
+    filtered = {name: column[keep] for name, column in table.items()}
+    sequences = build_sequences(filtered, time_order=time_order)
     return sequences, leave_one_out(sequences.offsets)
 
 
@@ -378,8 +400,8 @@ def recsys_dataset_info(config: RecSysDataConfig) -> dict:
     Returns:
         `{"source", "num_users", "num_items" (ids 1..num_items; 0 = padding), "num_interactions",
         "train_examples", "validation_examples", "test_examples", "min_length", "median_length",
-        "max_length" (interactions per user), "max_len", "min_interactions", "time_span_days",
-        "density"}`.
+        "max_length" (interactions per user), "max_len", "min_interactions", "time_order",
+        "time_span_days", "density"}`.
     """
     sequences, splits = load_sequences(config)
     lengths = np.diff(sequences.offsets)
@@ -394,6 +416,7 @@ def recsys_dataset_info(config: RecSysDataConfig) -> dict:
         "max_length": int(lengths.max()),
         "max_len": config.max_len,
         "min_interactions": config.min_interactions,
+        "time_order": config.time_order,
         "time_span_days": (sequences.time_max - sequences.time_min) / 86_400,
         "density": sequences.num_interactions / (sequences.num_users * sequences.num_items),
     }

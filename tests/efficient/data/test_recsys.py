@@ -88,11 +88,12 @@ def _assert_batches_equal(a, b):
 # ---------------------------------------------------------------------------- RecBole, literally
 
 
-def _recbole_reference(table, k: int, max_len: int):
+def _recbole_reference(table, k: int, max_len: int, time_order: str = "seconds"):
     """RecBole 1.2.1's filter -> remap -> normalise -> augment -> leave-one-out, as plain loops.
 
     Transcribes `_filter_by_inter_num`, `_remap` (pandas.factorize), `_normalize`,
-    `SequentialDataset.data_augmentation` and `_split_index_by_leave_one_out`.
+    `SequentialDataset.data_augmentation` and `_split_index_by_leave_one_out`; RecBole itself
+    sorts on the float32 normalised times (time_order="recbole_float32").
     Returns {split: sorted [(uid, history ids, history times, target id)]}.
     """
     user, item, time = (list(table[c]) for c in ("user", "item", "timestamp"))
@@ -112,7 +113,8 @@ def _recbole_reference(table, k: int, max_len: int):
     iid = {i: n + 1 for n, i in enumerate(dict.fromkeys(item[r] for r in rows))}
     lo, hi = min(time[r] for r in rows), max(time[r] for r in rows)
     norm = {r: np.float32((time[r] - lo) / (hi - lo)) for r in rows}
-    rows.sort(key=lambda r: (uid[user[r]], time[r]))  # stable, as RecBole's two stable sorts
+    key = time if time_order == "seconds" else norm
+    rows.sort(key=lambda r: (uid[user[r]], key[r]))  # stable, as RecBole's two stable sorts
     samples = []
     last_uid, seq_start = None, 0
     for i, r in enumerate(rows):
@@ -195,13 +197,38 @@ def test_toy_leave_one_out():
     np.testing.assert_array_equal(valid["targets"], [4])
 
 
+# A span of 1e8 s: float32 normalised times tie the rows 1 s apart (all 1.0), file order wins.
+FLOAT32_TIES = [
+    ("g", "y", 1e8 + 1),
+    ("f", "q", 1e8),
+    ("g", "x", 1e8),
+    ("g", "v", 0),
+    ("f", "w", 1e8 - 1),
+]
+
+
 @pytest.mark.parametrize("max_len", [1, 2, 3, 50])
 @pytest.mark.parametrize("k", [0, 2])
-def test_toy_matches_recbole_loops(k, max_len):
-    table = _table(TOY + [("e", "v", 1), ("e", "w", 2), ("e", "x", 2), ("f", "q", 3)])
+@pytest.mark.parametrize("time_order", ["seconds", "recbole_float32"])
+def test_toy_matches_recbole_loops(k, max_len, time_order):
+    rows = [(u, i, t * 1e7) for u, i, t in TOY] + FLOAT32_TIES
+    table = _table(rows + [("e", "v", 1), ("e", "w", 2), ("e", "x", 2)])
     keep = kcore_filter(table["user"], table["item"], k)
-    s = build_sequences({c: v[keep] for c, v in table.items()})
-    assert _ours(s, leave_one_out(s.offsets), max_len) == _recbole_reference(table, k, max_len)
+    s = build_sequences({c: v[keep] for c, v in table.items()}, time_order=time_order)
+    reference = _recbole_reference(table, k, max_len, time_order)
+    assert _ours(s, leave_one_out(s.offsets), max_len) == reference
+
+
+def test_recbole_float32_order_ties_close_times():
+    table = _table(FLOAT32_TIES)
+    # Items y q x v w -> 1..5. By seconds g is v x y, f is w q; with the float32 keys the
+    # rows 1e8 - 1, 1e8 and 1e8 + 1 all become 1.0 and keep file order: g v y x, f q w.
+    for time_order, items in [("seconds", [4, 3, 1, 5, 2]), ("recbole_float32", [4, 1, 3, 2, 5])]:
+        s = build_sequences(table, time_order=time_order)
+        assert list(s.user_tokens) == ["g", "f"]
+        np.testing.assert_array_equal(s.offsets, [0, 3, 5])
+        np.testing.assert_array_equal(s.items, items)
+        np.testing.assert_array_equal(s.timestamps, np.float32([0, 1, 1, 1, 1]))
 
 
 def test_kcore_is_iterative():
@@ -278,11 +305,27 @@ def test_ml100k_statistics(k, users, items, interactions):
 
 @pytest.mark.data
 @needs_recbole
-def test_ml100k_matches_recbole_loops():
-    config = RecSysDataConfig()
+@pytest.mark.parametrize("time_order", ["seconds", "recbole_float32"])
+def test_ml100k_matches_recbole_loops(time_order):
+    config = RecSysDataConfig(time_order=time_order)
     s, splits = load_sequences(config)
     ours = _ours(s, splits, config.max_len)
-    assert ours == _recbole_reference(load_ml100k(), 5, config.max_len)
+    assert ours == _recbole_reference(load_ml100k(), 5, config.max_len, time_order)
+
+
+@pytest.mark.data
+@needs_recbole
+def test_ml100k_time_orders_differ_as_documented():
+    # The figures quoted in recsys.py's docstring and the README.
+    a, splits = load_sequences(RecSysDataConfig())
+    b, _ = load_sequences(RecSysDataConfig(time_order="recbole_float32"))
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    np.testing.assert_array_equal(np.sort(a.timestamps), np.sort(b.timestamps))
+    moved = np.flatnonzero(a.items != b.items)
+    users = np.unique(np.searchsorted(a.offsets, moved, side="right") - 1)
+    assert (len(moved), len(users)) == (389, 83)
+    differ = {k: int((a.items[v] != b.items[v]).sum()) for k, v in splits.items()}
+    assert differ == {"train": 380, "validation": 5, "test": 4}
 
 
 @pytest.mark.data
@@ -418,14 +461,15 @@ def test_synthetic_is_deterministic_and_time_informative():
         ({"synthetic_length": (1, 5)}, "synthetic_length"),
         ({"synthetic_items": 2}, "synthetic_items=2"),
         ({"worker_count": -1}, "worker_count=-1"),
+        ({"time_order": "float32"}, "time_order='float32': expected one of seconds"),
     ],
 )
-def test_config_validation(kwargs, match):
+def test_config_validation(kwargs, match, no_typecheck):
     with pytest.raises(ValueError, match=match):
         RecSysDataConfig(**kwargs)
 
 
-def test_pipeline_errors():
+def test_pipeline_errors(no_typecheck):
     with pytest.raises(ValueError, match="batch_size=4096: larger than"):
         recsys_train_dataset(dataclasses.replace(SMALL, batch_size=4096))
     with pytest.raises(ValueError, match="batch_size=16.*process count"):
@@ -438,6 +482,8 @@ def test_pipeline_errors():
         load_sequences(dataclasses.replace(SMALL, min_interactions=100))
     with pytest.raises(ValueError, match="finite"):
         build_sequences({"user": np.zeros(2), "item": np.zeros(2), "timestamp": [0, np.nan]})
+    with pytest.raises(ValueError, match="time_order='raw'"):
+        build_sequences(_table(TOY), time_order="raw")
 
 
 def test_missing_recbole_says_how_to_install(monkeypatch):
