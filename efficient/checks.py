@@ -28,13 +28,28 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
+def _is_literal(value: object, literal: object) -> bool:
+    """`value` is the Literal's value `literal`: equal, and of its kind (True == 1 and 2.0 == 2
+    in Python, but neither is the int; numpy ints are ints, as for `int` fields)."""
+    if isinstance(literal, bool) or isinstance(value, bool | np.bool_):
+        return (
+            isinstance(literal, bool)
+            and isinstance(value, bool | np.bool_)
+            and bool(value == literal)
+        )
+    if isinstance(literal, int):
+        return is_integer(value) and bool(value == literal)
+    return isinstance(value, type(literal)) and bool(value == literal)
+
+
 def check_field_types(owner: object) -> None:
     """Raise a ValueError unless each field of the dataclass `owner` has a value of its annotated
     scalar type: `bool` fields True or False (numpy bools too; not the string "False", which is
     truthy), `int` fields integers (numpy ints too; not bools, not 2.5), `float` fields real
     numbers other than NaN (ints too; not bools), `tuple[int, ...]` / `tuple[int, int]` tuples
-    of integers, `tuple[str, ...]` tuples of non-empty strings; `X | None` fields None too.
-    Other annotations are the owner's to check.
+    of integers, `tuple[str, ...]` tuples of non-empty strings, `Literal[...]` fields one of
+    the literal's values; `X | None` fields None too. Other annotations are the owner's to
+    check.
 
     Configs call it first in `__post_init__`, so a wrong type is named before any range check
     compares it.
@@ -62,6 +77,9 @@ def check_field_types(owner: object) -> None:
         elif hint == tuple[str, ...]:
             ok = isinstance(value, tuple) and all(isinstance(v, str) and v for v in value)
             expected = "a tuple of non-empty strings"
+        elif typing.get_origin(hint) is typing.Literal:
+            ok = any(_is_literal(value, a) for a in args)
+            expected = f"one of {', '.join(map(repr, args))}"
         else:
             continue
         if not ok:

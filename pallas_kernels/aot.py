@@ -146,7 +146,9 @@ def compile_case(build: Callable, sharding) -> dict:
 
 def main(argv=None) -> int:
     """CLI entry point: one line per case, JSON after every case, 1 on any failure."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pallas_kernels.aot", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--topology", nargs="+", default=["v5e:1x1"],
         help="TPU topologies (e.g. v4:2x2x1 v5e:1x1 v5p:2x2x1 v6e:1x1); the first chip compiles",

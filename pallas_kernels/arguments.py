@@ -3,7 +3,34 @@
 import numbers
 from collections.abc import Callable
 
-__all__ = ["check_choice", "normalize_int_fields", "resolve_block_sizes"]
+import jax
+import numpy as np
+
+__all__ = [
+    "check_array",
+    "check_choice",
+    "is_pow2",
+    "next_pow2",
+    "normalize_int_fields",
+    "resolve_block_sizes",
+]
+
+
+def is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def check_array(name: str, value: object) -> None:
+    """Raise a ValueError naming `name` unless `value` is a jax or numpy array: not any object
+    with .shape and .dtype (a ShapeDtypeStruct failed later, unclearly), nor a numpy masked
+    array (its mask would be dropped silently)."""
+    if not isinstance(value, jax.Array | np.ndarray) or isinstance(value, np.ma.MaskedArray):
+        raise ValueError(f"{name}: expected a jax or numpy array, got {type(value).__name__}")
 
 
 def normalize_int_fields(obj: object, names: tuple[str, ...]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import jax
 
-__all__ = ["PLATFORMS", "check_compiled", "compiling_for", "current"]
+__all__ = ["PLATFORMS", "check_compiled", "compiler_params", "compiling_for", "current"]
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("target", default=None)
@@ -33,6 +33,24 @@ def check_compiled(implementation: str) -> None:
             "this traces for the CPU; use 'interpret' (the same kernels, interpreted), 'xla' or "
             "'auto'"
         )
+
+
+def compiler_params(*, num_warps: int, num_stages: int, interpret: bool):
+    """The `pallas_call` compiler parameters of the platform traced for: Triton's warps and
+    pipeline stages on GPU; on TPU, a 2-D grid whose steps are independent ("parallel", so
+    Mosaic may split them across cores); None when interpreting or on CPU."""
+    if interpret:
+        return None
+    backend = current()
+    if backend == "gpu":
+        from jax.experimental.pallas import triton as pltriton
+
+        return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+    if backend == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+
+        return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel"))
+    return None
 
 
 @contextlib.contextmanager

@@ -209,7 +209,9 @@ def _line(r: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pallas_kernels.registers", description=__doc__.splitlines()[0]
+    )
     rational_spec = block_sizes_spec(
         lambda s: s == DEFAULT or RationalBlockSizes.parse(s)  # type: ignore[func-returns-value]
     )

@@ -60,8 +60,6 @@ class ImageDataConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        if self.source not in ("fashion_mnist", "synthetic"):
-            raise ValueError(f"source={self.source!r}: expected 'fashion_mnist' or 'synthetic'.")
         sizes = ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_eval_size")
         check_positive_ints(self, sizes)
         if not 0 <= self.seed < 2**32:

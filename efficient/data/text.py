@@ -84,8 +84,6 @@ class TextDataConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        if self.source not in SOURCES:
-            raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
         check_positive_ints(self, ("seq_len", "batch_size", "eval_batch_size"))
         for name in ("synthetic_train_size", "synthetic_eval_size"):
             if getattr(self, name) < 2:

@@ -31,8 +31,6 @@ from efficient.data.text import VOCAB_SIZE, encode
 
 Batch = dict[str, np.ndarray]
 
-SOURCES = ("fashion-mnist", "synthetic")
-BACKGROUNDS = ("scenes", "blank")
 SPLITS = ("train", "test")  # image splits: training clips and evaluation clips
 QUESTION_TYPES = ("what", "count", "scene", "present")
 CLASS_NAMES = (
@@ -124,12 +122,6 @@ class VideoQADataConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        if self.source not in SOURCES:
-            raise ValueError(f"source={self.source!r}: expected one of {', '.join(SOURCES)}.")
-        if self.background not in BACKGROUNDS:
-            raise ValueError(
-                f"background={self.background!r}: expected one of {', '.join(BACKGROUNDS)}."
-            )
         positive = (
             "clip_frames",
             "num_frames",

@@ -6,6 +6,7 @@ Module layout and initialisation follow the authors' code (Adamdad/kat: katransf
 rational_kat_cu: `KAT_Group`).
 """
 
+import typing
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 FcInit = Literal["trunc_normal", "variance_preserving"]
-FC_INITS: tuple[str, ...] = ("trunc_normal", "variance_preserving")
+FC_INITS: tuple[str, ...] = typing.get_args(FcInit)
 
 # The coefficients are a few dozen numbers per layer, read by every shard of the activation that
 # follows: replicated on every mesh axis (no logical name, so no rule can split them). Naming the

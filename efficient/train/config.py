@@ -69,8 +69,6 @@ class OuterConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        if self.name not in ("diloco", "noloco"):
-            raise ValueError(f"OuterConfig.name={self.name!r}: use 'diloco' or 'noloco'.")
         for name in ("sync_period", "group_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"OuterConfig.{name}={getattr(self, name)}: must be >= 1.")

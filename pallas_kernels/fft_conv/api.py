@@ -5,6 +5,7 @@ FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores
 """
 
 import numbers
+import typing
 from typing import Literal
 
 import jax
@@ -47,10 +48,6 @@ _JNP_FFT_SIZES: dict[str, frozenset[int]] = {
 _AUTO_PALLAS_BACKENDS = frozenset({"tpu"})
 
 
-def _is_pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
 def _check_int(name: str, value, low: int, high: int, what: str) -> int:
     """`value` as a Python int (numpy integers too; not bool), if it is in [low, high]."""
     if isinstance(value, jax.core.Tracer):
@@ -65,13 +62,6 @@ def _check_int(name: str, value, low: int, high: int, what: str) -> int:
     ):
         raise ValueError(f"{name}={value!r}: must be {what}")
     return int(value)
-
-
-def _check_array(name: str, value) -> None:
-    # Not any object with .shape and .dtype (a ShapeDtypeStruct failed later, unclearly), nor a
-    # numpy masked array (its mask would be dropped silently on the XLA path).
-    if not isinstance(value, jax.Array | np.ndarray) or isinstance(value, np.ma.MaskedArray):
-        raise ValueError(f"{name}: expected a jax or numpy array, got {type(value).__name__}")
 
 
 def _max_pallas_size() -> int:
@@ -149,7 +139,7 @@ def fft_conv(
     """
     for name, array in (("u", u), ("k", k), ("pregate", pregate), ("postgate", postgate)):
         if array is not None:
-            _check_array(name, array)
+            arguments.check_array(name, array)
     if u.ndim != 3 or k.ndim != 2 or k.shape[0] != u.shape[1]:
         raise ValueError(f"u {u.shape} and k {k.shape}: expected u [B, H, L] and k [H, Lk]")
     if u.dtype not in _U_DTYPES:
@@ -184,7 +174,7 @@ def fft_conv(
     fft_size = _check_int(
         "fft_size", fft_size, max(MIN_FFT_SIZE, length, filter_len), MAX_FFT_SIZE, what
     )
-    if not _is_pow2(fft_size):
+    if not arguments.is_pow2(fft_size):
         raise ValueError(f"fft_size={fft_size}: must be {what}")
     if kept_frequencies is not None:
         step = 2 * fft_size // monarch.monarch_factors(fft_size)[-1]
@@ -198,7 +188,7 @@ def fft_conv(
             )
     if not isinstance(save_residuals, bool | np.bool_):
         raise ValueError(f"save_residuals={save_residuals!r}: must be True or False")
-    if implementation not in ("auto", "pallas", "interpret", "xla"):
+    if implementation not in typing.get_args(Implementation):
         raise ValueError(
             f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
         )

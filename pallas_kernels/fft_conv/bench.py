@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels import platform
 from pallas_kernels._bench import (
     add_compile_workers_argument,
     environment,
@@ -91,6 +92,7 @@ def _conv(case: Case, implementation: str):
         return lambda u, k, pregate, postgate: ref(u, k, pregate=pregate, postgate=postgate)
     implementation, save = split_saved(implementation)
     name, _, spec = implementation.partition(":")
+    platform.check_compiled(name)  # the row fails with the API's message, not Pallas' own
     forward, backward = _tilings(spec)
     config = vjp.ConvConfig(
         fft_size=n,
@@ -257,7 +259,9 @@ def _sections(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (tools/gpu_bench.sh's arguments are parsed by it in the tests)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pallas_kernels.fft_conv.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

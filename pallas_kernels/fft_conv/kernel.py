@@ -147,14 +147,10 @@ def _check_supported(block_sizes: BlockSizes, plan: monarch.MonarchPlan, interpr
             f"BlockSizes.dot={block_sizes.dot!r} needs a GPU (XLA:CPU has no TF32); in interpret "
             "mode use 'f32', 'bf16x3' or 'bf16'"
         )
-    # On an H200 (jax 0.11.2's Triton lowering, 2026-11-28) every bf16-dot variant at N = 4096
-    # with the default plan 16 x 16 x 16 (h1w8, h2m2w8, h4m4w8, h8m8w8; -bf16 and -bf16x3) gave
-    # y, du, dk with a relative error of 1.0, while bf16 dots were right in the order-2 plans
-    # 32 x 32 (N = 1024) and 64 x 64 (N = 4096, r128), and the 16 x 16 x 16 plan was right with
-    # tf32 and f32 dots (README, GPU). Whether the 16-wide bf16 dots (K = 16, the smallest bf16
-    # MMA) or the third level is at fault is not known, so both stay refused until checked. The
-    # same programs in interpret mode, with the bf16 rounding spelled out (`monarch._terms`),
-    # are right (relative error 5e-3 at 4K): the fault is in the GPU compile, not the method.
+    # Compiled for GPU, bf16 dots in an order-3 plan (16 x 16 x 16) gave wrong results (relative
+    # error 1.0 on an H200; right with tf32/f32 dots, right in interpret mode, right in order-2
+    # plans): refused until `python -m pallas_kernels.fft_conv.diagnose` locates the fault
+    # (README, Kernels).
     if (
         not interpret
         and platform.current() == "gpu"
@@ -170,13 +166,9 @@ def _check_supported(block_sizes: BlockSizes, plan: monarch.MonarchPlan, interpr
         )
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
-
-
 def _pow2_divisor(n: int, at_most: int) -> int:
     """The largest power of two dividing n and <= at_most."""
-    return math.gcd(n, _next_pow2(at_most + 1) // 2)
+    return math.gcd(n, arguments.next_pow2(at_most + 1) // 2)
 
 
 def _head_groups(block_h: int, heads_per_dot: int):
@@ -188,21 +180,10 @@ def _head_groups(block_h: int, heads_per_dot: int):
     return block_h // group, lambda g: pl.ds(pl.multiple_of(g * group, group), group)
 
 
-def _compiler_params(block_sizes: BlockSizes, interpret: bool, semantics=("parallel", "parallel")):
-    if interpret:
-        return None
-    backend = platform.current()
-    if backend == "gpu":
-        from jax.experimental.pallas import triton as pltriton
-
-        return pltriton.CompilerParams(
-            num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages
-        )
-    if backend == "tpu":
-        from jax.experimental.pallas import tpu as pltpu
-
-        return pltpu.CompilerParams(dimension_semantics=semantics)
-    return None
+def _compiler_params(block_sizes: BlockSizes, interpret: bool):
+    return platform.compiler_params(
+        num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages, interpret=interpret
+    )
 
 
 def _kernel(*refs, treedef, num_mats, has_pre, has_post, save, block_h, heads_per_dot, dot):
@@ -296,7 +277,7 @@ def spectral_conv(
     """
     _check_supported(block_sizes, plan, interpret)
     plan = dataclasses.replace(
-        plan, rows_in=_next_pow2(plan.rows_in), rows_out=_next_pow2(plan.rows_out)
+        plan, rows_in=arguments.next_pow2(plan.rows_in), rows_out=arguments.next_pow2(plan.rows_out)
     )
     shard = functools.partial(
         _spectral_conv_call,
@@ -541,7 +522,7 @@ def spectral_conv_bwd(
         cotangent planes [H, *plan.spectrum_shape] in f32.
     """
     _check_supported(block_sizes, plan, interpret)
-    rows = _next_pow2(max(plan.rows_in, plan.rows_out))
+    rows = arguments.next_pow2(max(plan.rows_in, plan.rows_out))
     plan = dataclasses.replace(plan, rows_in=rows, rows_out=rows)
 
     if u is None and (saved is None or pregate is not None):

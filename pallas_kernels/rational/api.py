@@ -4,11 +4,11 @@ Kolmogorov-Arnold Transformer (KAT, arXiv 2409.10594), §4 (GR-KAN); FlashKAT (a
 """
 
 import math
+import typing
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
@@ -24,19 +24,14 @@ __all__ = [
 ]
 
 Implementation = Literal["auto", "pallas", "interpret", "xla", "xla+pallas", "xla+interpret"]
-IMPLEMENTATIONS = ("auto", "pallas", "interpret", "xla", "xla+pallas", "xla+interpret")
+IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(Implementation)
 
 _X_DTYPES = (jnp.float32, jnp.bfloat16)
 
 
-# What "auto" runs per backend, from the measurements (README.md, Benchmarks):
-# - GPU: forward by XLA, backward by the Pallas kernels. On an H200 (2026-11-28) the compiled
-#   kernels passed the check (every tiling, f32 and bf16, partial row tiles, bitwise
-#   reproducible); the XLA forward was 1.1-1.5x faster than the kernel's (it runs at the copy's
-#   bandwidth, and in a model XLA fuses it with its neighbours), the kernel's forward+backward
-#   1.0-1.7x faster than the XLA path's, so each pass takes the faster one. Under a sharded jit
-#   the kernels run per shard (`pallas_kernels.partitioning`): each device computes what one
-#   device did on its block, plus an all-reduce of the [12, D] coefficient sums.
+# What "auto" runs per backend: each pass takes the faster where measured (README, Kernels).
+# - GPU: the XLA forward (at copy bandwidth, and fused with its neighbours in a model) and the
+#   Pallas backward (deterministic coefficient sums; faster than the XLA backward on an H200).
 # - TPU: the Pallas kernels (compiled by Mosaic ahead of time here; no chip measured yet).
 # - CPU: the XLA path (Pallas runs only in interpret mode there).
 _AUTO = {"gpu": "xla+pallas", "tpu": "pallas"}
@@ -57,8 +52,7 @@ def check_arguments(x, numerator, denominator, implementation: str = "auto") -> 
         )
     platform.check_compiled(implementation)
     for name, value in (("x", x), ("numerator", numerator), ("denominator", denominator)):
-        if not isinstance(value, jax.Array | np.ndarray) or isinstance(value, np.ma.MaskedArray):
-            raise ValueError(f"{name}: expected a jax or numpy array, got {type(value).__name__}")
+        arguments.check_array(name, value)
     if x.ndim < 1:
         raise ValueError(f"x.shape={x.shape}: x must have a channel axis [..., D]")
     if x.dtype not in _X_DTYPES:

@@ -214,7 +214,9 @@ def _ratios(results: list[dict], baseline: str) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (tools/gpu_bench.sh's arguments are parsed by it in the tests)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pallas_kernels.rational.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="B=8, two widths, f32, 3 repeats")
     parser.add_argument("--section", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--dims", type=int, nargs="*", default=None, help="widths D to run")

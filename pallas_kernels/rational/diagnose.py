@@ -170,7 +170,9 @@ def _line(r: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (tools/gpu_bench.sh's arguments are parsed by it in the tests)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pallas_kernels.rational.diagnose", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--tilings",
         nargs="+",

@@ -56,14 +56,6 @@ _A_ROWS = 8  # a_0..a_5 padded to a power of two (Triton) and a sublane multiple
 _B_ROWS = reference.NUM_DENOMINATOR
 
 
-def _is_pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BlockSizes:
     """Kernel tiling (all powers of two).
@@ -138,7 +130,11 @@ class BlockSizes:
             value = getattr(self, name)
             if name in ("block_d", "fwd_rows") and value is None:
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or not _is_pow2(value):
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not arguments.is_pow2(value)
+            ):
                 raise ValueError(f"BlockSizes.{name}={value!r}: must be a power of two")
         for name in ("num_warps", "num_stages"):
             value = getattr(self, name)
@@ -166,7 +162,7 @@ def default_block_sizes() -> BlockSizes:
 
 def _tiles(rows: int, width: int, block_sizes: BlockSizes) -> tuple[int, int]:
     """(block_rows, bd) used for an [rows, width] input."""
-    block_rows = max(block_sizes.leaf_rows, min(block_sizes.block_rows, _next_pow2(rows)))
+    block_rows = max(block_sizes.leaf_rows, min(block_sizes.block_rows, arguments.next_pow2(rows)))
     block_d = block_sizes.block_d or (64 if platform.current() == "gpu" else 256)
     bd = min(width & -width, block_d)  # largest power of two dividing D
     if platform.current() == "tpu" and bd % 128:
@@ -175,18 +171,9 @@ def _tiles(rows: int, width: int, block_sizes: BlockSizes) -> tuple[int, int]:
 
 
 def _compiler_params(block_sizes: BlockSizes, interpret: bool):
-    if interpret:
-        return None
-    backend = platform.current()
-    if backend == "gpu":
-        return pltriton.CompilerParams(
-            num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages
-        )
-    if backend == "tpu":
-        from jax.experimental.pallas import tpu as pltpu
-
-        return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel"))
-    return None
+    return platform.compiler_params(
+        num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages, interpret=interpret
+    )
 
 
 def column_coefficients(numerator: jax.Array, denominator: jax.Array, width: int):
@@ -397,7 +384,7 @@ def pairwise_sum(parts: jax.Array) -> jax.Array:
     Written as explicit adds so that no backend's reduction emitter picks the order.
     """
     n = parts.shape[0]
-    parts = jnp.pad(parts, ((0, _next_pow2(n) - n),) + ((0, 0),) * (parts.ndim - 1))
+    parts = jnp.pad(parts, ((0, arguments.next_pow2(n) - n),) + ((0, 0),) * (parts.ndim - 1))
     while parts.shape[0] > 1:
         parts = parts[0::2] + parts[1::2]
     return parts[0]

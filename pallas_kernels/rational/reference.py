@@ -11,6 +11,7 @@ __all__ = [
     "NUM_DENOMINATOR",
     "NUM_NUMERATOR",
     "derivative_terms",
+    "group_coefficients",
     "group_rational_reference",
     "rational_terms",
 ]
@@ -75,6 +76,18 @@ def derivative_terms(x, g, a, b_abs):
     return gq * dp + w * dq, terms
 
 
+def group_coefficients(numerator, denominator, ndim: int):
+    """The coefficients as float32 lists a_0..a_5 and |b_1|..|b_4|, each [1.., G, 1] of rank
+    `ndim`, to broadcast against grouped inputs [..., G, K]."""
+    groups = denominator.shape[0]
+    lead = (1,) * (ndim - 2)
+    num = jnp.broadcast_to(numerator.astype(jnp.float32), (groups, NUM_NUMERATOR))
+    den = jnp.abs(denominator.astype(jnp.float32))
+    a = [num[:, i].reshape(*lead, groups, 1) for i in range(NUM_NUMERATOR)]
+    b_abs = [den[:, j].reshape(*lead, groups, 1) for j in range(NUM_DENOMINATOR)]
+    return a, b_abs
+
+
 def group_rational_reference(
     x: Float[Array, "*batch D"],
     numerator: Float[Array, "Gn 6"],
@@ -105,10 +118,6 @@ def group_rational_reference(
     # The leading axes kept (not flattened), so that a reshape of x sharded over them is local
     # (and allowed under an Explicit mesh).
     xg = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, width // groups)  # [..., G, K]
-    lead = (1,) * (x.ndim - 1)
-    num = jnp.broadcast_to(numerator.astype(jnp.float32), (groups, NUM_NUMERATOR))
-    a = [num[:, i].reshape(*lead, groups, 1) for i in range(NUM_NUMERATOR)]  # each [1.., G, 1]
-    den = jnp.abs(denominator.astype(jnp.float32))
-    b_abs = [den[:, j].reshape(*lead, groups, 1) for j in range(NUM_DENOMINATOR)]
+    a, b_abs = group_coefficients(numerator, denominator, xg.ndim)
     p, q = rational_terms(xg, a, b_abs)
     return (p / q).reshape(x.shape).astype(x.dtype)

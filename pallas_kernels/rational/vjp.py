@@ -67,13 +67,8 @@ def _row_split(rows: int, most: int = 256) -> tuple[int, int]:
 
 def _derivative_terms(xg, g, numerator, denominator):
     """`reference.derivative_terms` for xg, g [..., G, K], the coefficients as [.., G, 1]."""
-    groups = denominator.shape[0]
-    lead = (1,) * (xg.ndim - 2)
-    num = jnp.broadcast_to(numerator, (groups, reference.NUM_NUMERATOR))
-    a = [num[:, i].reshape(*lead, groups, 1) for i in range(reference.NUM_NUMERATOR)]
-    den = jnp.abs(denominator)
-    b = [den[:, j].reshape(*lead, groups, 1) for j in range(reference.NUM_DENOMINATOR)]
-    return reference.derivative_terms(xg, g, a, b)
+    a, b_abs = reference.group_coefficients(numerator, denominator, xg.ndim)
+    return reference.derivative_terms(xg, g, a, b_abs)
 
 
 def _xla_backward(x, dy, numerator, denominator):

@@ -1,6 +1,7 @@
 """Shared configuration checks, and the configurations that used to accept wrong types."""
 
 import dataclasses
+from typing import Literal
 
 import jax.numpy as jnp
 import numpy as np
@@ -95,6 +96,8 @@ class _Typed:
     pair: tuple[int, int] = (1, 2)
     sizes: tuple[int, ...] = ()
     names: tuple[str, ...] = ()
+    mode: Literal["a", "b"] = "a"
+    level: Literal[1, 2] | None = None
     anything: object = None
 
 
@@ -102,7 +105,7 @@ class _Typed:
     "changes",
     [{}, {"flag": np.bool_(False)}, {"count": np.int64(-3)}, {"rate": 2}, {"rate": float("inf")},
      {"cap": 1.0}, {"pair": (np.int32(3), 4)}, {"sizes": (1, 2, 3)}, {"names": ("a", "b")},
-     {"anything": "x"}],
+     {"mode": "b"}, {"level": 2}, {"level": np.int64(2)}, {"anything": "x"}],
 )  # fmt: skip
 def test_field_types_accept(changes):
     check_field_types(_Typed(**changes))
@@ -124,6 +127,10 @@ def test_field_types_accept(changes):
         ({"names": "a"}, "names='a': expected a tuple of non-empty strings"),
         ({"names": ("a", "")}, "names=.*expected a tuple of non-empty strings"),
         ({"names": ("a", 3)}, "names=.*expected a tuple of non-empty strings"),
+        ({"mode": "c"}, "mode='c': expected one of 'a', 'b'"),
+        ({"mode": ["a"]}, r"mode=\['a'\]: expected one of 'a', 'b'"),  # unhashable: no TypeError
+        ({"level": True}, "level=True: expected one of 1, 2"),  # True == 1, but not a level
+        ({"level": 2.0}, "level=2.0: expected one of 1, 2"),
     ],
 )
 def test_field_types_reject(changes, match):
@@ -158,6 +165,12 @@ def test_float_dtypes_reject(dtype):
         (lambda: RecSysDataConfig(seed=1.5), "seed=1.5"),
         (lambda: RecSysDataConfig(synthetic_length=(3,)), "synthetic_length=.*tuple of 2"),
         (lambda: KATConfig(param_dtype="int32"), "param_dtype='int32': expected a floating"),
+        # Literal fields: the choices named, from the annotation.
+        (lambda: KATConfig(implementation="cuda"), "implementation='cuda': expected one of 'auto'"),
+        (lambda: KATConfig(fc_init="zeros"), "fc_init='zeros': expected one of 'trunc_normal'"),
+        (lambda: TiM4RecConfig(activation="gelu"), "activation='gelu': expected one of 'auto'"),
+        (lambda: RecSysDataConfig(source="ml-1m"), "source='ml-1m': expected one of 'ml-100k'"),
+        (lambda: HyenaConfig.smoke(fft_implementation="cufft"), "fft_implementation='cufft'"),
     ],
 )
 def test_config_fields_are_type_checked(no_typecheck, make, match):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from efficient.checks import check_positive_ints
 from efficient.models.vit import ViTConfig
-from efficient.nn.kan import FC_INITS, IMPLEMENTATIONS, check_preset
+from efficient.nn.kan import FcInit, Implementation, check_preset
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,8 +36,8 @@ class KATConfig(ViTConfig):
     act1_init: str = "identity"
     act2_init: str = "swish"
     shared_numerator: bool = True
-    fc_init: str = "trunc_normal"
-    implementation: str = "auto"
+    fc_init: FcInit = "trunc_normal"
+    implementation: Implementation = "auto"
 
     def __post_init__(self):
         super().__post_init__()
@@ -59,10 +59,6 @@ class KATConfig(ViTConfig):
                 )
         check_preset(self.act1_init, "act1_init")
         check_preset(self.act2_init, "act2_init")
-        if self.fc_init not in FC_INITS:
-            raise ValueError(f"fc_init={self.fc_init!r}: one of {FC_INITS}.")
-        if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation={self.implementation!r}: one of {IMPLEMENTATIONS}.")
 
     @classmethod
     def tiny(cls) -> "KATConfig":

@@ -119,15 +119,6 @@ class LaCTConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: expected >= 1 or None.")
         if not self.base_lr > 0:
             raise ValueError(f"base_lr={self.base_lr}: expected > 0 (η = softplus(... ) > 0).")
-        if self.ns_coefficients not in NS_COEFFICIENTS:
-            raise ValueError(
-                f"ns_coefficients={self.ns_coefficients!r}: expected 'per_step' or 'fixed'."
-            )
-        if self.attention_implementation not in ("einsum", "jax"):
-            raise ValueError(
-                f"attention_implementation={self.attention_implementation!r}: expected "
-                "'einsum' or 'jax'."
-            )
 
     @property
     def head_dim(self) -> int:

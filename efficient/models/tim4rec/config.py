@@ -118,10 +118,6 @@ class TiM4RecConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)}: expected a rate in [0, 1).")
         check_positive(self, ("norm_eps", "init_std"))
-        if self.activation not in ("auto", "silu", "hardswish"):
-            raise ValueError(
-                f"activation={self.activation!r}: expected 'auto', 'silu' or 'hardswish'."
-            )
 
     @property
     def d_inner(self) -> int:

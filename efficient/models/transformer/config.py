@@ -91,11 +91,6 @@ class TransformerConfig:
             raise ValueError(f"sliding_window={self.sliding_window}: expected >= 1 or None.")
         if self.logit_soft_cap is not None and self.logit_soft_cap <= 0:
             raise ValueError(f"logit_soft_cap={self.logit_soft_cap}: expected > 0 or None.")
-        if self.attention_implementation not in ("einsum", "jax"):
-            raise ValueError(
-                f"attention_implementation={self.attention_implementation!r}: expected "
-                "'einsum' or 'jax'."
-            )
 
     @property
     def kv_heads(self) -> int:

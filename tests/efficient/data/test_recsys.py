@@ -461,7 +461,7 @@ def test_synthetic_is_deterministic_and_time_informative():
         ({"synthetic_length": (1, 5)}, "synthetic_length"),
         ({"synthetic_items": 2}, "synthetic_items=2"),
         ({"worker_count": -1}, "worker_count=-1"),
-        ({"time_order": "float32"}, "time_order='float32': expected one of seconds"),
+        ({"time_order": "float32"}, "time_order='float32': expected one of 'seconds'"),
     ],
 )
 def test_config_validation(kwargs, match, no_typecheck):
