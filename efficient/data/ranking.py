@@ -17,7 +17,8 @@ two flags degenerate scores. A NaN target score gets rank num_items + 1, a miss 
 num_items; a NaN score of another item counts as above the target in both modes (as
 `torch.topk`, which ranks NaN above every number, puts it), so NaN scores never raise a metric.
 
-Only jax, numpy and `efficient.checks` are imported here, so models can call `check_sequences`.
+The pipelines call `check_sequences` on every batch they build; models check shapes only
+(`efficient.nn.next_item.check_inputs`), as importing `efficient.data` loads grain.
 """
 
 from collections.abc import Sequence

@@ -15,7 +15,6 @@ with G groups, head h reads group h // (H / G) (G = 1 in Mamba-2's and TiM4Rec's
 """
 
 import math
-import numbers
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -25,7 +24,8 @@ from jax import lax
 from jax.nn import initializers
 from jaxtyping import Array, Float
 
-from efficient.nn.causal_conv import CausalConv1d
+from efficient.checks import is_integer
+from efficient.nn.causal_conv import CausalConv1d, torch_default_init
 from efficient.nn.norms import RMSNorm
 
 Activation = Literal["silu", "hardswish"]
@@ -43,9 +43,18 @@ def _validate(
     C: Array,
     D: Array | None,
     initial_state: Array | None,
-    chunk_size: int | None = None,
 ) -> None:
-    """Raise a ValueError naming the first argument whose shape disagrees with x's [B, T, H, K]."""
+    """Raise a ValueError naming the first argument that is not a floating array or whose shape
+    disagrees with x's [B, T, H, K]."""
+    named = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, initial_state=initial_state)
+    for name, value in named.items():
+        if value is None:
+            continue
+        dtype = value.dtype if hasattr(value, "dtype") else jnp.asarray(value).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"{name}: dtype {dtype}; expected a floating dtype (y comes back in x's dtype)."
+            )
     if x.ndim != 4:
         raise ValueError(f"x.shape={x.shape}: expected 4 dimensions [B, T, H, K].")
     batch, T, H, K = x.shape
@@ -67,9 +76,6 @@ def _validate(
             f"initial_state.shape={initial_state.shape}: expected [B, H, K, N] = "
             f"{(batch, H, K, N)} from x and B."
         )
-    integral = isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)
-    if chunk_size is not None and (not integral or chunk_size < 1):
-        raise ValueError(f"chunk_size={chunk_size!r}: expected an int >= 1.")
 
 
 def _compute_dtype(*arrays: Array | None) -> Any:
@@ -153,20 +159,20 @@ def ssd_chunked(
     Raises:
       ValueError: a shape disagrees with x's [B, T, H, K], G does not divide H, or chunk_size < 1.
     """
-    if chunk_size is None:  # _validate allows None for the functions without chunks
-        raise ValueError("chunk_size=None: expected an int >= 1.")
-    _validate(x, dt, A, B, C, D, initial_state, chunk_size)
+    _validate(x, dt, A, B, C, D, initial_state)
+    if not is_integer(chunk_size) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r}: expected an int >= 1.")
     batch, T, H, K = x.shape
     G, N = B.shape[2:]
     r = H // G
     dtype = _compute_dtype(x, dt, A, B, C, D, initial_state)
-    length = max(1, min(int(chunk_size), T))
-    pad = -T % length
-    chunks = (T + pad) // length
+    chunk = max(1, min(int(chunk_size), T))  # positions per chunk
+    pad = -T % chunk
+    chunks = (T + pad) // chunk
 
     def blocks(v: Array, *tail: int) -> Array:
         v = jnp.pad(v.astype(dtype), [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2))
-        return v.reshape(batch, chunks, length, *tail)
+        return v.reshape(batch, chunks, chunk, *tail)
 
     xs = blocks(x, G, r, K)  # [B, c, l, G, r, K]
     dts = blocks(dt, G, r)  # [B, c, l, G, r]
@@ -206,7 +212,7 @@ def ssd_chunked(
     from_start = jnp.exp(jnp.cumsum(a, axis=-1))  # [B, c, G, r, l]
     y_off = jnp.einsum("BclGN,BcGrKN,BcGrl->BclGrK", Cs, starts, from_start)  # [B, c, l, G, r, K]
 
-    y = (y_diag + y_off).reshape(batch, chunks * length, H, K)[:, :T]  # [B, T, H, K]
+    y = (y_diag + y_off).reshape(batch, chunks * chunk, H, K)[:, :T]  # [B, T, H, K]
     y = _skip(y, x, D)
     return y.astype(x.dtype), final.reshape(batch, H, K, N)
 
@@ -411,9 +417,12 @@ class Mamba2Mixer(nn.Module):
       A_init_range: (low, high) of -a at init.
       dt_min, dt_max, dt_init_floor: the range of Δ at init (with dt_scale = 1).
       kernel_init: of the in_proj and out_proj kernels (unboxed).
-      conv_kernel_init: of the convolution kernel [W, C] (unboxed). TiM4Rec's
-        `is_kai_ming_init` (torch kaiming_normal_, fan_out, on the [C, 1, W] weight: std
-        sqrt(2 / (C W))) is `variance_scaling(2 / W, "fan_out", "normal")` here.
+      conv_kernel_init: of the convolution kernel [W, C] (unboxed); None: torch's `nn.Conv1d`
+        default, U(±1/sqrt(W)), which mamba_ssm keeps. TiM4Rec's `is_kai_ming_init` (torch
+        kaiming_normal_, fan_out, on the [C, 1, W] weight: std sqrt(2 / (C W))) is
+        `variance_scaling(2 / W, "fan_out", "normal")` here.
+      conv_bias_init: of the convolution bias [C] (unboxed); None: torch's default, U(±1/sqrt(W)),
+        as mamba_ssm keeps it (TiM4Rec's `is_kai_ming_init` zeroes it).
       dtype: compute dtype of the projections and the convolution; the SSD, softplus and norm
         run in float32 (float64 when the projections are).
       param_dtype: parameter storage dtype.
@@ -434,13 +443,13 @@ class Mamba2Mixer(nn.Module):
     dt_max: float = 1e-1
     dt_init_floor: float = 1e-4
     kernel_init: initializers.Initializer = initializers.normal(0.02)
-    conv_kernel_init: initializers.Initializer = initializers.variance_scaling(
-        1 / 3, "fan_in", "uniform"
-    )
+    conv_kernel_init: initializers.Initializer | None = None
+    conv_bias_init: initializers.Initializer | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
-    def _heads(self, features: int) -> int:
+    def _checked_heads(self, features: int) -> int:
+        """The number of heads H for inputs of width `features`, after checking the fields."""
         d_inner = self.expand * features
         if self.head_dim < 1 or d_inner % self.head_dim:
             raise ValueError(
@@ -476,7 +485,7 @@ class Mamba2Mixer(nn.Module):
             an unknown activation, or dt_scale's shape is not [B, T, H].
         """
         batch, T, features = inputs.shape
-        H = self._heads(features)
+        H = self._checked_heads(features)
         G, N, K = self.num_groups, self.state_dim, self.head_dim
         d_inner = H * K
         if dt_scale is not None and dt_scale.shape != (batch, T, H):
@@ -494,12 +503,17 @@ class Mamba2Mixer(nn.Module):
             **dtypes,
         )(inputs)  # [B, T, 2 d_inner + 2 G N + H]
         z, xBC, dt = jnp.split(zxbcdt, [d_inner, 2 * d_inner + 2 * G * N], axis=-1)
+        conv_init = torch_default_init(self.conv_width)
+        if self.conv_kernel_init is not None:
+            conv_init["kernel_init"] = self.conv_kernel_init
+        if self.conv_bias_init is not None:
+            conv_init["bias_init"] = self.conv_bias_init
         xBC = CausalConv1d(
             self.conv_width,
             use_bias=self.conv_bias,
             channel_axis="mlp",
-            kernel_init=self.conv_kernel_init,
             name="conv1d",
+            **conv_init,
             **dtypes,
         )(xBC)  # [B, T, d_inner + 2 G N]
         act = jax.nn.silu if self.activation == "silu" else jax.nn.hard_swish

@@ -12,8 +12,8 @@ from jax.nn import initializers
 from jaxtyping import Array, Bool, Float, Float32, Int
 
 from efficient.models.sasrec.config import SASRecConfig
-from efficient.models.tim4rec.model import check_inputs, last_position
 from efficient.nn import LayerNorm, Mlp, MultiHeadAttention, gelu_exact
+from efficient.nn.next_item import check_inputs, item_scores, last_position
 
 
 class SASRecLayer(nn.Module):
@@ -132,6 +132,4 @@ class SASRec(nn.Module):
           ValueError: a shape or dtype is wrong, or T > max_len.
         """
         h = last_position(self.encode(items, timestamps, lengths, train), lengths)  # [B, D]
-        table = self.item_embedding.embedding.astype(jnp.float32)  # [V, D]
-        # Scores in float32 whatever the compute dtype: bf16 scores tie often in a ranking.
-        return jnp.einsum("BD,VD->BV", h.astype(jnp.float32), table)
+        return item_scores(h, self.item_embedding.embedding)

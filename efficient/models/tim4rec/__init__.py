@@ -8,8 +8,6 @@ from efficient.models.tim4rec.model import (
     TimeBranch,
     TiSSD,
     TiSSDLayer,
-    check_inputs,
-    last_position,
 )
 
 __all__ = [
@@ -19,6 +17,4 @@ __all__ = [
     "TiSSD",
     "TiSSDLayer",
     "TimeBranch",
-    "check_inputs",
-    "last_position",
 ]

@@ -18,50 +18,10 @@ from jaxtyping import Array, Bool, Float, Float32, Int
 
 from efficient.models.tim4rec.config import TiM4RecConfig
 from efficient.nn import CausalConv1d, LayerNorm, Mamba2Mixer
+from efficient.nn.next_item import check_inputs, item_scores, last_position
 
 # The reference's FeedForward never receives norm_eps: its LayerNorm keeps the default 1e-12.
 _FFN_NORM_EPS = 1e-12
-
-
-def check_inputs(
-    items: Array, timestamps: Array, lengths: Array, *, max_len: int, exact: bool
-) -> None:
-    """Shape and dtype checks of a recommender batch. Values cannot be checked under jit: the
-    data side checks them (`efficient.data.ranking.check_sequences`, on every batch it builds;
-    models do not import it).
-
-    Args:
-      items: int [B, T] item ids, left-aligned, 0 = padding.
-      timestamps: float [B, T].
-      lengths: int [B], the real positions of each row.
-      max_len: the model's L.
-      exact: T must equal L (else T <= L).
-
-    Raises:
-      ValueError: naming the argument whose shape or dtype is wrong.
-    """
-    if items.ndim != 2 or not jnp.issubdtype(items.dtype, jnp.integer):
-        raise ValueError(f"items: shape {items.shape}, dtype {items.dtype}; expected int [B, T].")
-    B, T = items.shape
-    if not 1 <= T <= max_len or (exact and max_len > T):
-        allowed = f"exactly max_len={max_len} (pad to it)" if exact else f"1..max_len={max_len}"
-        raise ValueError(f"items: {T} positions; expected {allowed}.")
-    if timestamps.shape != (B, T) or not jnp.issubdtype(timestamps.dtype, jnp.floating):
-        raise ValueError(
-            f"timestamps: shape {timestamps.shape}, dtype {timestamps.dtype}; expected float "
-            f"[B, T] = {[B, T]} like items."
-        )
-    if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise ValueError(
-            f"lengths: shape {lengths.shape}, dtype {lengths.dtype}; expected int [B] = {[B]}."
-        )
-
-
-def last_position(hidden: Float[Array, "B T D"], lengths: Int[Array, " B"]) -> Array:
-    """hidden[b, lengths[b] - 1]: the interest vector (RecBole's `gather_indexes`). Rows of
-    length 0 (batch padding) read position 0 instead of wrapping around."""
-    last = jnp.clip(lengths - 1, 0, hidden.shape[1] - 1)
-    return hidden[jnp.arange(hidden.shape[0]), last]  # [B, D]
 
 
 def _kaiming_conv(width: int) -> initializers.Initializer:
@@ -237,6 +197,7 @@ class TiSSD(nn.Module):
             conv_bias=True,
             kernel_init=initializers.normal(c.init_std),
             conv_kernel_init=_kaiming_conv(c.conv_width),
+            conv_bias_init=initializers.zeros,
             dtype=c.dtype,
             param_dtype=c.param_dtype,
             name="mixer",
@@ -399,6 +360,4 @@ class TiM4Rec(nn.Module):
             MLP is L x L); without the time branch any 1 <= T <= max_len is accepted.
         """
         h = last_position(self.encode(items, timestamps, lengths, train), lengths)  # [B, D]
-        table = self.item_embedding.embedding.astype(jnp.float32)  # [V, D]
-        # Scores in float32 whatever the compute dtype: bf16 scores tie often in a ranking.
-        return jnp.einsum("BD,VD->BV", h.astype(jnp.float32), table)
+        return item_scores(h, self.item_embedding.embedding)

@@ -441,6 +441,24 @@ def test_bf16_compute_runs_close_to_f32():
     assert err < 0.05, err
 
 
+def test_init_is_the_references_with_kaiming_convs():
+    """TiM4Rec's `_init_weights` with `is_kai_ming_init: True` (every released ML config):
+    Linear and Embedding N(0, 0.02) with zero biases; every Conv1d kaiming_normal_(fan_out),
+    std sqrt(2 / (C W)) for a depthwise [C, 1, W] weight, with a zero bias."""
+    config = TiM4RecConfig.ml100k()
+    _, params = _init(config)
+    tissd = params["layers_0"]["tissd"]
+    convs = [tissd["mixer"]["conv1d"], tissd["time"]["conv_1"], tissd["time"]["conv_2"]]
+    for conv in convs:
+        np.testing.assert_array_equal(np.asarray(conv["bias"]), 0.0)
+    kernel = np.asarray(convs[0]["kernel"])  # [W, C]: C = d_inner + 2 N = 192
+    assert kernel.shape == (4, 192)
+    assert abs(kernel.std() / (2 / kernel.size) ** 0.5 - 1) < 0.1
+    in_proj = tissd["mixer"]["in_proj"]
+    assert abs(np.asarray(in_proj["kernel"]).std() - 0.02) < 0.001
+    np.testing.assert_array_equal(np.asarray(in_proj["bias"]), 0.0)
+
+
 def test_parameter_counts():
     def count(config):
         batch = _batch(config, lengths=(config.max_len,))

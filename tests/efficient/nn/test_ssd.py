@@ -262,6 +262,9 @@ def _bad_cases():
         (with_(B=f32(1, 4, 3, 3), C=f32(1, 4, 3, 3)), {}, "G=3 groups, which must divide the H=4"),
         (with_(D=f32(2)), {}, r"D.shape=\(2,\)"),
         (with_(initial_state=f32(1, 4, 2, 2)), {}, r"initial_state.shape=\(1, 4, 2, 2\)"),
+        # Integer inputs used to come back truncated to an integer y.
+        (with_(x=jnp.ones((1, 4, 4, 2), jnp.int32)), {}, "x: dtype int32; expected a floating"),
+        (with_(dt=jnp.ones((1, 4, 4), jnp.int32)), {}, "dt: dtype int32; expected a floating"),
         (with_(), {"chunk_size": 0}, "chunk_size=0: expected an int >= 1"),
         (with_(), {"chunk_size": None}, "chunk_size=None: expected an int >= 1"),
         (with_(), {"chunk_size": True}, "chunk_size=True: expected an int >= 1"),
@@ -367,8 +370,10 @@ def test_mixer_inits():
     np.testing.assert_array_equal(np.asarray(params["D"]), 1.0)
     kernel = np.asarray(params["in_proj"]["kernel"])
     assert abs(kernel.std() - 0.02) < 0.002 and not np.any(np.asarray(params["in_proj"]["bias"]))
-    conv = np.asarray(params["conv1d"]["kernel"])
-    assert np.abs(conv).max() <= 0.5 and conv.std() > 0.2  # U(±1/sqrt(W)), W = 4: std 0.29
+    # torch's Conv1d default, as mamba_ssm keeps it: kernel and bias U(±1/sqrt(W)), W = 4.
+    for name in ("kernel", "bias"):
+        conv = np.asarray(params["conv1d"][name])
+        assert np.abs(conv).max() <= 0.5 and abs(conv.std() - 0.5 / 3**0.5) < 0.03, name
 
 
 def test_mixer_is_causal_and_dt_scale_one_is_the_default():
