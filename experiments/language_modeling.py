@@ -139,8 +139,8 @@ def train_and_sample(
         model=model, loss_fn=next_token_loss(), inputs=token_inputs, best_metric=("loss", "min")
     )
     info = text_dataset_info(config.data)
-    print(f"data: {info['source']}, {info['train_tokens']:,} train / {info['eval_tokens']:,} "
-          f"eval tokens; split: {info['split']}")  # fmt: skip
+    print(f"data: {info['source']}, {info['train_tokens']:,} train tokens, "
+          f"{info['eval_tokens']:,} scored per evaluation; split: {info['split']}")  # fmt: skip
     result = train(
         task,
         config.train,

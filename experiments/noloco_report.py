@@ -152,7 +152,9 @@ def sync_table(model_bytes: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.noloco_report", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--runs-dir", type=pathlib.Path, default=RUNS_DIR)
     args = parser.parse_args(argv)
     runs = load(args.runs_dir)

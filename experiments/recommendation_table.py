@@ -25,6 +25,12 @@ import numpy as np
 from efficient.train import NonFiniteLossError
 from experiments.run import UsageError, apply_overrides, find_preset
 
+
+class RunStopped(Exception):
+    """A run ended before its last step (a signal, or `--train.stop_after`); its checkpoint is
+    saved, and the same command resumes it."""
+
+
 # TrainConfig fields that say how a session runs, not what the run is.
 _SESSION_FIELDS = ("progress", "stop_after")
 RUNS_DIR = pathlib.Path("runs/seeds")
@@ -121,7 +127,10 @@ def run_all(
                       f"in {workdir}", flush=True)  # fmt: skip
                 summary = preset.run(config_k, workdir, resume=resume)
                 if summary.get("status") != "completed":
-                    raise KeyboardInterrupt  # interrupted: the next call resumes it
+                    raise RunStopped(
+                        f"{preset.name} seed {seed}: {summary.get('status')} "
+                        f"({summary.get('stop_reason')})"
+                    )
             out.setdefault(preset.name, []).append(summary)
     return out
 
@@ -189,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except RunStopped as e:
+        print(f"{e}: run the same command again to resume.", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside a run's loop (its own handler saves a checkpoint)
         print("interrupted: run the same command again to resume.", file=sys.stderr)
         return 130
     except FileNotFoundError as e:  # a missing data package

@@ -178,11 +178,6 @@ def ml100k(model_config, *, batch_size: int = 256, epochs: int = 4) -> Sequentia
     )  # fmt: skip
 
 
-def steps_per_epoch(data: RecSysDataConfig) -> int:
-    """Optimizer steps in one pass over the training examples (the last partial batch dropped)."""
-    return recsys_dataset_info(data)["train_examples"] // data.batch_size
-
-
 def run(config: SequentialRecommendation, workdir: pathlib.Path, resume: bool = False) -> dict:
     """Train with early stopping; returns the summary (also in workdir/summary.json)."""
     return train_recommender(config, workdir, resume)[0].summary
@@ -240,7 +235,6 @@ __all__ = [
     "run",
     "sequence_inputs",
     "smoke",
-    "steps_per_epoch",
     "train_recommender",
     "with_data_sizes",
 ]

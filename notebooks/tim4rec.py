@@ -117,7 +117,7 @@ for family in ("tim4rec", "ssd4rec", "sasrec"):
     summary = preset.run(config, workdir)
     runs[name] = (summary, read_metrics(workdir / "metrics.jsonl"))
     print(f"{name}: {summary['num_params']:,} parameters, best step {summary['best_step']}, "
-          f"{summary['stop_reason']}, {summary['wall_time_s']:.0f} s")  # fmt: skip
+          f"stopped by {summary['stop_reason']}, {summary['wall_time_s']:.0f} s")  # fmt: skip
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))

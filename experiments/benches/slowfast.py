@@ -40,7 +40,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
-from experiments.benches.spec import BenchArgs, BenchSpec, protocol, resolve_models
+from experiments.benches.spec import BenchArgs, BenchSpec, protocol, resolve_models, train_step
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -271,24 +271,15 @@ def _prefill(key: str, entry: PrefillEntry, args: BenchArgs, text_len: int) -> B
 
 
 def _train_step(model: Any, optimizer: Any):
-    import optax
-
     from efficient.train import next_token_loss
 
     loss_fn = next_token_loss()
 
-    def step(params, opt_state, frames, tokens, targets):
-        def loss(p):
-            logits = model.apply({"params": p}, frames, tokens, train=True)
-            return loss_fn(logits, {"targets": targets})[0]
+    def loss(params, frames, tokens, targets):
+        logits = model.apply({"params": params}, frames, tokens, train=True)
+        return loss_fn(logits, {"targets": targets})[0]
 
-        value, grads = jax.value_and_grad(loss)(params)
-        # Optax mixes Python floats with int32 counters, which "strict" promotion rejects.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return step
+    return train_step(loss, optimizer)
 
 
 def _train(key: str, entry: TrainEntry, args: BenchArgs, optimizer: Any) -> BenchResult:

@@ -124,6 +124,21 @@ def group_models(
     return list(groups.values())
 
 
+def train_step(loss: Callable[..., Any], optimizer: Any) -> Callable[..., tuple]:
+    """`step(params, opt_state, *batch) -> (params, opt_state, loss)`: `jax.value_and_grad` of
+    `loss(params, *batch)`, then one update of the Optax `optimizer`."""
+    import optax
+
+    def step(params, opt_state, *batch):
+        value, grads = jax.value_and_grad(loss)(params, *batch)
+        # Optax mixes Python floats with int32 counters, which "strict" promotion rejects.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
 def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_").replace(".", "")
 

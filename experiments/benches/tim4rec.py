@@ -37,6 +37,7 @@ from experiments.benches.spec import (
     platform,
     protocol,
     time_side_by_side,
+    train_step,
 )
 
 __all__ = [
@@ -130,21 +131,14 @@ def _inputs(B: int, T: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]
 def _train_step(model: Any, optimizer: Any):
     import optax
 
-    def step(params, opt_state, items, timestamps, lengths, targets, key):
-        def loss(p):
-            scores = model.apply(
-                {"params": p}, items, timestamps, lengths, train=True, rngs={"dropout": key}
-            )  # [B, items + 1]
-            ce = optax.softmax_cross_entropy_with_integer_labels(scores, targets)  # [B]
-            return jnp.mean(ce)
+    def loss(params, items, timestamps, lengths, targets, key):
+        scores = model.apply(
+            {"params": params}, items, timestamps, lengths, train=True, rngs={"dropout": key}
+        )  # [B, items + 1]
+        ce = optax.softmax_cross_entropy_with_integer_labels(scores, targets)  # [B]
+        return jnp.mean(ce)
 
-        value, grads = jax.value_and_grad(loss)(params)
-        # Optax mixes Python floats with int32 counters, which "strict" promotion rejects.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return step
+    return train_step(loss, optimizer)
 
 
 def run(args: BenchArgs) -> Iterator[BenchResult]:

@@ -25,7 +25,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
-from experiments.benches.spec import BenchArgs, BenchSpec, protocol, resolve_models
+from experiments.benches.spec import BenchArgs, BenchSpec, protocol, resolve_models, train_step
 
 __all__ = ["MODELS", "SPEC", "ModelEntry", "flop_estimates", "run", "report"]
 
@@ -140,24 +140,15 @@ def flop_estimates(config: Any, batch: int, seq_len: int, *, train: bool) -> dic
 
 
 def _train_step(model: Any, optimizer: Any):
-    import optax
-
     from efficient.train import next_token_loss
 
     loss_fn = next_token_loss()
 
-    def step(params, opt_state, inputs, targets):
-        def loss(p):
-            logits = model.apply({"params": p}, inputs, train=True)
-            return loss_fn(logits, {"targets": targets})[0]
+    def loss(params, inputs, targets):
+        logits = model.apply({"params": params}, inputs, train=True)
+        return loss_fn(logits, {"targets": targets})[0]
 
-        value, grads = jax.value_and_grad(loss)(params)
-        # Optax mixes Python floats with int32 counters, which "strict" promotion rejects.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return step
+    return train_step(loss, optimizer)
 
 
 def _lowered(fn, *args, name: str, batch: int, extra: dict[str, Any]) -> BenchResult:

@@ -133,6 +133,7 @@ def test_table_runner_runs_resumes_skips_and_tabulates(tmp_path, capsys, standin
     args = [standin_preset, "--seeds", "2", "--runs-dir", str(tmp_path), *FAST]
     # Seed 0 is cut after 2 steps: the runner reports an interruption; the next call resumes it.
     assert recommendation_table.main([*args, "--train.stop_after", "2"]) == 130
+    assert "seed 0: paused (stop_after=2): run the same command again" in capsys.readouterr().err
     assert recommendation_table.main(args) == 0
     out = capsys.readouterr().out
     assert "seed 0: resuming" in out and "seed 1: running" in out

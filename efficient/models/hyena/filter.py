@@ -41,20 +41,24 @@ def positional_features(max_len: int, emb_dim: int) -> np.ndarray:
 
 
 def exponential_decay(
-    max_len: int, channels: int, *, fast_decay_pct: float, slow_decay_pct: float, target: float
+    max_len: int,
+    channels: int,
+    *,
+    fast_decay_pct: float,
+    slow_decay_pct: float,
+    decay_target: float,
 ) -> np.ndarray:
     """The decay window exp(-a_c t), t = s / (max_len - 1), at positions s and channels c.
 
-    The rates a_c run linearly from -ln(target) / slow_decay_pct (channel 0) to
-    -ln(target) / fast_decay_pct (the last channel), so channel c falls to `target` at
-    t = -ln(target) / a_c (Safari's ExponentialModulation with shift 0).
+    The rates a_c run linearly from -ln(decay_target) / slow_decay_pct (channel 0) to
+    -ln(decay_target) / fast_decay_pct (the last channel), so channel c falls to `decay_target`
+    at t = -ln(decay_target) / a_c (Safari's ExponentialModulation with shift 0).
 
     Returns:
       float32 [max_len, channels].
     """
-    rates = np.linspace(
-        -math.log(target) / slow_decay_pct, -math.log(target) / fast_decay_pct, channels
-    )  # [C]
+    log_target = math.log(decay_target)
+    rates = np.linspace(-log_target / slow_decay_pct, -log_target / fast_decay_pct, channels)
     t = np.linspace(0.0, 1.0, max_len)[:, None]  # [T, 1]
     return np.exp(-t * rates[None, :]).astype(np.float32)
 
@@ -107,7 +111,7 @@ class ImplicitFilter(nn.Module):
             self.channels,
             fast_decay_pct=self.fast_decay_pct,
             slow_decay_pct=self.slow_decay_pct,
-            target=self.decay_target,
+            decay_target=self.decay_target,
         )[:length]  # [L, C]
         # The MLP's hidden width is tiny and replicated (None); its output is the channel axis of
         # the operator's streams ('mlp'), so a tensor-sharded operator gets its filters locally.

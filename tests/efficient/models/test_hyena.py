@@ -73,8 +73,11 @@ def _filter64(params, config, channels, length):
     for i in range(config.filter_layers):
         h = np.sin(freq * dense(params[f"dense_{i + 1}"], h))
     h = dense(params["out"], h)
-    slow, fast = config.decay_rates
-    rates = np.linspace(slow, fast, channels)
+    # Safari's ExponentialModulation: rates linear from ln(target) / slow to ln(target) / fast.
+    log_target = np.log(config.decay_target)
+    rates = -np.linspace(
+        log_target / config.slow_decay_pct, log_target / config.fast_decay_pct, channels
+    )
     t = np.arange(config.max_len)[:length, None] / (config.max_len - 1)
     return h * np.exp(-t * rates[None, :])
 
@@ -166,7 +169,7 @@ def test_positional_features_against_the_complex_exponential():
 
 def test_decay_window_shape_and_endpoints():
     fast, slow, target = 0.3, 1.5, 1e-2
-    w = exponential_decay(11, 5, fast_decay_pct=fast, slow_decay_pct=slow, target=target)
+    w = exponential_decay(11, 5, fast_decay_pct=fast, slow_decay_pct=slow, decay_target=target)
     assert w.shape == (11, 5)
     np.testing.assert_allclose(w[0], 1.0)  # no decay at t = 0
     # t = s / 10: the fastest channel reaches the target at t = 0.3 (s = 3), the slowest at
