@@ -33,6 +33,7 @@ from efficient.train import (
     token_inputs,
     train,
 )
+from efficient.train.metrics import write_text_atomic
 from experiments.image_classification import to_json
 from experiments.registry import ModelRegistry
 
@@ -170,7 +171,7 @@ def train_and_sample(
             print(f"--- sample (prompt {prompt!r}, temperature {config.sample.temperature}):")
             print(text)
         summary["samples"] = samples
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2, default=str))
     return result, model
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from efficient.train import NonFiniteLossError
+from efficient.train import NonFiniteLossError, ResumeError
 from experiments.run import UsageError, apply_overrides, find_preset
 
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a run's loop (its own handler saves a checkpoint)
         print("interrupted: run the same command again to resume.", file=sys.stderr)
         return 130
-    except FileNotFoundError as e:  # a missing data package
+    except (FileNotFoundError, ResumeError) as e:  # a missing data package, a damaged step
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

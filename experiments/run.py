@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from efficient.train import NonFiniteLossError
+    from efficient.train import NonFiniteLossError, ResumeError
 
     print(f"{preset.name}: {preset.description}\nrun dir: {workdir}")
     try:
@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, FileExistsError) as e:  # missing data package / used workdir
+    except (FileNotFoundError, FileExistsError, ResumeError) as e:
+        # a missing data package, a used workdir, a workdir of another config or a damaged step
         print(f"error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary, workdir)

@@ -27,6 +27,7 @@ from efficient.data import (
     recsys_train_dataset,
 )
 from efficient.train import OptimizerConfig, Task, TrainConfig, TrainResult, train
+from efficient.train.metrics import write_text_atomic
 from efficient.train.task import Batch, LossFn
 from experiments.image_classification import to_json
 from experiments.registry import ModelRegistry
@@ -219,7 +220,7 @@ def train_recommender(
         key: None if summary.get(key) is None else summary[key] / per_epoch
         for key in ("step", "best_step")
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2, default=str))
     return result, model
 
 

@@ -59,6 +59,7 @@ from efficient.train import (
     replace_params,
     train,
 )
+from efficient.train.metrics import write_text_atomic
 from efficient.train.task import Batch
 from experiments.image_classification import ImageClassification, to_json
 from experiments.registry import register
@@ -212,7 +213,7 @@ def pretrain_vision(config: VideoQA, workdir: pathlib.Path) -> tuple[dict, dict]
         )
         summary = result.summary
         if reused:  # keep the record (wall time, ...) of the run that trained it
-            record.write_text(json.dumps(previous, indent=2, default=str))
+            write_text_atomic(record, json.dumps(previous, indent=2, default=str))
             summary = previous
     if summary.get("status") != "completed":
         raise RuntimeError(f"vision pretraining stopped early: {summary.get('status')}")
@@ -269,7 +270,7 @@ def run(config: VideoQA, workdir: pathlib.Path, resume: bool = False) -> dict:
         print(
             "accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if k != "examples")
         )
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 

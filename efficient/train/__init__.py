@@ -2,7 +2,14 @@
 
 from efficient.train.checkpoint import Checkpointer
 from efficient.train.config import OptimizerConfig, OuterConfig, TrainConfig
-from efficient.train.loop import NonFiniteLossError, TrainResult, evaluate, init_state, train
+from efficient.train.loop import (
+    NonFiniteLossError,
+    ResumeError,
+    TrainResult,
+    evaluate,
+    init_state,
+    train,
+)
 from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics
 from efficient.train.optimizer import learning_rate_schedule, make_optimizer
 from efficient.train.state import TrainState
@@ -19,6 +26,7 @@ __all__ = [
     "Checkpointer",
     "MetricsWriter",
     "NonFiniteLossError",
+    "ResumeError",
     "OptimizerConfig",
     "OuterConfig",
     "Task",

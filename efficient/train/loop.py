@@ -29,13 +29,38 @@ from efficient.sharding.collectives import collectives, sync_bytes
 from efficient.train import replicas as replicas_lib
 from efficient.train.checkpoint import Checkpointer, abstract_like
 from efficient.train.config import TrainConfig
-from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics
+from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics, write_text_atomic
 from efficient.train.optimizer import learning_rate_schedule, make_optimizer
 from efficient.train.state import TrainState
 from efficient.train.steps import make_eval_step, make_train_step
 from efficient.train.task import Task
 
 log = logging.getLogger(__name__)
+
+
+class ResumeError(RuntimeError):
+    """A run directory cannot be resumed as asked: its config.json describes another run, or its
+    latest checkpoint does not restore."""
+
+
+# TrainConfig fields that say how a session runs, not what the run is: they may differ between
+# the sessions of one run.
+_SESSION_FIELDS = frozenset({"progress", "stop_after"})
+
+
+def _config_differences(saved: Any, ours: Any, path: str = "") -> list[str]:
+    """Dotted paths where two `to_json` config trees differ, TrainConfig's session fields aside."""
+    if isinstance(saved, dict) and isinstance(ours, dict):
+        skip = _SESSION_FIELDS if ours.get("__type__") == "TrainConfig" else frozenset()
+        keys = (saved.keys() | ours.keys()) - skip
+        return [
+            diff
+            for key in sorted(keys)
+            for diff in _config_differences(
+                saved.get(key), ours.get(key), f"{path}.{key}" if path else key
+            )
+        ]
+    return [] if saved == ours else [f"{path or '<config>'}: {saved!r} -> {ours!r}"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -326,8 +351,20 @@ def train(
     # Multi-process runs share `workdir`: process 0 writes the files (config, metrics, summary,
     # plots); Orbax coordinates the checkpoint writes of all processes itself.
     primary = jax.process_index() == 0
-    if primary and run_config is not None and not (resume and (workdir / "config.json").exists()):
-        (workdir / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
+    config_path = workdir / "config.json"
+    if run_config is not None and resume and config_path.exists():
+        # A resume continues the run config.json describes; other settings would make a run
+        # that no file describes (and a changed model would fail in the restore).
+        ours = json.loads(json.dumps(run_config, default=str))
+        differences = _config_differences(json.loads(config_path.read_text()), ours)
+        if differences:
+            shown = "; ".join(differences[:5]) + ("; ..." if len(differences) > 5 else "")
+            raise ResumeError(
+                f"{workdir} holds a run of another config ({shown}); resume it with the "
+                "settings it was started with, or start the new settings in a new workdir."
+            )
+    elif primary and run_config is not None:
+        write_text_atomic(config_path, json.dumps(run_config, indent=2, default=str))
 
     mesh = make_mesh(config.mesh, devices)
     train_iter: Iterator = iter(train_data)
@@ -361,7 +398,17 @@ def train(
         )
     start = 0
     if resume and (latest := checkpointer.latest_step()) is not None:
-        state, data_state = checkpointer.restore(latest, abstract_like(state, shardings))
+        try:
+            state, data_state = checkpointer.restore(latest, abstract_like(state, shardings))
+        except Exception as e:  # noqa: BLE001 - Orbax raises many kinds for a damaged step
+            steps = checkpointer.all_steps()
+            checkpointer.close()
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ResumeError(
+                f"{checkpointer.directory}/{latest}: the checkpoint does not restore "
+                f"({type(e).__name__}: {reason}); steps on disk: {steps}. Delete that step's "
+                "directory to resume from the one before it."
+            ) from e
         if stateful and data_state:
             train_iter.set_state(data_state)
         elif not stateful:
@@ -377,7 +424,7 @@ def train(
         multihost_utils.sync_global_devices("efficient.train: metrics.jsonl ready")
     tracker = _BestTracker(task.best_metric, config.early_stopping_patience)
     last_eval = None
-    if resume:  # the evaluations up to the checkpoint (the writer dropped any later ones)
+    if resume and writer.path.exists():  # the evaluations up to the checkpoint (no later ones)
         for record in read_metrics(writer.path):
             if record.get("split") == "eval" and record["step"] <= start:
                 last_eval = _record_metrics(record)
@@ -562,7 +609,7 @@ def train(
             **_provenance(),
         }
         if primary:
-            (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2, default=str))
             plot_metrics(workdir / "metrics.jsonl", workdir / "plots")
     best = None
     if best_variables is not None:

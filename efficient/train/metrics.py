@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
+import tempfile
 from collections.abc import Mapping
+
+
+def write_text_atomic(path: str | pathlib.Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename, so that a kill leaves the
+    old file or the new one, never a truncated one."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class MetricsWriter:
@@ -32,10 +48,11 @@ class MetricsWriter:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
+            # The early-stopping state is rebuilt from these records: never lose them to a kill.
             kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif resume_step is None:
-            self.path.write_text("")
+            write_text_atomic(self.path, "")
         if tensorboard:
             from tensorboardX import SummaryWriter
 

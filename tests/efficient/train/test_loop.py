@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from efficient.sharding import MeshConfig
-from efficient.train import NonFiniteLossError, OptimizerConfig, TrainConfig, read_metrics, train
+from efficient.train import (
+    NonFiniteLossError,
+    OptimizerConfig,
+    ResumeError,
+    TrainConfig,
+    read_metrics,
+    train,
+)
+from efficient.train.metrics import write_text_atomic
 from tests.efficient.train._toy import toy_eval_data, toy_task, toy_train_data
 
 
@@ -227,3 +235,51 @@ def test_init_state_builds_the_state_with_the_shardings_it_returns(mesh_config, 
         assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim), (leaf.sharding, sharding)
     kernel = shardings.params["Dense_0"]["kernel"].spec
     assert kernel == jax.P(*(("replica",) if replicas else ()), "fsdp", "tensor")
+
+
+def _run_config(**train_fields):
+    """A `to_json`-like tree as the experiments pass it."""
+    train_json = {"__type__": "TrainConfig", "steps": 6, "progress": False, "stop_after": None}
+    return {"__type__": "Run", "model": {"width": 4}, "train": {**train_json, **train_fields}}
+
+
+def test_resume_refuses_another_config(tmp_path):
+    def run(run_config, **kw):
+        return train(
+            toy_task(), _config(6, **kw), train_data=toy_train_data(), workdir=tmp_path,
+            run_config=run_config, resume=True,
+        )  # fmt: skip
+
+    assert run(_run_config(stop_after=3), stop_after=3).summary["status"] == "paused"
+    changed = _run_config()
+    changed["model"]["width"] = 8
+    changed["train"]["steps"] = 7
+    with pytest.raises(ResumeError, match=r"model\.width: 4 -> 8; train\.steps: 6 -> 7"):
+        run(changed)
+    assert json.loads((tmp_path / "config.json").read_text()) == _run_config(stop_after=3)
+    # The session fields (progress, stop_after) may differ between the sessions of one run.
+    assert run(_run_config()).summary["status"] == "completed"
+
+
+def test_damaged_checkpoint_names_the_step(tmp_path):
+    _run(tmp_path, 6)  # checkpoints 5 and 6
+    files = sorted(p for p in (tmp_path / "checkpoints" / "6").rglob("*") if p.is_file())
+    for path in files:
+        if path.stat().st_size > 64 and "ocdbt" in str(path):
+            path.write_bytes(path.read_bytes()[:16])  # a truncated array file
+    with pytest.raises(ResumeError, match=r"checkpoints/6: the checkpoint does not restore"):
+        _run(tmp_path, 8, resume=True)
+    # What the message advises: without step 6 the run resumes from 5.
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints" / "6")
+    assert _run(tmp_path, 8, resume=True).summary["step"] == 8
+
+
+def test_write_text_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    write_text_atomic(path, "old")
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        write_text_atomic(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
