@@ -424,11 +424,16 @@ def train(
         multihost_utils.sync_global_devices("efficient.train: metrics.jsonl ready")
     tracker = _BestTracker(task.best_metric, config.early_stopping_patience)
     last_eval = None
-    if resume and writer.path.exists():  # the evaluations up to the checkpoint (no later ones)
+    # The run's time before this session: the last logged `elapsed_s` (the time between that
+    # log and the end of the earlier session is not known, so not counted).
+    earlier_s = 0.0
+    if resume and writer.path.exists():  # the records up to the checkpoint (no later ones)
         for record in read_metrics(writer.path):
             if record.get("split") == "eval" and record["step"] <= start:
                 last_eval = _record_metrics(record)
                 tracker.update(last_eval, record["step"])
+            elif record.get("split") == "train" and record["step"] <= start:
+                earlier_s = float(record.get("elapsed_s", earlier_s))
     # Copies: the train step donates the state's buffers.
     variable_shardings = {"params": shardings.params, "model_state": shardings.model_state}
     copy_variables = jax.jit(
@@ -537,6 +542,7 @@ def train(
                     last_train = {k: float(v) / max(float(count), 1.0) for k, v in sums.items()}
                     record = dict(last_train, steps_per_s=rate, examples_per_s=rate * examples)
                     record["learning_rate"] = float(schedule(step - 1))
+                    record["elapsed_s"] = earlier_s + now - t_start
                     if bad:
                         record["skipped_updates"] = int(bad)
                     writer.write(step, "train", record)
@@ -603,7 +609,8 @@ def train(
             "test": test_metrics,
             "test_step": test_step,
             "skipped_updates": int(np.sum(jax.device_get(state.nonfinite_count))),
-            "wall_time_s": wall,
+            "wall_time_s": earlier_s + wall,  # the run's, over its sessions
+            "session_wall_time_s": wall,
             "mesh": dict(mesh.shape),
             "communication": communication,
             **_provenance(),

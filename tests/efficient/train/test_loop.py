@@ -64,6 +64,19 @@ def test_resume_is_exact(tmp_path, capsys):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_wall_time_counts_every_session(tmp_path):
+    paused = _run(tmp_path, 8, stop_after=5)
+    first = paused.summary["wall_time_s"]
+    resumed = _run(tmp_path, 8, resume=True).summary
+    elapsed = [
+        r["elapsed_s"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"
+    ]
+    assert len(elapsed) == 8 and elapsed == sorted(elapsed) and elapsed[4] <= first
+    # The run's time: the first session up to its last log, plus the whole second session.
+    assert resumed["wall_time_s"] == pytest.approx(elapsed[4] + resumed["session_wall_time_s"])
+    assert resumed["wall_time_s"] >= elapsed[-1]
+
+
 def test_outputs_on_disk(tmp_path):
     result = _run(tmp_path, 6, log_every=2, eval_every=3)
     records = read_metrics(tmp_path / "metrics.jsonl")
