@@ -165,6 +165,12 @@ class _BestTracker:
         )
 
 
+# What a train record holds beside the task's metrics.
+_RATE_FIELDS = frozenset(
+    {"steps_per_s", "examples_per_s", "learning_rate", "elapsed_s", "skipped_updates"}
+)
+
+
 def _record_metrics(record: dict) -> dict[str, float]:
     # metrics.jsonl keeps non-finite values as strings ("nan"); float() reads them back.
     return {k: float(v) for k, v in record.items() if k not in ("step", "split") and v is not None}
@@ -426,7 +432,7 @@ def train(
     last_eval = None
     # The run's time before this session: the last logged `elapsed_s` (the time between that
     # log and the end of the earlier session is not known, so not counted).
-    earlier_s = 0.0
+    earlier_s, logged_train = 0.0, {}
     if resume and writer.path.exists():  # the records up to the checkpoint (no later ones)
         for record in read_metrics(writer.path):
             if record.get("split") == "eval" and record["step"] <= start:
@@ -434,6 +440,9 @@ def train(
                 tracker.update(last_eval, record["step"])
             elif record.get("split") == "train" and record["step"] <= start:
                 earlier_s = float(record.get("elapsed_s", earlier_s))
+                # The summary's final_train when no step is left to run (a finished run resumed).
+                logged = _record_metrics(record)
+                logged_train = {k: v for k, v in logged.items() if k not in _RATE_FIELDS}
     # Copies: the train step donates the state's buffers.
     variable_shardings = {"params": shardings.params, "model_state": shardings.model_state}
     copy_variables = jax.jit(
@@ -500,7 +509,7 @@ def train(
             checkpointer.save(step, state, train_iter.get_state() if stateful else None)
             saved_step = step
 
-    status, last_train = "completed", {}
+    status, last_train = "completed", logged_train
     stop_reason = tracker.reason() if tracker.exhausted else "steps"
     test_metrics, test_step = None, None
     examples = jax.tree.leaves(example)[0].shape[0] * jax.process_count()

@@ -77,6 +77,14 @@ def test_wall_time_counts_every_session(tmp_path):
     assert resumed["wall_time_s"] >= elapsed[-1]
 
 
+def test_resuming_a_finished_run_keeps_its_summary(tmp_path):
+    done = _run(tmp_path, 6).summary
+    again = _run(tmp_path, 6, resume=True).summary
+    assert again["status"] == "completed" and again["step"] == 6
+    assert again["final_train"] == done["final_train"] != {}
+    assert again["wall_time_s"] >= done["wall_time_s"] * 0.5  # the run's, not the empty session's
+
+
 def test_outputs_on_disk(tmp_path):
     result = _run(tmp_path, 6, log_every=2, eval_every=3)
     records = read_metrics(tmp_path / "metrics.jsonl")
