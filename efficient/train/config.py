@@ -16,8 +16,9 @@ class OptimizerConfig:
     Attributes:
       name: "adamw" (decoupled weight decay), "sgd" (Nesterov momentum) or "lion".
       learning_rate: peak learning rate, reached after `warmup_steps`.
-      schedule: decay after warm-up: "cosine" (to `end_lr_factor * learning_rate` at the last
-        step), "linear", or "constant".
+      schedule: decay after warm-up: "cosine" (to `end_lr_factor * learning_rate` at count
+        `steps`, just after the last update, which uses count steps - 1: optax's convention),
+        "linear", or "constant".
       weight_decay: applied to parameters with two or more dimensions only (kernels, embeddings),
         never to biases or norm scales, as in most vision and LM recipes.
       weight_decay_exclude: names of parameters that never decay either, matched against every
@@ -85,7 +86,8 @@ class TrainConfig:
       checkpoint_every: steps between checkpoints; the last step is always saved.
       keep_checkpoints: how many recent checkpoints Orbax keeps.
       on_nonfinite: "stop" ends the run naming the first step whose loss or gradients were not
-        finite; "skip" drops such updates and counts them. In both modes the bad update is never
+        finite; "skip" drops such updates and counts them (the optimizer state stays as it was,
+        so each skip delays the schedule by a step). In both modes the bad update is never
         applied, so saved checkpoints stay finite.
       seed: seeds parameter init and the per-step dropout keys (data has its own seed).
       stop_after: end this session at this step (with a checkpoint) although the run, its

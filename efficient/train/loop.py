@@ -550,7 +550,11 @@ def train(
                     t_log, last_log_step = now, step
                     last_train = {k: float(v) / max(float(count), 1.0) for k, v in sums.items()}
                     record = dict(last_train, steps_per_s=rate, examples_per_s=rate * examples)
-                    record["learning_rate"] = float(schedule(step - 1))
+                    # The rate of this step's update: a skipped update leaves the optimizer
+                    # state, its schedule count included, as it was (optax.apply_if_finite's
+                    # convention), so each skip delays the schedule by one step.
+                    delay = int(bad) if replicas is None else 0
+                    record["learning_rate"] = float(schedule(step - 1 - delay))
                     record["elapsed_s"] = earlier_s + now - t_start
                     if bad:
                         record["skipped_updates"] = int(bad)

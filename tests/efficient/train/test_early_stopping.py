@@ -143,3 +143,50 @@ def test_a_finite_evaluation_replaces_a_nan_best():
     assert not tracker.update({"score": float("nan"), "loss": 0.5}, step=3)
     assert not tracker.update({"score": -3.0, "loss": float("nan")}, step=4)  # tie, loss unknown
     assert tracker.best_step == 2
+
+
+def test_an_improvement_restarts_the_patience_count():
+    from efficient.train.loop import _BestTracker
+
+    tracker = _BestTracker(("score", "max"), patience=2)
+    assert tracker.update({"score": 1.0}, step=1)
+    assert not tracker.update({"score": 0.5}, step=2)  # one evaluation without gain
+    assert tracker.update({"score": 2.0}, step=3)  # a gain: the count starts again
+    assert not tracker.update({"score": 1.0}, step=4)
+    assert not tracker.exhausted  # one since the best, not two
+    assert not tracker.update({"score": 1.0}, step=5)
+    assert tracker.exhausted and tracker.best_step == 3
+
+
+def test_a_tie_with_an_equal_loss_is_no_improvement():
+    from efficient.train.loop import _BestTracker
+
+    tracker = _BestTracker(("score", "max"), patience=1)
+    assert tracker.update({"score": 1.0, "loss": 0.5}, step=1)
+    assert not tracker.update({"score": 1.0, "loss": 0.5}, step=2)  # strictly lower loss only
+    assert tracker.exhausted and tracker.best_step == 1
+
+
+def test_without_a_best_metric_the_lowest_loss_is_best():
+    from efficient.train.loop import _BestTracker
+
+    tracker = _BestTracker(None, patience=None)
+    assert tracker.update({"loss": 2.0}, step=1)
+    assert tracker.update({"loss": 1.0}, step=2)
+    assert not tracker.update({"loss": 1.5}, step=3)
+    assert not tracker.update({"loss": 1.0}, step=4)  # a tie on the loss itself: no gain
+    assert tracker.best_step == 2 and tracker.best == {"loss": 1.0, "step": 2}
+
+
+def test_an_early_stop_is_checkpointed_and_its_resume_trains_no_further(tmp_path, capsys):
+    stop = BEST_STEP + PATIENCE  # 10: not a multiple of checkpoint_every (4)
+    _run(tmp_path)
+    assert (tmp_path / "checkpoints" / str(stop)).is_dir()
+    capsys.readouterr()
+    again = _run(tmp_path, resume=True).summary
+    # From the stopping step itself (not from step 8, retraining 9 and 10 to stop again).
+    assert f"resumed from step {stop}" in capsys.readouterr().out
+    assert again["step"] == stop and again["early_stopped"]
+    train_steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")
+                   if r["split"] == "train"]  # fmt: skip
+    assert train_steps == list(range(1, stop + 1))

@@ -138,6 +138,15 @@ def test_nonfinite_skip_drops_the_update(tmp_path):
     assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(result.state.params))
     records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
     assert records[2].get("skipped_updates") == 1 and np.isfinite(records[-1]["loss"])
+    # The skipped update left the optimizer's count behind: later steps use one count less.
+    from efficient.train.optimizer import learning_rate_schedule
+
+    schedule = learning_rate_schedule(_config(6).optimizer, 6)
+    logged = {r["step"]: r["learning_rate"] for r in records}
+    want = {1: 0, 2: 1, 4: 2, 5: 3, 6: 4}  # step -> the count its update used
+    np.testing.assert_allclose(
+        [logged[s] for s in want], [float(schedule(c)) for c in want.values()]
+    )
 
 
 class _SignalAt:
@@ -304,3 +313,70 @@ def test_write_text_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_text_atomic(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_the_final_step_is_always_evaluated(tmp_path):
+    result = _run(tmp_path, 7, eval_every=3, log_every=7, checkpoint_every=100)
+    evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [3, 6, 7]
+    assert result.summary["final_eval"]["loss"] == pytest.approx(evals[-1]["loss"])
+
+
+def test_eval_averages_over_real_rows_not_batches():
+    # 256 rows in batches of 96, 96 and 64 real ones (the last padded to 96 with mask 0): the
+    # eval metrics are the means over the 256 rows, which a mean of the batch means is not.
+    import optax
+
+    from efficient.sharding import batch_sharding, make_mesh
+    from efficient.train import evaluate, init_state, make_eval_step, make_optimizer
+
+    task, mesh = toy_task(), make_mesh(MeshConfig())
+    (rows,) = toy_eval_data(256)
+    x, y = rows["x"], rows["label"]
+    tx = make_optimizer(OptimizerConfig(), total_steps=10)
+    state, _ = init_state(task, tx, {"x": x[:8], "label": y[:8]}, seed=0, mesh=mesh)
+    pad = lambda a: np.concatenate([a, np.zeros((32, *a.shape[1:]), a.dtype)])  # noqa: E731
+    batches = [
+        {"x": x[:96], "label": y[:96], "mask": np.ones(96, np.float32)},
+        {"x": x[96:192], "label": y[96:192], "mask": np.ones(96, np.float32)},
+        {"x": pad(x[192:]), "label": pad(y[192:]), "mask": pad(np.ones(64, np.float32))},
+    ]
+    with jax.set_mesh(mesh):
+        got = evaluate(jax.jit(make_eval_step(task)), state, batches, batch_sharding(mesh))
+    logits = np.asarray(task.model.apply(state.variables(), x, train=False), np.float64)
+    ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    want = {"loss": ce.mean(), "accuracy": (logits.argmax(-1) == y).mean()}
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_logged_learning_rate_is_the_one_each_update_used(tmp_path):
+    # The scalar task of test_early_stopping: plain GD on (w - 10)^2 from w = 0, so the loss
+    # logged at step s is (w_{s-1} - 10)^2 and w_s = w_{s-1} + lr_s * 2 (10 - w_{s-1}): the
+    # learning rate each update applied, read back from the weights.
+    from efficient.train import Task
+    from efficient.train.optimizer import learning_rate_schedule
+    from tests.efficient.train.test_early_stopping import _loss_fn, _Scalar, _train_data
+
+    optimizer = OptimizerConfig(name="sgd", learning_rate=0.05, momentum=0.0, warmup_steps=2,
+                                schedule="linear", end_lr_factor=0.2)  # fmt: skip
+    config = TrainConfig(steps=5, log_every=1, checkpoint_every=100, progress=False,
+                         optimizer=optimizer)  # fmt: skip
+    task = Task(model=_Scalar(), loss_fn=_loss_fn, inputs=lambda b: (b["x"],))
+    result = train(task, config, train_data=_train_data(), workdir=tmp_path)
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    w = [10.0 - np.sqrt(r["loss"]) for r in records] + [float(result.state.params["w"][0])]
+    used = [(w[s] - w[s - 1]) / (2 * (10.0 - w[s - 1])) for s in range(1, 6)]
+    logged = [r["learning_rate"] for r in records]
+    np.testing.assert_allclose(logged, used, rtol=1e-4, atol=1e-7)
+    # Step s is the optimizer's count s - 1: 0 at step 1, the peak once the warm-up is over.
+    schedule = learning_rate_schedule(optimizer, 5)
+    np.testing.assert_allclose(logged, [float(schedule(s - 1)) for s in range(1, 6)], rtol=1e-6)
+    # By hand: warm-up 0.05 * (s - 1) / 2, then linear from 0.05 to 0.01 over 5 - 2 counts.
+    by_hand = [0.0, 0.025, 0.05, 0.05 - 0.04 / 3, 0.05 - 0.08 / 3]
+    np.testing.assert_allclose(logged, by_hand, rtol=1e-6, atol=1e-9)
+
+
+def test_only_the_last_checkpoints_are_kept(tmp_path):
+    _run(tmp_path, 5, checkpoint_every=1, keep_checkpoints=2)
+    steps = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
+    assert steps == ["4", "5"]

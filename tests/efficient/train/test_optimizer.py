@@ -1,4 +1,7 @@
-"""Weight decay: which parameters it reaches, against a hand-written AdamW step."""
+"""Weight decay: which parameters it reaches, against a hand-written AdamW step; the learning-rate
+schedules against their closed forms; clipping before the update."""
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +9,7 @@ import numpy as np
 import pytest
 
 from efficient.train import OptimizerConfig, make_optimizer
-from efficient.train.optimizer import decay_mask
+from efficient.train.optimizer import decay_mask, learning_rate_schedule
 
 PARAMS = {
     "pos_embed": jnp.ones((1, 5, 4)),
@@ -63,3 +66,56 @@ def test_zero_gradient_step_decays_exactly_the_masked_parameters(name):
 def test_bad_exclude_is_refused(no_typecheck, bad):
     with pytest.raises(ValueError, match="weight_decay_exclude="):
         OptimizerConfig(weight_decay_exclude=bad)
+
+
+PEAK, TOTAL, END_FACTOR = 0.4, 20, 0.25
+
+
+def _closed_form(schedule: str, warmup: int, t: int) -> float:
+    """The documented schedule at optax count t (the (t+1)-th update): peak * t / w during the
+    warm-up, then the decay over the remaining T - w counts to end = peak * end_lr_factor."""
+    end = PEAK * END_FACTOR
+    if t < warmup:
+        return PEAK * t / warmup
+    frac = min((t - warmup) / (TOTAL - warmup), 1.0)
+    if schedule == "cosine":
+        return end + (PEAK - end) * (1 + math.cos(math.pi * frac)) / 2
+    if schedule == "linear":
+        return PEAK + (end - PEAK) * frac
+    return PEAK
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+@pytest.mark.parametrize("warmup", [0, 4])
+def test_schedule_matches_its_closed_form(schedule, warmup):
+    config = OptimizerConfig(
+        learning_rate=PEAK, warmup_steps=warmup, schedule=schedule, end_lr_factor=END_FACTOR
+    )
+    lr = learning_rate_schedule(config, TOTAL)
+    # The warm-up's start (0, not a fraction of the peak) and middle, its end, mid-decay (where
+    # the decay length T - w shows), the end (end_lr_factor * peak, not 0) and past it.
+    for t in (0, 1, 2, 4, 7, 12, TOTAL - 1, TOTAL, TOTAL + 5):
+        want = _closed_form(schedule, warmup, t)
+        assert float(lr(t)) == pytest.approx(want, rel=1e-5, abs=1e-7), t
+
+
+@pytest.mark.parametrize("scale", [10.0, 0.5])  # a global norm above and below the limit
+def test_gradients_are_clipped_before_the_learning_rate(scale):
+    # Plain SGD (lr 0.5, no momentum, no decay) after clipping to norm 1: the update is
+    # -lr * g * min(1, 1 / |g|). Clipping after the optimizer would clip -lr * g instead (norm
+    # 5 -> 1 for |g| = 10); lr 1 could not tell the two orders apart.
+    lr = 0.5
+    config = OptimizerConfig(
+        name="sgd", learning_rate=lr, schedule="constant", momentum=0.0, grad_clip_norm=1.0
+    )
+    tx = make_optimizer(config, total_steps=10)
+    params = {"a": jnp.zeros((3,)), "b": jnp.zeros((2, 2))}
+    direction = {"a": jnp.array([1.0, 2.0, 2.0]), "b": jnp.array([[0.0, 4.0], [0.0, 0.0]])}
+    grads = jax.tree.map(lambda d: d * (scale / 5.0), direction)  # |direction| = 5
+    with jax.numpy_dtype_promotion("standard"):  # as the trainer steps optax
+        updates, _ = tx.update(grads, tx.init(params), params)
+    factor = min(1.0, 1.0 / scale)
+    for got, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
+        np.testing.assert_allclose(np.asarray(got), -lr * factor * np.asarray(g), rtol=1e-6)
+    norm = math.sqrt(sum(float(jnp.sum(u**2)) for u in jax.tree.leaves(updates)))
+    assert norm == pytest.approx(lr * min(scale, 1.0), rel=1e-6)
