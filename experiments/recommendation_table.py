@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from efficient.train import NonFiniteLossError, ResumeError
+from efficient.train.loop import config_differences
 from experiments.run import UsageError, apply_overrides, find_preset
 
 
@@ -31,8 +32,6 @@ class RunStopped(Exception):
     saved, and the same command resumes it."""
 
 
-# TrainConfig fields that say how a session runs, not what the run is.
-_SESSION_FIELDS = ("progress", "stop_after")
 RUNS_DIR = pathlib.Path("runs/seeds")
 DEFAULT_PRESETS = ("tim4rec/ml100k", "ssd4rec/ml100k", "sasrec/ml100k")
 # (summary["test"] key, column title).
@@ -75,14 +74,12 @@ def _check_same_config(workdir: pathlib.Path, config) -> None:
     if not path.exists():
         return
     ours = json.loads(json.dumps(to_json(with_data_sizes(config)), default=str))
-    theirs = json.loads(path.read_text())
-    for session_field in _SESSION_FIELDS:  # may differ between the sessions of one run
-        ours["train"].pop(session_field, None)
-        theirs.get("train", {}).pop(session_field, None)
-    if theirs != ours:
+    # The run's own resume check, before any run starts (session fields aside).
+    differences = config_differences(json.loads(path.read_text()), ours)
+    if differences:
         raise UsageError(
-            f"{workdir} holds a run of a different config (other overrides?); remove it or "
-            "choose another --runs-dir"
+            f"{workdir} holds a run of a different config ({'; '.join(differences[:3])}); "
+            "remove it or choose another --runs-dir"
         )
 
 

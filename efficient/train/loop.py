@@ -48,15 +48,19 @@ class ResumeError(RuntimeError):
 _SESSION_FIELDS = frozenset({"progress", "stop_after"})
 
 
-def _config_differences(saved: Any, ours: Any, path: str = "") -> list[str]:
-    """Dotted paths where two `to_json` config trees differ, TrainConfig's session fields aside."""
+def config_differences(saved: Any, ours: Any, path: str = "") -> list[str]:
+    """Dotted paths where two `to_json` config trees differ, as "path: saved -> ours".
+
+    TrainConfig's session fields (progress, stop_after) are not compared, nor fields that the
+    saved tree lacks: fields added to a config since the run started, which resume with their
+    current values."""
     if isinstance(saved, dict) and isinstance(ours, dict):
         skip = _SESSION_FIELDS if ours.get("__type__") == "TrainConfig" else frozenset()
-        keys = (saved.keys() | ours.keys()) - skip
+        keys = saved.keys() - skip
         return [
             diff
             for key in sorted(keys)
-            for diff in _config_differences(
+            for diff in config_differences(
                 saved.get(key), ours.get(key), f"{path}.{key}" if path else key
             )
         ]
@@ -362,7 +366,7 @@ def train(
         # A resume continues the run config.json describes; other settings would make a run
         # that no file describes (and a changed model would fail in the restore).
         ours = json.loads(json.dumps(run_config, default=str))
-        differences = _config_differences(json.loads(config_path.read_text()), ours)
+        differences = config_differences(json.loads(config_path.read_text()), ours)
         if differences:
             shown = "; ".join(differences[:5]) + ("; ..." if len(differences) > 5 else "")
             raise ResumeError(
@@ -412,8 +416,10 @@ def train(
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             raise ResumeError(
                 f"{checkpointer.directory}/{latest}: the checkpoint does not restore "
-                f"({type(e).__name__}: {reason}); steps on disk: {steps}. Delete that step's "
-                "directory to resume from the one before it."
+                f"({type(e).__name__}: {reason}); steps on disk: {steps}. If the model or its "
+                "code changed since it was written, resume with the code that wrote it; if the "
+                "step is damaged (a full disk, a copy cut short), delete its directory to resume "
+                "from the step before."
             ) from e
         if stateful and data_state:
             train_iter.set_state(data_state)

@@ -16,6 +16,9 @@ def write_text_atomic(path: str | pathlib.Path, text: str) -> None:
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp's is owner-only)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -258,7 +258,7 @@ def test_config_dtype_and_numpy_groups(no_typecheck):
         dataclasses.replace(smoke, num_groups=True)
 
 
-def test_config_errors():
+def test_config_errors(no_typecheck):
     smoke = KATConfig.smoke()
     with pytest.raises(ValueError, match="num_groups=5 must divide features=32"):
         dataclasses.replace(smoke, num_groups=5, num_heads=1)
@@ -300,3 +300,46 @@ def test_presets_match_vit_fashion_mnist():
     smoke = registered["kat/smoke"].config
     assert isinstance(smoke.model, KATConfig) and smoke.model.in_channels == 1
     registered["kat/smoke"].check(smoke)
+
+
+def test_config_reaches_every_grkan(monkeypatch):
+    """KATConfig's GR-KAN fields reach each block: `implementation` the op itself (a spy on the
+    `group_rational` that efficient.nn.kan calls), `act2_init` the second rational's coefficients,
+    `shared_numerator` their shape, and `fc_init="variance_preserving"` the Dense kernels (KAT
+    §4.3, kaiming_normal_ fan_in: std sqrt(gain / fan_in), gain 1 after the identity and the
+    authors' calculate_gain value after gelu)."""
+    import efficient.nn.kan as kan
+
+    real, seen = kan.group_rational, []
+
+    def spy(x, numerator, denominator, *, implementation="auto", **kwargs):
+        seen.append(implementation)
+        return real(x, numerator, denominator, implementation="xla", **kwargs)  # fast on CPU
+
+    monkeypatch.setattr(kan, "group_rational", spy)
+    cfg = dataclasses.replace(
+        KATConfig.smoke(),
+        implementation="interpret",
+        act2_init="gelu",
+        shared_numerator=False,
+        fc_init="variance_preserving",
+    )
+    x = jnp.zeros((1, 32, 32, 3))
+    params = nn.meta.unbox(jax.jit(lambda: KAT(cfg).init(jax.random.key(0), x, train=False))())
+    assert seen == ["interpret"] * (2 * cfg.num_layers)
+    d, f, g = cfg.features, cfg.mlp_dim, cfg.num_groups  # 32, 64, 8
+    fc1, fc2 = [], []
+    for i in range(cfg.num_layers):
+        mlp = params["params"][f"blocks_{i}"]["mlp"]
+        for name, preset in (("act1", "identity"), ("act2", "gelu")):
+            np.testing.assert_array_equal(
+                mlp[name]["numerator"], _f32(np.tile(PRESETS[preset].numerator, (g, 1)))
+            )
+            np.testing.assert_array_equal(
+                mlp[name]["denominator"], _f32(np.tile(PRESETS[preset].denominator, (g, 1)))
+            )
+        fc1.append(np.asarray(mlp["fc1"]["kernel"]))
+        fc2.append(np.asarray(mlp["fc2"]["kernel"]))
+    # 2 x 2,048 draws each: the sample std within ~3% (trunc N(0, 0.02) would be ~0.018).
+    np.testing.assert_allclose(np.std(fc1), 1 / np.sqrt(d), rtol=0.06)
+    np.testing.assert_allclose(np.std(fc2), np.sqrt(2.3567850379928976 / f), rtol=0.06)

@@ -287,8 +287,11 @@ def test_resume_refuses_another_config(tmp_path):
     with pytest.raises(ResumeError, match=r"model\.width: 4 -> 8; train\.steps: 6 -> 7"):
         run(changed)
     assert json.loads((tmp_path / "config.json").read_text()) == _run_config(stop_after=3)
-    # The session fields (progress, stop_after) may differ between the sessions of one run.
-    assert run(_run_config()).summary["status"] == "completed"
+    # The session fields (progress, stop_after) may differ between the sessions of one run, and
+    # a field the saved config lacks (added to the code since) takes its current value.
+    newer = _run_config()
+    newer["model"]["added_since"] = "default"
+    assert run(newer).summary["status"] == "completed"
 
 
 def test_damaged_checkpoint_names_the_step(tmp_path):
@@ -309,6 +312,9 @@ def test_damaged_checkpoint_names_the_step(tmp_path):
 def test_write_text_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "summary.json"
     write_text_atomic(path, "old")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes it, not 0600
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         write_text_atomic(path, "new")
