@@ -32,7 +32,8 @@ def format_value(value: Any) -> str:
         return "-"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    if isinstance(value, int) or abs(value) >= 100:
+    # 99.95 and up round to 100 at 3 digits, where "#.3g" would print "100." with a dot.
+    if isinstance(value, int) or abs(value) >= 99.95:
         return f"{value:,.0f}"
     return f"{value:#.3g}"
 

@@ -155,3 +155,67 @@ def test_table_runner_runs_resumes_skips_and_tabulates(tmp_path, capsys, standin
     assert capsys.readouterr().out.count("finished earlier") == 2
     assert recommendation_table.main([*args, "--train.steps", "8"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_seeded_sets_the_data_seed_except_for_synthetic_data():
+    config = presets()["sasrec/ml100k"].config
+    assert config.data.source == "ml-100k" and (config.train.seed, config.data.seed) == (0, 0)
+    k = recommendation_table.seeded(config, 7)
+    assert (k.train.seed, k.data.seed) == (7, 7)  # initialisation and dropout; example order
+    assert dataclasses.replace(k, train=config.train, data=config.data) == config
+    synthetic = smoke(StandInConfig())
+    assert synthetic.data.source == "synthetic"
+    k = recommendation_table.seeded(synthetic, 7)
+    # There the data seed would change the data themselves: left alone.
+    assert (k.train.seed, k.data) == (7, synthetic.data)
+
+
+def _summary(test, step, best_step, wall_s, **extra):
+    return {"status": "completed", "test": test, "wall_time_s": wall_s,
+            "epochs": {"step": step, "best_step": best_step},
+            "device_kind": "cpu", "git_commit": "abc", **extra}  # fmt: skip
+
+
+def test_markdown_table_columns_from_hand_made_summaries():
+    metrics = [
+        {"hit@10": 0.5, "ndcg@10": 0.25, "mrr@10": 0.125, "hit@20": 0.75, "ndcg@20": 0.3},
+        {"hit@10": 0.7, "ndcg@10": 0.35, "mrr@10": 0.225, "hit@20": 0.85, "ndcg@20": 0.4},
+    ]
+    results = {"p/one": [_summary(metrics[0], 20.0, 12.0, 600.0),
+                         _summary(metrics[1], 30.0, 16.0, 1200.0)],
+               "p/two": [_summary(metrics[0], 8.0, 2.5, 90.0)]}  # fmt: skip
+    table = recommendation_table.markdown_table(results)
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+
+    def cells(line):
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    head = cells(lines[0])
+    rows = {r[0]: dict(zip(head, r, strict=True)) for r in map(cells, lines[2:])}
+    assert head == ["preset", "seeds", "HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20",
+                    "best epoch", "epochs", "wall min / run"]  # fmt: skip
+    one, two = rows["p/one"], rows["p/two"]
+    # Mean ± sample std (ddof 1) of two values a, b: (a + b) / 2 ± |a - b| / sqrt(2).
+    assert one["seeds"] == "2" and two["seeds"] == "1"
+    assert one["HR@10"] == "0.6000 ± 0.1414" and one["MRR@10"] == "0.1750 ± 0.0707"
+    assert one["NDCG@10"] == "0.3000 ± 0.0707" and one["NDCG@20"] == "0.3500 ± 0.0707"
+    assert one["best epoch"] == "14.0 ± 2.8" and one["epochs"] == "25.0 ± 7.1"
+    assert one["wall min / run"] == "15.0 ± 7.1"
+    assert (two["HR@20"], two["best epoch"], two["epochs"], two["wall min / run"]) == (
+        "0.7500", "2.5", "8.0", "1.5")  # fmt: skip
+    assert "on cpu (commit abc)." in table
+
+
+def test_finished_needs_a_completed_and_tested_summary(tmp_path):
+    assert recommendation_table.finished(tmp_path) is None  # no summary.json
+    path = tmp_path / "summary.json"
+    path.write_text("{not json")
+    assert recommendation_table.finished(tmp_path) is None
+    tested = _summary({"ndcg@10": 0.3}, 8.0, 4.0, 60.0)
+    path.write_text(json.dumps(tested))
+    assert recommendation_table.finished(tmp_path) == tested
+    for change in ({"test": None}, {"status": "paused"}, {"status": "diverged"}):
+        path.write_text(json.dumps({**tested, **change}))
+        # A completed run without test metrics is run again, not tabulated (markdown_table
+        # reads s["test"]).
+        assert recommendation_table.finished(tmp_path) is None, change

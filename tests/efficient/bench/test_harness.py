@@ -403,3 +403,99 @@ def test_narrow_tables_never_cut_names():
     assert name in text
     wide = render_table(["name", "median ms", "items/s"], [[name, 1.5, 2000.0]], width=1000)
     assert max(len(line) for line in wide.splitlines()) < 80  # natural width, not padded
+
+
+def test_p90_is_numpys_linear_90th_percentile():
+    # Sorted 1, 1, 2, 3, 4, 5, 6, 9: position 0.9 * 7 = 6.3 -> 6 + 0.3 * (9 - 6) = 6.9.
+    r = BenchResult(name="t", times_ms=(3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0), env=environment())
+    assert r.p90_ms == pytest.approx(6.9)
+    assert r.p90_ms == pytest.approx(float(np.percentile(r.times_ms, 90)))
+    assert BenchResult(name="t", env=environment()).p90_ms is None
+
+
+def test_memory_total_subtracts_aliased_bytes():
+    stats = MemoryStats(argument_bytes=100, output_bytes=40, temp_bytes=7, alias_bytes=30)
+    assert stats.total_bytes == 117  # 100 + 40 + 7 - 30: an aliased output reuses its input
+    assert dataclasses.replace(stats, alias_bytes=None).total_bytes == 147
+
+
+def test_inverted_pairs_ignore_ties():
+    labels = ["a", "b", "c"]
+    # a and b cost the same: neither is "the costlier", whichever is faster.
+    assert inverted_pairs(labels, [2.0, 2.0, 1.0], [10.0, 20.0, 30.0]) == []
+    assert inverted_pairs(labels, [2.0, 2.0, 1.0], [20.0, 10.0, 30.0]) == []
+    # Equal speed is no inversion either; the costlier and faster one still is.
+    assert inverted_pairs(labels, [2.0, 3.0, 1.0], [5.0, 5.0, 5.0]) == []
+    assert inverted_pairs(labels, [2.0, 2.0, 1.0], [10.0, 20.0, 15.0]) == [("b", "c")]
+
+
+def test_spearman_averages_tied_ranks_as_scipy():
+    # Average ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): rho = 4.5 / sqrt(4.5 * 5).
+    x, y = [1, 2, 2, 3], [1, 2, 3, 4]
+    want = 4.5 / np.sqrt(4.5 * 5.0)
+    assert spearman(x, y) == pytest.approx(want, rel=1e-12)
+    stats = pytest.importorskip("scipy.stats")
+    assert want == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 4, 12), rng.integers(0, 3, 12)  # many ties on both sides
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, rel=1e-12)
+
+
+def test_format_value_at_100():
+    assert format_value(100.0) == "100" and format_value(-100.0) == "-100"
+    # 99.95 <= |x| < 100 rounds to 100 at 3 digits: no trailing "100." from "#.3g".
+    assert format_value(99.95) == "100" and format_value(99.97) == "100"
+    assert format_value(-99.97) == "-100"
+    assert format_value(99.94999999999999) == "99.9" and format_value(99.9) == "99.9"
+    assert format_value(12.0) == "12.0" and format_value(100.4) == "100"
+
+
+def _exact_bootstrap_quantile(ratios, q):
+    """The q-quantile (smallest value whose CDF reaches q) of the median over all n^n
+    equally likely resamples with replacement."""
+    import itertools
+
+    medians = np.sort(
+        [np.median(ratios[list(p)]) for p in itertools.product(range(len(ratios)), repeat=5)]
+    )
+    return float(medians[int(np.ceil(q * len(medians))) - 1])
+
+
+def test_paired_ratio_interval_is_the_bootstrap_of_the_median():
+    """n = 5 rounds, ratios 0.9, 1.05, 1.1, 1.2, 1.5 (out of order). Over all 5^5 resamples the
+    median is r_k with P(median <= r_k) = P(Binomial(5, k/5) >= 3) = 0.058, 0.317, 0.683, 0.942:
+    the 95% interval is [r1, r5] and the 50% one [r2, r4], each tail 3-7 points from a jump,
+    which 20,000 resamples (sd ~0.2-0.3 points) cannot cross."""
+    b_times = [100.0, 200.0, 100.0, 50.0, 100.0]
+    a_times = [120.0, 180.0, 150.0, 52.5, 110.0]  # ratios 1.2, 0.9, 1.5, 1.05, 1.1
+    a, b = _timed("a", a_times, "b"), _timed("b", b_times, "a")
+    ratios = np.asarray(a_times) / np.asarray(b_times)
+    r = np.sort(ratios)
+    for confidence, (low, high) in ((0.95, (r[0], r[4])), (0.5, (r[1], r[3]))):
+        tail = (1 - confidence) / 2
+        assert (low, high) == (
+            _exact_bootstrap_quantile(ratios, tail),
+            _exact_bootstrap_quantile(ratios, 1 - tail),
+        )
+        got = paired_ratio(a, b, confidence=confidence, resamples=20_000, seed=3)
+        assert got == pytest.approx((1.1, low, high), rel=1e-12)
+
+
+def test_paired_ratio_intervals_nest_and_follow_the_seeded_resamples():
+    rng = np.random.default_rng(0)
+    drift = rng.uniform(1.0, 3.0, size=40)
+    b_times = 100 * drift * rng.uniform(0.95, 1.05, size=40)
+    a_times = 1.1 * 100 * drift * rng.uniform(0.95, 1.05, size=40)
+    a, b = _timed("a", a_times, "b"), _timed("b", b_times, "a")
+    intervals = [paired_ratio(a, b, confidence=c) for c in (0.5, 0.9, 0.95)]
+    for (e1, low1, high1), (e2, low2, high2) in zip(intervals[:-1], intervals[1:], strict=True):
+        assert e1 == e2 and low2 <= low1 < high1 <= high2
+    assert intervals[1][1] < intervals[0][1] and intervals[0][2] < intervals[1][2]
+    # The documented convention: rounds drawn with numpy's default_rng(seed).integers, the
+    # percentile bootstrap (numpy's linear percentiles) of the per-resample median.
+    ratios = a_times / b_times
+    picks = np.random.default_rng(7).integers(0, 40, size=(500, 40))
+    medians = np.sort([np.median(ratios[p]) for p in picks])
+    want = np.percentile(medians, [5.0, 95.0])
+    got = paired_ratio(a, b, confidence=0.9, resamples=500, seed=7)
+    assert got[1:] == pytest.approx(tuple(want), rel=1e-12)

@@ -245,3 +245,74 @@ def test_bad_inputs_messages(no_typecheck, case, match):
 def test_config_errors(overrides, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(SMOKE, **overrides)
+
+
+def test_init_follows_recbole():
+    """RecBole's `_init_weights`: every Linear and Embedding N(0, initializer_range) (plain, not
+    truncated), biases 0, LayerNorm weight 1 and bias 0."""
+    config = SASRecConfig.ml100k()  # 64 wide: >= 3,200 draws per tensor, std within ~2%
+    variables = SASRec(config).init(jax.random.key(3), *_batch(config, lengths=(5,)))
+    params = nn.unbox(variables["params"])
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    kinds = {"kernel": 0, "embedding": 0, "bias": 0, "scale": 0}
+    for path, leaf in leaves:
+        name, where, x = path[-1].key, jax.tree_util.keystr(path), np.asarray(leaf, np.float64)
+        norm = any("norm" in str(getattr(k, "key", "")) for k in path)
+        kinds[name] += 1
+        if name == "scale":
+            np.testing.assert_array_equal(x, 1.0, err_msg=where)
+        elif name == "bias":
+            np.testing.assert_array_equal(x, 0.0, err_msg=where)
+        else:
+            assert not norm, where
+            std = x.std()
+            assert abs(std / config.init_std - 1.0) < 0.1, (where, std)
+            assert abs(x.mean()) < 0.1 * config.init_std, (where, x.mean())
+            # N(0, s) puts ~4.55% beyond 2s; a 2s-truncated normal puts none there.
+            tail = np.mean(np.abs(x) > 2.0 * config.init_std)
+            assert 0.03 < tail < 0.06, (where, tail)
+    # 2 embeddings; per layer q, k, v, out, fc1, fc2 (with biases); LayerNorms: 1 + 2 per layer.
+    assert kinds == {"kernel": 12, "embedding": 2, "bias": 12 + 5, "scale": 5}
+
+
+def test_dropout_placement_follows_recbole():
+    """RecBole: Dropout(LayerNorm(item + position)) once; per TransformerLayer hidden dropout on
+    the attention output and on the FFN output ([B, T, D], hidden_dropout_prob) and attn_dropout
+    on the attention probabilities ([B, H, T, T], attn_dropout_prob)."""
+    config = dataclasses.replace(SMOKE, dropout_rate=0.2, attention_dropout_rate=0.3)
+    batch = _batch(config, lengths=(16, 9, 1))
+    B, T, D, H = 3, config.max_len, config.features, config.num_heads
+    module_calls = []
+
+    def spy(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.Dropout) and context.method_name == "__call__":
+            module_calls.append((context.module.rate, args[0].shape, kwargs["deterministic"]))
+        return next_fun(*args, **kwargs)
+
+    masks = []
+    bernoulli = jax.random.bernoulli
+
+    def bernoulli_spy(key, p=0.5, shape=None, *args, **kwargs):
+        masks.append((float(p), tuple(shape)))
+        return bernoulli(key, p, shape, *args, **kwargs)
+
+    model = SASRec(config)
+    with nn.intercept_methods(spy):
+        # Traced only (eval_shape): the spies see every call; evaluation: all deterministic.
+        jax.eval_shape(lambda: model.apply({"params": PARAMS}, *batch))
+    assert [d for _, _, d in module_calls] == [True] * (1 + 2 * config.num_layers)
+    module_calls.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jax.random, "bernoulli", bernoulli_spy)
+        with nn.intercept_methods(spy):
+            rngs = {"dropout": jax.random.key(0)}
+            jax.eval_shape(lambda: model.apply({"params": PARAMS}, *batch, train=True, rngs=rngs))
+    want = [(0.2, (B, T, D), False)] * (1 + 2 * config.num_layers)
+    assert [(pytest.approx(r), s, d) for r, s, d in module_calls] == want
+    hidden = [(p, s) for p, s in masks if len(s) == 3]  # keep probability, shape
+    probs = [(p, s) for p, s in masks if len(s) != 3]
+    assert hidden == [(pytest.approx(0.8), (B, T, D))] * (1 + 2 * config.num_layers)
+    assert len(probs) == config.num_layers
+    for p, shape in probs:  # [B, G, H/G, T, S]: every query head's probabilities over the keys
+        assert p == pytest.approx(1.0 - 0.3)
+        assert int(np.prod(shape)) == B * H * T * T and shape[0] == B and shape[-2:] == (T, T)

@@ -2,6 +2,7 @@
 finite gradients under extreme decay, groups; the Mamba-2 mixer against its explicit formula."""
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -458,3 +459,59 @@ def test_mixer_runs_in_bf16():
 def test_mixer_bad_config(overrides, match):
     with pytest.raises((ValueError, TypeError), match=match):
         Mamba2Mixer(**{**SMALL, **overrides}).init(jax.random.key(0), _mixer_inputs())
+
+
+def test_dt_bias_init_is_the_inverse_softplus_of_the_drawn_dt():
+    """mamba_ssm: dt = max(exp(U(log dt_min, log dt_max)), floor); dt_bias = dt + log(-expm1(-dt))
+    = log(expm1(dt)), softplus⁻¹(dt) — not log(dt) (softplus(log dt) = log(1 + dt), off by
+    ~dt / 2 relative). Float64 numpy from the same uniform draws (jax.random.uniform's)."""
+    from efficient.nn.ssd import _dt_bias_init
+
+    dt_min, dt_max, floor = 1e-5, 1e-1, 1e-4  # a quarter of the draws land on the floor
+    key = jax.random.key(5)
+    got = np.asarray(_dt_bias_init(dt_min, dt_max, floor)(key, (256,)), np.float64)
+    log_dt = jax.random.uniform(key, (256,), jnp.float32, math.log(dt_min), math.log(dt_max))
+    dt = np.maximum(np.exp(np.asarray(log_dt, np.float64)), floor)
+    assert 30 < (dt == floor).sum() < 100
+    np.testing.assert_allclose(got, np.log(np.expm1(dt)), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(np.log1p(np.exp(got)), dt, rtol=2e-6)  # softplus round trip
+    assert np.min(np.abs(got - np.log(dt))) > 4e-5  # log(expm1(dt)) - log(dt) ~ dt / 2
+
+
+def test_mixer_dt_bias_inverts_softplus_to_the_floor():
+    """Through the mixer: softplus(dt_bias) lies in [dt_min, dt_max] or is the floor, to 2e-6
+    (log dt would give log(1 + dt): 5e-5 relative at the 1e-4 floor)."""
+    mixer = Mamba2Mixer(state_dim=4, head_dim=1, expand=16, dt_min=1e-5)  # 128 heads
+    params = nn.meta.unbox(jax.jit(mixer.init)(jax.random.key(0), _mixer_inputs(T=2))["params"])
+    dt0 = np.log1p(np.exp(np.asarray(params["dt_bias"], np.float64)))
+    floored = np.abs(dt0 / 1e-4 - 1.0) < 2e-6
+    assert 10 < floored.sum() < 60
+    rest = dt0[~floored]
+    assert rest.min() >= 1e-4 and rest.max() <= 1e-1 * (1 + 2e-6)
+
+
+def test_mixer_default_norm_eps_is_mamba2s():
+    """Default-config mixer (norm_eps unset): its gated RMSNorm, seen through the 'norm'
+    submodule's inputs and output, is g / sqrt(mean(g²) + 1e-5) · scale with g = y ⊙ SiLU(z),
+    on activations small enough (rms ~1e-3) that the epsilon dominates."""
+    u = 0.1 * _mixer_inputs()
+    variables = INIT(jax.random.key(0), u)
+    seen = []
+
+    def spy(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.module.name == "norm" and context.method_name == "__call__":
+            seen.append((args, out))
+        return out
+
+    with nn.intercept_methods(spy):
+        MIXER.apply(variables, u)
+    assert len(seen) == 1
+    (y, z), out = seen[0]
+    y, z = np.asarray(y, np.float64), np.asarray(z, np.float64)
+    g = y * z / (1.0 + np.exp(-z))
+    rms = np.sqrt(np.mean(g**2))
+    assert 1e-4 < rms < 1e-2  # mean square well below 1e-5: eps 1e-6 would be ~3x off
+    scale = np.asarray(nn.meta.unbox(variables["params"])["norm"]["scale"], np.float64)
+    want = g / np.sqrt(np.mean(g**2, axis=-1, keepdims=True) + 1e-5) * scale
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-7)
