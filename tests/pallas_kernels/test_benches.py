@@ -119,7 +119,6 @@ def test_fft_conv_bench_fails_when_a_row_raises(tmp_path, capsys):
     assert fft_conv_bench.main([*args, "--implementations", "jnp_fft", "pallas:h4b8w8"]) == 1
     printed = capsys.readouterr().out
     assert "skipped: ValueError" in printed and "2 of 4 rows failed" in printed
-    assert "compiled Pallas kernels need a GPU or TPU" in printed
 
 
 def test_fft_conv_bench_tilings_per_pass():
