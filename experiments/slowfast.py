@@ -59,6 +59,7 @@ from efficient.train import (
     replace_params,
     train,
 )
+from efficient.train.loop import config_differences
 from efficient.train.metrics import write_text_atomic
 from efficient.train.task import Batch
 from experiments.image_classification import ImageClassification, to_json
@@ -194,7 +195,8 @@ def pretrain_vision(config: VideoQA, workdir: pathlib.Path) -> tuple[dict, dict]
     )
     with _locked(directory / ".lock"):
         found = directory / "config.json"
-        if found.exists() and json.loads(found.read_text()) != wanted:
+        # The rule train() applies on resume (session fields and fields added since aside).
+        if found.exists() and config_differences(json.loads(found.read_text()), wanted):
             raise ValueError(
                 f"{directory} holds the vision pretraining of another recipe (its config.json "
                 "differs from this run's vision_pretrain); choose another vision_pretrain_dir."
