@@ -11,7 +11,8 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    """Saves/restores {'state': TrainState, 'data': iterator state} under `workdir/<name>`.
+    """Saves/restores {'state': TrainState, 'data': iterator state, 'run': run record} under
+    `workdir/<name>`.
 
     Orbax writes each step into a temporary directory and renames it when complete, so a
     killed run never leaves a half-written checkpoint that `latest_step` would pick up.
@@ -20,6 +21,11 @@ class Checkpointer:
     process saves its shards of the state, but Orbax writes the JSON of process 0 only, and every
     process restores that one: right for pipelines whose processes step through the same global
     batches and keep their own rows of each (as `efficient.data`'s do).
+
+    The run record is a JSON dict that the train loop needs to continue exactly (the best
+    evaluation and the evaluations since it, the last metrics, the time spent): kept with the
+    state it belongs to, not rebuilt from the metrics log. Checkpoints written before it existed
+    have none (`restore` returns None for it).
     """
 
     def __init__(
@@ -35,7 +41,7 @@ class Checkpointer:
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save
         )
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "data")
+            self.directory, options=options, item_names=("state", "data", "run")
         )
 
     def latest_step(self) -> int | None:
@@ -47,25 +53,29 @@ class Checkpointer:
     def delete(self, step: int) -> None:
         self._manager.delete(step)
 
-    def save(self, step: int, state: Any, data_state: dict | None) -> None:
-        data_json = json.loads(json.dumps(data_state if data_state is not None else {}))
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_json)
-            ),
-            force=True,
-        )
+    def save(
+        self, step: int, state: Any, data_state: dict | None, run: dict | None = None
+    ) -> None:
+        """Save `step` (asynchronously); the JSON items are copied now, so callers may go on."""
+        items = {
+            "state": ocp.args.StandardSave(state),
+            "data": ocp.args.JsonSave(_json_copy(data_state if data_state is not None else {})),
+        }
+        if run is not None:
+            items["run"] = ocp.args.JsonSave(_json_copy(run))
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-        """Restore `step` into arrays with the shardings of `abstract_state` (ShapeDtypeStructs)."""
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
-            ),
-        )
-        return restored.state, restored.data
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict | None]:
+        """Restore `step` into arrays with the shardings of `abstract_state` (ShapeDtypeStructs):
+        (state, data iterator state, run record or None)."""
+        items = {"state": ocp.args.StandardRestore(abstract_state), "data": ocp.args.JsonRestore()}
+        # Orbax's default step layout, <directory>/<step>/<item>; asking the manager for the
+        # items present (item_metadata) logs a warning per item.
+        has_run = (self.directory / str(step) / "run").is_dir()
+        if has_run:
+            items["run"] = ocp.args.JsonRestore()
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        return restored.state, restored.data, restored.run if has_run else None
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -73,6 +83,10 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _json_copy(value: dict) -> dict:
+    return json.loads(json.dumps(value))
 
 
 def abstract_like(tree, shardings):

@@ -153,6 +153,13 @@ class _BestTracker:
         loss, best_loss = metrics.get("loss", math.nan), self.best.get("loss", math.nan)
         return key != "loss" and loss < best_loss  # False when either is NaN or missing
 
+    def to_json(self) -> dict[str, Any]:
+        """What `load` takes back (for the checkpoint's run record)."""
+        return {"best": self.best, "since_best": self.since_best}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        self.best, self.since_best = saved["best"], int(saved["since_best"])
+
     @property
     def best_step(self) -> int | None:
         return None if self.best is None else int(self.best["step"])
@@ -341,8 +348,9 @@ def train(
         the final ones. Reported in the summary's "test" (and "test_step": whose parameters).
       workdir: where metrics, TensorBoard events, checkpoints, plots and summary go.
       resume: continue from the latest checkpoint in `workdir` (k steps + resume + n-k steps
-        gives the same per-step losses as n steps). The best evaluation and the early-stopping
-        count are rebuilt from the eval records in `metrics.jsonl` (up to the checkpoint), the
+        gives the same per-step losses as n steps). The best evaluation, the early-stopping
+        count, the last metrics and the time spent come from the checkpoint's run record (from
+        the eval records in `metrics.jsonl` for a checkpoint written before run records), the
         best parameters from `workdir/best/`.
       run_config: written to `workdir/config.json` if given (the experiment's full config).
       devices: the devices of the mesh (default: all).
@@ -406,10 +414,12 @@ def train(
             f"{workdir} already holds checkpoints (latest step {checkpointer.latest_step()}); "
             "pass resume=True (--resume) to continue it, or choose another workdir."
         )
-    start = 0
+    start, run_record = 0, None
     if resume and (latest := checkpointer.latest_step()) is not None:
         try:
-            state, data_state = checkpointer.restore(latest, abstract_like(state, shardings))
+            state, data_state, run_record = checkpointer.restore(
+                latest, abstract_like(state, shardings)
+            )
         except Exception as e:  # noqa: BLE001 - Orbax raises many kinds for a damaged step
             steps = checkpointer.all_steps()
             checkpointer.close()
@@ -435,18 +445,23 @@ def train(
     if jax.process_count() > 1:  # the others read metrics.jsonl once process 0 has trimmed it
         multihost_utils.sync_global_devices("efficient.train: metrics.jsonl ready")
     tracker = _BestTracker(task.best_metric, config.early_stopping_patience)
-    last_eval = None
-    # The run's time before this session: the last logged `elapsed_s` (the time between that
-    # log and the end of the earlier session is not known, so not counted).
-    earlier_s, logged_train = 0.0, {}
-    if resume and writer.path.exists():  # the records up to the checkpoint (no later ones)
+    # What the run had reached at the checkpoint: the best evaluation and the evaluations since
+    # it, the last metrics (the summary's when no step is left to run, as for a finished run
+    # resumed), and its time so far.
+    last_eval, logged_train, earlier_s = None, {}, 0.0
+    if run_record is not None:
+        tracker.load(run_record["tracker"])
+        last_eval, logged_train = run_record["last_eval"], run_record["last_train"]
+        earlier_s = float(run_record["elapsed_s"])
+    elif resume and writer.path.exists():
+        # A checkpoint from before run records: rebuilt from the log's records up to it (the
+        # time is the last logged `elapsed_s`; from there to the end of that session is lost).
         for record in read_metrics(writer.path):
             if record.get("split") == "eval" and record["step"] <= start:
                 last_eval = _record_metrics(record)
                 tracker.update(last_eval, record["step"])
             elif record.get("split") == "train" and record["step"] <= start:
                 earlier_s = float(record.get("elapsed_s", earlier_s))
-                # The summary's final_train when no step is left to run (a finished run resumed).
                 logged = _record_metrics(record)
                 logged_train = {k: v for k, v in logged.items() if k not in _RATE_FIELDS}
     # Copies: the train step donates the state's buffers.
@@ -512,7 +527,13 @@ def train(
             best_checkpointer.save(tracker.best_step, best_variables, tracker.best)
             best_saved_step = tracker.best_step
         if step != saved_step:  # e.g. a checkpoint step that is also the stop_after step
-            checkpointer.save(step, state, train_iter.get_state() if stateful else None)
+            run = {
+                "tracker": tracker.to_json(),
+                "last_eval": last_eval,
+                "last_train": last_train,
+                "elapsed_s": earlier_s + time.perf_counter() - t_start,
+            }
+            checkpointer.save(step, state, train_iter.get_state() if stateful else None, run)
             saved_step = step
 
     status, last_train = "completed", logged_train
@@ -670,7 +691,7 @@ def _restore_best(checkpointer: Checkpointer, step: int, like, shardings):
     """The {"params", "model_state"} saved for `step` in `best/`, or None if not there."""
     if step not in checkpointer.all_steps():
         return None
-    variables, _ = checkpointer.restore(step, abstract_like(like, shardings))
+    variables, _, _ = checkpointer.restore(step, abstract_like(like, shardings))
     return variables
 
 

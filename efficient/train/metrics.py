@@ -51,10 +51,10 @@ class MetricsWriter:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            # The early-stopping state is rebuilt from these records: never lose them to a kill.
+            # Through a rename: a kill here must not lose the run's log.
             kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
             write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        elif resume_step is None:
+        else:  # a new run, or a resumed one whose log is gone
             write_text_atomic(self.path, "")
         if tensorboard:
             from tensorboardX import SummaryWriter

@@ -6,6 +6,8 @@ The task is a scalar w fitted to 10 by plain gradient descent from 0, so w_t = 1
 7 (w = 5.22): step 7 is the best, and with patience 3 the run stops at step 10.
 """
 
+import shutil
+
 import flax.linen as nn
 import grain
 import jax.numpy as jnp
@@ -92,17 +94,32 @@ def test_without_keep_best_the_final_parameters_are_tested(tmp_path):
     assert not (tmp_path / "best").exists()
 
 
+def _drop(workdir, source):
+    """Leave the resume one source of the run's state: the checkpoint's run record (the log is
+    deleted) or the log (the run records are deleted: a checkpoint from before them)."""
+    if source == "checkpoint":
+        (workdir / "metrics.jsonl").unlink()
+    else:
+        records = list((workdir / "checkpoints").glob("*/run"))
+        assert records
+        for record in records:
+            shutil.rmtree(record)
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "log"])
 @pytest.mark.parametrize("pause", [5, BEST_STEP + 1])  # before and after the best step
-def test_resume_rebuilds_the_best_and_the_patience_count(tmp_path, pause):
+def test_resume_rebuilds_the_best_and_the_patience_count(tmp_path, pause, source):
     full = _run(tmp_path / "full").summary
     paused = _run(tmp_path / "split", stop_after=pause).summary
     assert paused["status"] == "paused" and paused["test"] is None
+    _drop(tmp_path / "split", source)
     resumed = _run(tmp_path / "split", resume=True)
     assert resumed.summary["step"] == full["step"] == BEST_STEP + PATIENCE
     assert resumed.summary["best_eval"] == full["best_eval"]
     assert resumed.summary["test"] == full["test"]
     np.testing.assert_allclose(resumed.best_variables["params"]["w"], [_w(BEST_STEP)], rtol=1e-5)
     # Resuming a run that stopped early trains no further and reports the same.
+    _drop(tmp_path / "split", source)
     again = _run(tmp_path / "split", resume=True).summary
     assert again["step"] == full["step"] and again["early_stopped"]
     assert again["test"] == full["test"] and again["final_eval"] == full["final_eval"]
