@@ -90,6 +90,8 @@ class TrainConfig:
         so each skip delays the schedule by a step). In both modes the bad update is never
         applied, so saved checkpoints stay finite.
       seed: seeds parameter init and the per-step dropout keys (data has its own seed).
+      progress: show progress: tqdm's bar on a terminal or in a notebook, a status line every
+        30 s in a log file or pipe (`efficient.train.progress`).
       stop_after: end this session at this step (with a checkpoint) although the run, its
         schedule included, is `steps` long; `--resume` continues it. For time-sliced jobs.
       early_stopping_patience: end the run (status "completed", `early_stopped` true in the

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
 from efficient.sharding import BATCH_AXES, batch_sharding, logical_to_sharding, make_mesh
 from efficient.sharding.collectives import collectives, sync_bytes
@@ -31,6 +30,7 @@ from efficient.train.checkpoint import Checkpointer, abstract_like
 from efficient.train.config import TrainConfig
 from efficient.train.metrics import MetricsWriter, plot_metrics, read_metrics, write_text_atomic
 from efficient.train.optimizer import learning_rate_schedule, make_optimizer
+from efficient.train.progress import progress_bar
 from efficient.train.state import TrainState
 from efficient.train.steps import make_eval_step, make_train_step
 from efficient.train.task import Task
@@ -543,9 +543,9 @@ def train(
     t_start = t_log = time.perf_counter()
     last_log_step = start
     stop = _StopFlag()
-    bar = tqdm(
-        total=config.steps, initial=start, unit="step", dynamic_ncols=True,
-        disable=not config.progress or jax.process_index() != 0, desc=workdir.name,
+    bar = progress_bar(
+        total=config.steps, initial=start, desc=workdir.name,
+        enabled=config.progress and jax.process_index() == 0,
     )  # fmt: skip
     try:
         with stop.installed(), jax.set_mesh(mesh):
