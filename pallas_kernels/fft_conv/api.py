@@ -79,6 +79,74 @@ def resolve_implementation(implementation: str, fft_size: int) -> str:
     return implementation
 
 
+def _check_arrays(u, k, pregate, postgate) -> None:
+    for name, array in (("u", u), ("k", k), ("pregate", pregate), ("postgate", postgate)):
+        if array is not None:
+            arguments.check_array(name, array)
+    if u.ndim != 3 or k.ndim != 2 or k.shape[0] != u.shape[1]:
+        raise ValueError(f"u {u.shape} and k {k.shape}: expected u [B, H, L] and k [H, Lk]")
+    if u.dtype not in _U_DTYPES:
+        raise ValueError(f"u.dtype={u.dtype}: supported are float32, bfloat16, float16")
+    if k.dtype != jnp.float32:
+        raise ValueError(f"k.dtype={k.dtype}: k must be float32")
+    if k.shape[-1] == 0:
+        raise ValueError(f"k {k.shape}: the filter needs at least one tap (Lk >= 1)")
+    for name, gate in (("pregate", pregate), ("postgate", postgate)):
+        if gate is not None and (gate.shape != u.shape or gate.dtype != u.dtype):
+            raise ValueError(
+                f"{name} {gate.shape} {gate.dtype}: must have u's shape {u.shape} and dtype "
+                f"{u.dtype}"
+            )
+
+
+def _resolve_fft_size(fft_size, length: int, filter_len: int) -> int:
+    """The given N, checked, or the causal default: the smallest power of two >= L + Lk - 1."""
+    if fft_size is None:
+        fft_size = 1 << (max(length + filter_len - 1, MIN_FFT_SIZE) - 1).bit_length()
+        if fft_size > MAX_FFT_SIZE:
+            raise ValueError(
+                f"L + Lk - 1 = {length + filter_len - 1}: the causal FFT size {fft_size} exceeds "
+                f"the supported maximum {MAX_FFT_SIZE}"
+            )
+    what = (
+        f"a power of two in [{MIN_FFT_SIZE}, {MAX_FFT_SIZE}], >= L={length} and >= Lk={filter_len}"
+    )
+    fft_size = _check_int(
+        "fft_size", fft_size, max(MIN_FFT_SIZE, length, filter_len), MAX_FFT_SIZE, what
+    )
+    if not arguments.is_pow2(fft_size):
+        raise ValueError(f"fft_size={fft_size}: must be {what}")
+    return fft_size
+
+
+def _check_kept_frequencies(kept_frequencies, fft_size: int) -> int:
+    """P as an int: a multiple of 2 N / N_last in [2 N / N_last, N] (whole last-level blocks)."""
+    step = 2 * fft_size // monarch.monarch_factors(fft_size)[-1]
+    kept_frequencies = _check_int(
+        "kept_frequencies", kept_frequencies, step, fft_size, f"in [{step}, N={fft_size}]"
+    )
+    if kept_frequencies % step:
+        raise ValueError(
+            f"kept_frequencies={kept_frequencies}: must be a multiple of {step} "
+            f"(2 N / last Monarch radix) at fft_size={fft_size}"
+        )
+    return kept_frequencies
+
+
+def _check_implementation(implementation, fft_size: int) -> None:
+    if implementation not in typing.get_args(Implementation):
+        raise ValueError(
+            f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
+        )
+    platform.check_compiled(implementation)
+    max_size = _max_pallas_size() if implementation == "pallas" else MAX_PALLAS_FFT_SIZE
+    if implementation in ("pallas", "interpret") and fft_size > max_size:
+        raise ValueError(
+            f"fft_size={fft_size}: implementation={implementation!r} supports N <= {max_size} "
+            f"on {platform.current()}; use implementation='xla'"
+        )
+
+
 def fft_conv(
     u: Float[Array, "B H L"],
     k: Float[Array, "H Lk"],
@@ -137,68 +205,20 @@ def fft_conv(
     Raises:
         ValueError: An unsupported shape, dtype, size or option, naming what is supported.
     """
-    for name, array in (("u", u), ("k", k), ("pregate", pregate), ("postgate", postgate)):
-        if array is not None:
-            arguments.check_array(name, array)
-    if u.ndim != 3 or k.ndim != 2 or k.shape[0] != u.shape[1]:
-        raise ValueError(f"u {u.shape} and k {k.shape}: expected u [B, H, L] and k [H, Lk]")
-    if u.dtype not in _U_DTYPES:
-        raise ValueError(f"u.dtype={u.dtype}: supported are float32, bfloat16, float16")
-    if k.dtype != jnp.float32:
-        raise ValueError(f"k.dtype={k.dtype}: k must be float32")
-    for name, gate in (("pregate", pregate), ("postgate", postgate)):
-        if gate is not None and (gate.shape != u.shape or gate.dtype != u.dtype):
-            raise ValueError(
-                f"{name} {gate.shape} {gate.dtype}: must have u's shape {u.shape} and dtype "
-                f"{u.dtype}"
-            )
+    _check_arrays(u, k, pregate, postgate)
     length, filter_len = u.shape[-1], k.shape[-1]
-    if filter_len == 0:
-        raise ValueError(f"k {k.shape}: the filter needs at least one tap (Lk >= 1)")
     if partial_taps is not None:
         partial_taps = _check_int(
             "partial_taps", partial_taps, 1, filter_len, f"an int in [1, Lk={filter_len}]"
         )
         k = k[:, :partial_taps]
         filter_len = partial_taps
-    if fft_size is None:
-        fft_size = 1 << (max(length + filter_len - 1, MIN_FFT_SIZE) - 1).bit_length()
-        if fft_size > MAX_FFT_SIZE:
-            raise ValueError(
-                f"L + Lk - 1 = {length + filter_len - 1}: the causal FFT size {fft_size} exceeds "
-                f"the supported maximum {MAX_FFT_SIZE}"
-            )
-    what = (
-        f"a power of two in [{MIN_FFT_SIZE}, {MAX_FFT_SIZE}], >= L={length} and >= Lk={filter_len}"
-    )
-    fft_size = _check_int(
-        "fft_size", fft_size, max(MIN_FFT_SIZE, length, filter_len), MAX_FFT_SIZE, what
-    )
-    if not arguments.is_pow2(fft_size):
-        raise ValueError(f"fft_size={fft_size}: must be {what}")
+    fft_size = _resolve_fft_size(fft_size, length, filter_len)
     if kept_frequencies is not None:
-        step = 2 * fft_size // monarch.monarch_factors(fft_size)[-1]
-        kept_frequencies = _check_int(
-            "kept_frequencies", kept_frequencies, step, fft_size, f"in [{step}, N={fft_size}]"
-        )
-        if kept_frequencies % step:
-            raise ValueError(
-                f"kept_frequencies={kept_frequencies}: must be a multiple of {step} "
-                f"(2 N / last Monarch radix) at fft_size={fft_size}"
-            )
+        kept_frequencies = _check_kept_frequencies(kept_frequencies, fft_size)
     if not isinstance(save_residuals, bool | np.bool_):
         raise ValueError(f"save_residuals={save_residuals!r}: must be True or False")
-    if implementation not in typing.get_args(Implementation):
-        raise ValueError(
-            f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
-        )
-    platform.check_compiled(implementation)
-    max_size = _max_pallas_size() if implementation == "pallas" else MAX_PALLAS_FFT_SIZE
-    if implementation in ("pallas", "interpret") and fft_size > max_size:
-        raise ValueError(
-            f"fft_size={fft_size}: implementation={implementation!r} supports N <= {max_size} "
-            f"on {platform.current()}; use implementation='xla'"
-        )
+    _check_implementation(implementation, fft_size)
     block_sizes = arguments.resolve_block_sizes(
         block_sizes, kernel.BlockSizes, lambda: kernel.default_block_sizes(fft_size)
     )
