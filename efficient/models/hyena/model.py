@@ -88,30 +88,7 @@ class HyenaOperator(nn.Module):
             **dtypes,
         )(p)  # [B, L, (N + 1) D]
         streams = p.reshape(B, L, D, N + 1).transpose(3, 0, 2, 1)  # [N + 1, B, D, L]
-        h = ImplicitFilter(
-            channels=N * D,
-            filter_order=c.filter_order,
-            filter_layers=c.filter_layers,
-            emb_dim=c.emb_dim,
-            frequency=c.filter_frequency,
-            max_len=c.max_len,
-            fast_decay_pct=c.fast_decay_pct,
-            slow_decay_pct=c.slow_decay_pct,
-            decay_target=c.decay_target,
-            kernel_init=kernel_init,
-            param_dtype=c.param_dtype,
-            name="filter",
-        )(L)  # [L, N D], D-major like the streams
-        h = h.reshape(L, D, N).transpose(2, 1, 0)  # [N, D, L]
-        skip = self.param(
-            "skip",
-            nn.with_logical_partitioning(initializers.normal(1.0), ("mlp",)),
-            (N * D,),
-            c.param_dtype,
-        )
-        skip = skip.astype(jnp.float32).reshape(D, N).T  # [N, D]
-        # (h * z)[t] + b z[t] = ((h + b δ_0) * z)[t]: the skip term is one more tap.
-        h = h.at[:, :, 0].add(skip)  # [N, D, L]
+        h = self._long_filters(L, D, kernel_init)  # [N, D, L]
         z = streams[0]  # v: [B, D, L]
         for n in range(N):
             z = fft_conv(
@@ -133,6 +110,39 @@ class HyenaOperator(nn.Module):
             name="out_proj",
             **dtypes,
         )(y)  # [B, T, D]
+
+    @nn.nowrap
+    def _long_filters(
+        self, length: int, channels: int, kernel_init: initializers.Initializer
+    ) -> Float[Array, "N D L"]:
+        """h_n + b_n δ_0 for n < N, [N, D, L]: the implicit filters with the skip term folded in
+        as one more tap, (h * z)[t] + b z[t] = ((h + b δ_0) * z)[t]. (A helper of the compact
+        `__call__`: its submodule and parameter are the operator's, "filter" and "skip".)"""
+        c = self.config
+        N, D = c.order, channels
+        h = ImplicitFilter(
+            channels=N * D,
+            filter_order=c.filter_order,
+            filter_layers=c.filter_layers,
+            emb_dim=c.emb_dim,
+            frequency=c.filter_frequency,
+            max_len=c.max_len,
+            fast_decay_pct=c.fast_decay_pct,
+            slow_decay_pct=c.slow_decay_pct,
+            decay_target=c.decay_target,
+            kernel_init=kernel_init,
+            param_dtype=c.param_dtype,
+            name="filter",
+        )(length)  # [L, N D], D-major like the streams
+        h = h.reshape(length, D, N).transpose(2, 1, 0)  # [N, D, L]
+        skip = self.param(
+            "skip",
+            nn.with_logical_partitioning(initializers.normal(1.0), ("mlp",)),
+            (N * D,),
+            c.param_dtype,
+        )
+        skip = skip.astype(jnp.float32).reshape(D, N).T  # [N, D]
+        return h.at[:, :, 0].add(skip)
 
     def _update_cache(self, p: Array) -> tuple[Array, Array]:
         """Write T new projections at the cache index; return the whole cache and the index.
