@@ -53,9 +53,7 @@ class Checkpointer:
     def delete(self, step: int) -> None:
         self._manager.delete(step)
 
-    def save(
-        self, step: int, state: Any, data_state: dict | None, run: dict | None = None
-    ) -> None:
+    def save(self, step: int, state: Any, data_state: dict | None, run: dict | None = None) -> None:
         """Save `step` (asynchronously); the JSON items are copied now, so callers may go on."""
         items = {
             "state": ocp.args.StandardSave(state),
