@@ -213,6 +213,19 @@ def test_sharded_training_equals_single_device(tmp_path, mesh):
     assert shard == (16 // mesh.fsdp, 32 // mesh.tensor)
 
 
+def test_a_sharded_resume_restores_onto_the_mesh(tmp_path):
+    mesh = MeshConfig(data=2, fsdp=2, tensor=2)
+    data = lambda: toy_train_data(batch_size=16)  # noqa: E731
+    done = _run(tmp_path, 4, data=data(), mesh=mesh)
+    # No step left: the state returned is the restored one, as Orbax placed it.
+    again = _run(tmp_path, 4, data=data(), mesh=mesh, resume=True)
+    for x, y in zip(jax.tree.leaves(done.state), jax.tree.leaves(again.state), strict=True):
+        assert y.sharding.is_equivalent_to(x.sharding, x.ndim), (x.sharding, y.sharding)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    kernel = again.state.params["Dense_0"]["kernel"]
+    assert kernel.addressable_shards[0].data.shape == (16 // 2, 32 // 2)
+
+
 def test_init_params_hook_loads_pretrained_weights(tmp_path):
     """`Task.init_params` replaces part of the random init (with `replace_params`, keeping the
     logical axes for the mesh); training starts from those values."""
