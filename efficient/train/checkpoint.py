@@ -25,7 +25,7 @@ class Checkpointer:
     The run record is a JSON dict that the train loop needs to continue exactly (the best
     evaluation and the evaluations since it, the last metrics, the time spent): kept with the
     state it belongs to, not rebuilt from the metrics log. Checkpoints written before it existed
-    have none (`restore` returns None for it).
+    have none (`run_record` returns None).
     """
 
     def __init__(
@@ -63,17 +63,24 @@ class Checkpointer:
             items["run"] = ocp.args.JsonSave(_json_copy(run))
         self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict | None]:
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """Restore `step` into arrays with the shardings of `abstract_state` (ShapeDtypeStructs):
-        (state, data iterator state, run record or None)."""
-        items = {"state": ocp.args.StandardRestore(abstract_state), "data": ocp.args.JsonRestore()}
+        (state, data iterator state)."""
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+            ),
+        )
+        return restored.state, restored.data
+
+    def run_record(self, step: int) -> dict | None:
+        """The run record saved with `step`; None for a checkpoint written before them."""
         # Orbax's default step layout, <directory>/<step>/<item>; asking the manager for the
         # items present (item_metadata) logs a warning per item.
-        has_run = (self.directory / str(step) / "run").is_dir()
-        if has_run:
-            items["run"] = ocp.args.JsonRestore()
-        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        return restored.state, restored.data, restored.run if has_run else None
+        if not (self.directory / str(step) / "run").is_dir():
+            return None
+        return self._manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -417,9 +417,8 @@ def train(
     start, run_record = 0, None
     if resume and (latest := checkpointer.latest_step()) is not None:
         try:
-            state, data_state, run_record = checkpointer.restore(
-                latest, abstract_like(state, shardings)
-            )
+            state, data_state = checkpointer.restore(latest, abstract_like(state, shardings))
+            run_record = checkpointer.run_record(latest)
         except Exception as e:  # noqa: BLE001 - Orbax raises many kinds for a damaged step
             steps = checkpointer.all_steps()
             checkpointer.close()
@@ -441,6 +440,9 @@ def train(
     elif resume and primary:
         print(f"--resume: no checkpoint in {checkpointer.directory}; starting from step 0")
 
+    log_found = (workdir / "metrics.jsonl").exists()  # before the writer starts a new one
+    if jax.process_count() > 1:  # process 0's answer, so that all clean best/ alike (below)
+        log_found = bool(multihost_utils.broadcast_one_to_all(np.int32(log_found)))
     writer = MetricsWriter(workdir, resume_step=start if resume else None, enabled=primary)
     if jax.process_count() > 1:  # the others read metrics.jsonl once process 0 has trimmed it
         multihost_utils.sync_global_devices("efficient.train: metrics.jsonl ready")
@@ -453,6 +455,12 @@ def train(
         tracker.load(run_record["tracker"])
         last_eval, logged_train = run_record["last_eval"], run_record["last_train"]
         earlier_s = float(run_record["elapsed_s"])
+    elif start > 0 and not log_found:  # nothing to rebuild them from
+        log.warning(
+            "step %d's checkpoint has no run record (written before them) and %s is gone: the "
+            "best evaluation and the early-stopping count start afresh from here.",
+            start, writer.path,
+        )  # fmt: skip
     elif resume and writer.path.exists():
         # A checkpoint from before run records: rebuilt from the log's records up to it (the
         # time is the last logged `elapsed_s`; from there to the end of that session is lost).
@@ -476,7 +484,8 @@ def train(
         else None
     )
     best_variables, best_saved_step = None, None
-    if best_checkpointer is not None:
+    state_known = start == 0 or run_record is not None or log_found
+    if best_checkpointer is not None and state_known:  # else keep what is there
         for stale in set(best_checkpointer.all_steps()) - {tracker.best_step}:
             best_checkpointer.delete(stale)  # e.g. saved after the checkpoint resumed from
     if best_checkpointer is not None and tracker.best_step is not None:
@@ -586,7 +595,10 @@ def train(
                     if bad:
                         record["skipped_updates"] = int(bad)
                     writer.write(step, "train", record)
-                    state = reset_metrics(state)
+                    if step % config.log_every == 0 or final:
+                        # Not at a pause or a signal: the sums go on from the checkpoint, so the
+                        # next record averages the same steps as in a run without the break.
+                        state = reset_metrics(state)
                     bar.set_postfix(
                         loss=f"{last_train.get('loss', math.nan):.4f}",
                         ex_s=f"{rate * examples:.0f}",
@@ -691,7 +703,7 @@ def _restore_best(checkpointer: Checkpointer, step: int, like, shardings):
     """The {"params", "model_state"} saved for `step` in `best/`, or None if not there."""
     if step not in checkpointer.all_steps():
         return None
-    variables, _, _ = checkpointer.restore(step, abstract_like(like, shardings))
+    variables, _ = checkpointer.restore(step, abstract_like(like, shardings))
     return variables
 
 

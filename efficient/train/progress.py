@@ -36,7 +36,7 @@ class LineProgress:
         self.file = file if file is not None else sys.stderr
         self.postfix: str | None = None
         self._start = self._printed_at = time.perf_counter()
-        self._printed_n = initial
+        self._printed_n, self._printed = initial, False
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -51,17 +51,21 @@ class LineProgress:
         print(text, flush=True)  # where tqdm.write prints: standard output
 
     def close(self) -> None:
-        if self.n != self._printed_n:
+        if self.n != self._printed_n or not self._printed:  # a session without steps: one line
             self._print(time.perf_counter())
 
     def _print(self, now: float) -> None:
         prefix = f"{self.desc}: " if self.desc else ""
+        # From the second line on, the rate since the line before (the average since the start
+        # would count compiling in); the remaining time follows from it.
+        elapsed = now - self._printed_at
+        rate = (self.n - self._printed_n) / elapsed if elapsed > 0 and self._printed else None
         line = tqdm.format_meter(
             self.n, self.total, now - self._start, prefix=prefix, unit=self.unit,
-            postfix=self.postfix, initial=self.initial, ascii=True,
+            postfix=self.postfix, initial=self.initial, ascii=True, rate=rate,
         )  # fmt: skip
         print(line, file=self.file, flush=True)
-        self._printed_at, self._printed_n = now, self.n
+        self._printed_at, self._printed_n, self._printed = now, self.n, True
 
 
 def redraws(stream: io.TextIOBase) -> bool:

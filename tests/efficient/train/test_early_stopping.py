@@ -207,3 +207,12 @@ def test_an_early_stop_is_checkpointed_and_its_resume_trains_no_further(tmp_path
     train_steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")
                    if r["split"] == "train"]  # fmt: skip
     assert train_steps == list(range(1, stop + 1))
+
+
+def test_an_old_checkpoint_without_its_log_says_the_best_is_lost(tmp_path, caplog):
+    _run(tmp_path, stop_after=5)
+    _drop(tmp_path, "log")  # a checkpoint from before run records ...
+    (tmp_path / "metrics.jsonl").unlink()  # ... and its log gone: nothing to rebuild from
+    with caplog.at_level("WARNING"):
+        _run(tmp_path, resume=True, steps=6)
+    assert "start afresh" in caplog.text

@@ -64,6 +64,17 @@ def test_resume_is_exact(tmp_path, capsys):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_a_pause_between_log_steps_keeps_the_logged_averages(tmp_path):
+    # log_every 3, a pause at step 7: the record at 9 still averages steps 7-9, and the final
+    # train metrics are those of the uninterrupted run.
+    full = _run(tmp_path / "full", 12, log_every=3).summary
+    _run(tmp_path / "split", 12, log_every=3, stop_after=7)
+    resumed = _run(tmp_path / "split", 12, log_every=3, resume=True).summary
+    assert resumed["final_train"] == pytest.approx(full["final_train"], rel=1e-6)
+    logged = {step: loss for step, loss in _losses(tmp_path / "split").items() if step != 7}
+    assert logged == pytest.approx(_losses(tmp_path / "full"), rel=1e-6)
+
+
 def test_wall_time_counts_every_session(tmp_path):
     paused = _run(tmp_path, 8, stop_after=5)
     first = paused.summary["wall_time_s"]

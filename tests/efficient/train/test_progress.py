@@ -35,6 +35,24 @@ def test_a_long_interval_prints_once_at_the_end():
     assert out.getvalue().count("\n") == 1 and "4/4" in out.getvalue()
 
 
+def test_the_rate_is_the_one_since_the_line_before(monkeypatch):
+    clock = iter([0.0, 100.0, 110.0])  # start; 10 steps (compiling); 50 more steps in 10 s
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    bar = LineProgress(total=100, interval=1.0, file=out)
+    bar.update(10)
+    bar.update(50)
+    first, second = out.getvalue().splitlines()
+    assert "10.00s/step" in first  # 10 steps in 100 s (tqdm inverts slow rates)
+    assert "5.00step/s" in second and "<00:08" in second  # 40 steps left at 5 steps/s
+
+
+def test_a_session_without_steps_prints_one_line():
+    out = io.StringIO()
+    LineProgress(total=10, initial=10, desc="run", file=out).close()
+    assert out.getvalue().count("\n") == 1 and "10/10" in out.getvalue()
+
+
 def test_write_goes_to_standard_output(capsys):
     LineProgress(total=1, file=io.StringIO()).write("step 1: eval loss=1.0")
     assert capsys.readouterr().out == "step 1: eval loss=1.0\n"
