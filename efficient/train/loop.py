@@ -303,6 +303,8 @@ class _StopFlag:
 
 
 def _provenance() -> dict[str, Any]:
+    """Device, versions, commit and time of this session's start: the code that ran, even if the
+    checkout moves on during a long run."""
     from efficient.bench.harness import environment
 
     return dataclasses.asdict(environment())
@@ -369,6 +371,7 @@ def train(
     # Multi-process runs share `workdir`: process 0 writes the files (config, metrics, summary,
     # plots); Orbax coordinates the checkpoint writes of all processes itself.
     primary = jax.process_index() == 0
+    provenance = _provenance()  # the summary's; now, before the checkout can change
     config_path = workdir / "config.json"
     if run_config is not None and resume and config_path.exists():
         # A resume continues the run config.json describes; other settings would make a run
@@ -665,7 +668,7 @@ def train(
             "session_wall_time_s": wall,
             "mesh": dict(mesh.shape),
             "communication": communication,
-            **_provenance(),
+            **provenance,
         }
         if primary:
             write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2, default=str))

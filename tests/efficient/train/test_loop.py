@@ -1,5 +1,6 @@
 """The training loop: exact resume, signals, non-finite handling, sharding, outputs on disk."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -416,3 +417,14 @@ def test_only_the_last_checkpoints_are_kept(tmp_path):
     _run(tmp_path, 5, checkpoint_every=1, keep_checkpoints=2)
     steps = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
     assert steps == ["4", "5"]
+
+
+def test_the_summary_names_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    from efficient.bench import harness
+
+    real, commits = harness.environment, iter(["started", "moved", "moved"])
+    monkeypatch.setattr(
+        harness, "environment", lambda: dataclasses.replace(real(), git_commit=next(commits))
+    )
+    summary = _run(tmp_path, 2).summary
+    assert summary["git_commit"] == "started"  # not the checkout's commit at the end
