@@ -454,11 +454,13 @@ def train(
     # it, the last metrics (the summary's when no step is left to run, as for a finished run
     # resumed), and its time so far.
     last_eval, logged_train, earlier_s = None, {}, 0.0
+    # A checkpoint from before run records whose log is gone: nothing to rebuild them from.
+    state_lost = start > 0 and run_record is None and not log_found
     if run_record is not None:
         tracker.load(run_record["tracker"])
         last_eval, logged_train = run_record["last_eval"], run_record["last_train"]
         earlier_s = float(run_record["elapsed_s"])
-    elif start > 0 and not log_found:  # nothing to rebuild them from
+    elif state_lost:
         log.warning(
             "step %d's checkpoint has no run record (written before them) and %s is gone: the "
             "best evaluation and the early-stopping count start afresh from here.",
@@ -487,8 +489,7 @@ def train(
         else None
     )
     best_variables, best_saved_step = None, None
-    state_known = start == 0 or run_record is not None or log_found
-    if best_checkpointer is not None and state_known:  # else keep what is there
+    if best_checkpointer is not None and not state_lost:  # else keep what is there
         for stale in set(best_checkpointer.all_steps()) - {tracker.best_step}:
             best_checkpointer.delete(stale)  # e.g. saved after the checkpoint resumed from
     if best_checkpointer is not None and tracker.best_step is not None:
