@@ -11,9 +11,11 @@ compiles that IR to PTX with the `triton` package, and runs the ptxas bundled wi
         --fft-sizes 1024 4096 [--triton-python /path/to/python] [--out PATH]
 
 Each row: kernel, warps, registers per thread, spill stores / loads (bytes per thread), stack
-frame and shared memory (bytes per program). An approximation of what runs: jax hands the same IR
-to XLA's own copy of Triton, whose version and passes differ from the `triton` package's; and
-nothing here is timed. Use it to rank candidate tilings before a GPU session, not as a result.
+frame and shared memory (bytes per program), and the PTX's global load instructions, with how
+many are `cp.async` (the asynchronous copies Triton emits when it software-pipelines a loop's
+loads). An approximation of what runs: jax hands the same IR to XLA's own copy of Triton, whose
+version and passes differ from the `triton` package's; and nothing here is timed. Use it to
+rank candidate tilings before a GPU session, not as a result.
 """
 
 import argparse
@@ -60,8 +62,10 @@ run = subprocess.run(
     [str(ptxas), "-v", "--gpu-name", arch, str(ptx), "-o", "/dev/null"],
     capture_output=True, text=True, timeout=float(timeout),
 )
+text = compiled.asm["ptx"]
 print(json.dumps({"triton": triton.__version__, "shared": compiled.metadata.shared,
-                  "ptxas": run.stderr, "returncode": run.returncode}))
+                  "ptxas": run.stderr, "returncode": run.returncode,
+                  "cp_async": text.count("cp.async."), "global_loads": text.count("ld.global")}))
 """
 
 
@@ -194,7 +198,12 @@ def _compile(module: str, blocks, args, workdir: pathlib.Path, index: int) -> di
     out = json.loads(run.stdout.strip().splitlines()[-1])
     if out["returncode"]:
         return {"error": "ptxas: " + (out["ptxas"].strip().splitlines() or ["?"])[-1][:300]}
-    return {"triton": out["triton"], "shared_bytes": out["shared"]} | parse_ptxas(out["ptxas"])
+    counts = {"cp_async": out["cp_async"], "global_loads": out["global_loads"]}
+    return (
+        {"triton": out["triton"], "shared_bytes": out["shared"]}
+        | counts
+        | parse_ptxas(out["ptxas"])
+    )
 
 
 def _line(r: dict) -> str:
@@ -204,6 +213,7 @@ def _line(r: dict) -> str:
     return (
         f"{head}  {r['registers']:>3} regs  spills {r['spill_stores']:>6} / {r['spill_loads']:>6} B"
         f"  stack {r['stack_frame']:>6} B  shared {r['shared_bytes']:>6} B"
+        f"  loads {r['global_loads']:>3} (cp.async {r['cp_async']})"
     )
 
 

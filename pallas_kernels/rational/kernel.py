@@ -85,6 +85,12 @@ class BlockSizes:
         fwd_rows: Rows the forward computes per step of a loop over its tile; None: the whole
             tile at once. Fewer live values per program (on GPU, a whole [256, 64] tile is 128
             values per thread: 194-255 registers per thread, by `pallas_kernels.registers`).
+        prefetch: 1: software-pipeline the loops (the backward's "loop" reduction, the forward's
+            fwd_rows steps): each step issues the next step's loads before its own arithmetic,
+            so their latency overlaps it; 0: each step loads, then computes. Same arithmetic in
+            the same order (the gradients' summation order does not change). Triton does not
+            pipeline these loads itself: `num_stages` 2 or 3 leaves the PTX without a single
+            `cp.async` (`python -m pallas_kernels.registers` counts them).
     """
 
     block_rows: int = 256
@@ -95,12 +101,13 @@ class BlockSizes:
     reduce: str = "tree"
     chunk_rows: int = 256
     fwd_rows: int | None = None
+    prefetch: int = 0
 
     @classmethod
     def parse(cls, spec: str) -> "BlockSizes":
-        """From a spec like "256x64", "32x64l32w8" or "512x64l16c256f32-loop": block_rows x
+        """From a spec like "256x64", "32x64l32w8" or "512x64l16c256f32p1-loop": block_rows x
         block_d, then any of l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows), f
-        (fwd_rows) each followed by a positive int, then optionally "-tree" or "-loop"
+        (fwd_rows), p (prefetch) each followed by an int, then optionally "-tree" or "-loop"
         (`reduce`). Used by the benchmark's tiling rows (`pallas:256x64l16-loop`)."""
         match = re.fullmatch(r"(\d+)x(\d+)((?:[a-z]\d+)*)(?:-([a-z]+))?", spec)
         letters = re.findall(r"([a-z])(\d+)", match[3]) if match else []
@@ -110,12 +117,13 @@ class BlockSizes:
             "s": "num_stages",
             "c": "chunk_rows",
             "f": "fwd_rows",
+            "p": "prefetch",
         }
         if match is None or any(k not in fields for k, _ in letters):
             raise ValueError(
                 f"block sizes spec {spec!r}: expected <block_rows>x<block_d>, then any of "
-                "l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows), f (fwd_rows) "
-                "each followed by a positive int, "
+                "l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows), f (fwd_rows), "
+                "p (prefetch) each followed by an int, "
                 "then optionally -tree or -loop, e.g. '256x64' or '256x64l16w8-loop'"
             )
         extra = {fields[k]: int(v) for k, v in letters}
@@ -125,7 +133,7 @@ class BlockSizes:
 
     def __post_init__(self):
         powers = ("block_rows", "block_d", "leaf_rows", "chunk_rows", "fwd_rows")
-        arguments.normalize_int_fields(self, (*powers, "num_warps", "num_stages"))
+        arguments.normalize_int_fields(self, (*powers, "num_warps", "num_stages", "prefetch"))
         for name in powers:
             value = getattr(self, name)
             if name in ("block_d", "fwd_rows") and value is None:
@@ -141,6 +149,8 @@ class BlockSizes:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"BlockSizes.{name}={value!r}: must be a positive int")
         arguments.check_choice("BlockSizes", "reduce", self.reduce, ("tree", "loop"))
+        if type(self.prefetch) is not int or self.prefetch not in (0, 1):
+            raise ValueError(f"BlockSizes.prefetch={self.prefetch!r}: must be 0 or 1")
         for name in ("block_rows", "chunk_rows"):
             if getattr(self, name) < self.leaf_rows:
                 raise ValueError(
@@ -226,16 +236,15 @@ class _Rows:
         return row < self.rows
 
     def load(self, ref, start, n: int):
-        """ref[start : start + n, :] as float32, rows past R zero."""
+        """ref[start : start + n, :] in ref's dtype, rows past R zero."""
         rows_k = pl.ds(start, n)
         shape = (n, ref.shape[1])
         if not self.partial:
-            return ref[rows_k, :].astype(jnp.float32)
+            return ref[rows_k, :]
         valid = self.valid(start, shape)
         if self.triton:
-            value = pltriton.load(ref.at[rows_k, :], mask=valid, other=0)
-            return value.astype(jnp.float32)
-        return jnp.where(valid, ref[rows_k, :].astype(jnp.float32), 0.0)
+            return pltriton.load(ref.at[rows_k, :], mask=valid, other=0)
+        return jnp.where(valid, ref[rows_k, :], jnp.zeros((), ref.dtype))
 
     def store(self, ref, start, value):
         """ref[start : start + n, :] = value, rows past R not written on GPU."""
@@ -247,24 +256,53 @@ class _Rows:
             ref[rows_k, :] = value
 
 
-def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows, step_rows):
+def _aligned(start, multiple: int):
+    """`start`, marked a multiple of `multiple` when traced (a Python int needs no hint, and the
+    Triton lowering of the hint cannot take one: the first prefetched step's start is one)."""
+    return start if isinstance(start, int) else pl.multiple_of(start, multiple)
+
+
+def _steps(count: int, load, step, init, *, prefetch: int):
+    """`carry = step(j, load(j), carry)` for j in range(count), as a `fori_loop`.
+
+    With prefetch, step j + 1's loads are issued before step j's arithmetic and carried into the
+    next iteration (the last iteration reloads its own rows, which are cached, rather than read
+    past the unit), so their latency overlaps arithmetic instead of stalling it.
+    """
+    if not prefetch:
+        return lax.fori_loop(0, count, lambda j, carry: step(j, load(j), carry), init)
+
+    def body(j, state):
+        carry, loaded = state
+        ahead = load(jnp.minimum(j + 1, count - 1))
+        return step(j, loaded, carry), ahead
+
+    return lax.fori_loop(0, count, body, (init, load(0)))[0]
+
+
+def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows, step_rows, prefetch):
     a, b = _coefficient_rows(a_ref, b_ref)
     block_rows = x_ref.shape[0]
     io = _Rows(rows, block_rows)
 
-    def step(start):
-        p, q = reference.rational_terms(io.load(x_ref, start, step_rows), a, b)
+    def compute(start, x):
+        p, q = reference.rational_terms(x.astype(jnp.float32), a, b)
         io.store(o_ref, start, p / q)
 
     if step_rows == block_rows:
-        step(0)
-    else:  # fewer live registers per program (a [256, 64] tile is 128 values per thread)
+        compute(0, io.load(x_ref, 0, block_rows))
+        return
+    # fewer live registers per program (a [256, 64] tile is 128 values per thread)
 
-        def body(j, carry):
-            step(pl.multiple_of(j * step_rows, step_rows))
-            return carry
+    def start(j):
+        return _aligned(j * step_rows, step_rows)
 
-        lax.fori_loop(0, block_rows // step_rows, body, 0)
+    def step(j, x, carry):
+        compute(start(j), x)
+        return carry
+
+    load = lambda j: io.load(x_ref, start(j), step_rows)  # noqa: E731
+    _steps(block_rows // step_rows, load, step, 0, prefetch=prefetch)
 
 
 def rational_fwd(
@@ -307,7 +345,10 @@ def _fwd_call(x, a, b, *, block_sizes: BlockSizes, interpret: bool) -> jax.Array
     tile = pl.BlockSpec((block_rows, bd), lambda i, j: (i, j))
     y = pl.pallas_call(
         functools.partial(
-            _fwd_kernel, rows=rows, step_rows=min(block_sizes.fwd_rows or block_rows, block_rows)
+            _fwd_kernel,
+            rows=rows,
+            step_rows=min(block_sizes.fwd_rows or block_rows, block_rows),
+            prefetch=block_sizes.prefetch,
         ),
         out_shape=jax.ShapeDtypeStruct(x2.shape, x.dtype, **partitioning.manual_type(x)),
         grid=(pl.cdiv(rows, block_rows), width // bd),
@@ -330,10 +371,13 @@ def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, blo
     io = _Rows(rows, block_rows)
     leaf_rows = blocks.leaf_rows
 
-    def leaf(start):
+    def load(start):
+        """x and g of the leaf at row `start` ([leaf_rows, bd], rows past R zero: no terms)."""
+        return io.load(x_ref, start, leaf_rows), io.load(g_ref, start, leaf_rows)
+
+    def leaf(start, loaded):
         """dx of the leaf at row `start` stored; its ten terms returned ([leaf_rows, bd] each)."""
-        x = io.load(x_ref, start, leaf_rows)  # [leaf_rows, bd], rows past R zero: no terms
-        g = io.load(g_ref, start, leaf_rows)
+        x, g = (v.astype(jnp.float32) for v in loaded)
         dx, terms = reference.derivative_terms(x, g, a, b)
         io.store(dx_ref, start, dx)
         return terms
@@ -345,7 +389,7 @@ def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, blo
         unit_rows = leaf_rows
 
         def unit_sums(k: int):
-            return row_sums(leaf(k * leaf_rows))
+            return row_sums(leaf(k * leaf_rows, load(k * leaf_rows)))
 
     else:
         unit_rows = min(blocks.chunk_rows, block_rows)
@@ -355,11 +399,16 @@ def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, blo
         )
 
         def unit_sums(k: int):
-            def body(j, accs):
-                start = pl.multiple_of(k * unit_rows + j * leaf_rows, leaf_rows)
-                return tuple(acc + t for acc, t in zip(accs, leaf(start), strict=True))
+            def start(j):
+                return _aligned(k * unit_rows + j * leaf_rows, leaf_rows)
 
-            return row_sums(lax.fori_loop(0, unit_rows // leaf_rows, body, zeros))
+            def step(j, loaded, accs):
+                terms = leaf(start(j), loaded)
+                return tuple(acc + t for acc, t in zip(accs, terms, strict=True))
+
+            count = unit_rows // leaf_rows
+            accs = _steps(count, lambda j: load(start(j)), step, zeros, prefetch=blocks.prefetch)
+            return row_sums(accs)
 
     def tree(lo: int, hi: int):
         """Units lo..hi-1 summed by the adjacent-pair tree (unrolled: hi - lo is small)."""

@@ -73,3 +73,4 @@ def test_report_with_triton(tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [r["kernel"] for r in rows] == ["group_rational_fwd", "group_rational_bwd"]
     assert all(r["registers"] and r["registers"] <= 255 for r in rows)
+    assert all(r["global_loads"] > 0 and 0 <= r["cp_async"] <= r["global_loads"] for r in rows)

@@ -1,5 +1,7 @@
 """Interpret-mode Pallas kernels: forward parity, and deterministic coefficient gradients."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,6 +108,32 @@ def test_loop_reduction_matches_tree(leaf_rows):
         np.testing.assert_allclose(f64(u), f64(v), rtol=1e-6, atol=1e-6 * np.abs(f64(v)).max())
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(
+    ("shape", "spec"),
+    [
+        ((3, 70, 32), "64x16l8c32f16-loop"),  # partial last tile, two chunks, looped forward
+        ((128, 32), "64x16l16f8-loop"),  # whole tiles
+        ((5, 12), "32x16l8f8-loop"),  # one partial tile (block_rows capped at 8), bd = 4
+    ],
+)
+def test_prefetch_changes_no_bit(shape, spec, dtype):
+    """Prefetching only moves the loads a step earlier: y, dx and the coefficient gradients are
+    bitwise those of the same tiling without it."""
+    x, dy, num, den = inputs(4, shape, 4, shared=False, dtype=dtype)
+    blocks = BlockSizes.parse(spec)
+    ahead = dataclasses.replace(blocks, prefetch=1)
+
+    def run(blocks):
+        def fn(x, num, den):
+            return group_rational(x, num, den, implementation="interpret", block_sizes=blocks)
+
+        return jax.jit(lambda *a: (fn(*a[:3]), *jax.vjp(fn, *a[:3])[1](a[3])))(x, num, den, dy)
+
+    for u, v in zip(run(blocks), run(ahead), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
 def _summed_cotangents(monkeypatch, blocks, g):
     """The backward's column sums when every term is the cotangent itself (terms = g): only the
     summation order is left to differ between tilings, so equal bits mean the same order."""
@@ -129,6 +157,7 @@ def _summed_cotangents(monkeypatch, blocks, g):
     [
         (("8x16l8", "32x16l8", "128x16l8"), "32x16l16"),  # tree: leaves of 8 rows
         (("32x16l8c32-loop", "64x16l8c32-loop", "128x16l8c32-loop"), "64x16l8c64-loop"),
+        (("32x16l8c32-loop", "64x16l8c32p1-loop", "128x16l8c32p1-loop"), "64x16l8c64p1-loop"),
     ],
 )
 def test_summation_order_independent_of_block_rows(monkeypatch, specs, other):
@@ -178,6 +207,11 @@ def test_block_sizes_parse():
     assert BlockSizes.parse("512x64l16c128f32-loop") == BlockSizes(
         block_rows=512, block_d=64, leaf_rows=16, chunk_rows=128, fwd_rows=32, reduce="loop"
     )
+    assert BlockSizes.parse("256x64l16p1-loop") == BlockSizes(
+        leaf_rows=16, block_d=64, prefetch=1, reduce="loop"
+    )
+    with pytest.raises(ValueError, match="prefetch=2: must be 0 or 1"):
+        BlockSizes.parse("256x64p2")
 
 
 def test_block_sizes_validation():
@@ -191,3 +225,10 @@ def test_block_sizes_validation():
         BlockSizes(chunk_rows=96)
     with pytest.raises(ValueError, match="fwd_rows=24: must be a power of two"):
         BlockSizes(fwd_rows=24)
+
+
+def test_block_sizes_prefetch_takes_0_or_1_only(no_typecheck):
+    assert BlockSizes(prefetch=np.int64(1)) == BlockSizes(prefetch=1)
+    for bad in (2, -1, True, 1.0, "1"):
+        with pytest.raises(ValueError, match=r"prefetch=.*: must be 0 or 1"):
+            BlockSizes(prefetch=bad)

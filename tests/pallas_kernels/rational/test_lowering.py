@@ -30,7 +30,12 @@ def _lower(platform: str, width: int, dtype, block_sizes: BlockSizes | None = No
 @pytest.mark.filterwarnings(TRITON_DEPRECATION)
 @pytest.mark.parametrize(
     ("width", "dtype", "spec"),
-    [(192, jnp.float32, None), (3072, jnp.bfloat16, None), (768, jnp.bfloat16, "256x64")],
+    [
+        (192, jnp.float32, None),
+        (3072, jnp.bfloat16, None),
+        (768, jnp.bfloat16, "256x64"),
+        (768, jnp.bfloat16, "256x64l8f32p1-loop"),
+    ],
 )
 def test_lowers_for_triton(fake_gpu, width, dtype, spec):
     text = _lower("cuda", width, dtype, spec and BlockSizes.parse(spec))
@@ -39,7 +44,12 @@ def test_lowers_for_triton(fake_gpu, width, dtype, spec):
 
 @pytest.mark.parametrize(
     ("width", "dtype", "spec"),
-    [(768, jnp.float32, None), (1536, jnp.bfloat16, None), (768, jnp.float32, "256x128-loop")],
+    [
+        (768, jnp.float32, None),
+        (1536, jnp.bfloat16, None),
+        (768, jnp.float32, "256x128-loop"),
+        (768, jnp.bfloat16, "256x128l16f64p1-loop"),
+    ],
 )
 def test_lowers_for_tpu(monkeypatch, width, dtype, spec):
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")

@@ -75,10 +75,20 @@ def _fwd_bwd(blocks, interpret):
     return run
 
 
-@pytest.mark.parametrize(("reduce", "fwd_rows"), [("tree", None), ("loop", 8)])
+_SPELLINGS = [("tree", None, 0), ("loop", 8, 0), ("loop", 8, 1)]  # reduce, fwd_rows, prefetch
+
+
+@pytest.mark.parametrize(("reduce", "fwd_rows", "prefetch"), _SPELLINGS)
 @pytest.mark.parametrize(("rows", "partial"), [(40, True), (64, False)])
-def test_gpu_trace_masks_every_row_access(reduce, fwd_rows, rows, partial):
-    blocks = BlockSizes(block_rows=32, block_d=32, leaf_rows=8, reduce=reduce, fwd_rows=fwd_rows)
+def test_gpu_trace_masks_every_row_access(reduce, fwd_rows, prefetch, rows, partial):
+    blocks = BlockSizes(
+        block_rows=32,
+        block_d=32,
+        leaf_rows=8,
+        reduce=reduce,
+        fwd_rows=fwd_rows,
+        prefetch=prefetch,
+    )
     x, dy, num, den = inputs(0, (rows, 64), 4)
     with platform.compiling_for("gpu"):
         jaxprs = _kernel_jaxprs(_fwd_bwd(blocks, interpret=False), x, dy, num, den)
@@ -106,10 +116,17 @@ def test_tpu_and_interpret_traces_use_plain_indexing():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize(("reduce", "fwd_rows"), [("tree", None), ("loop", 8)])
-def test_gpu_spelling_matches_reference_in_interpret_mode(reduce, fwd_rows, dtype):
+@pytest.mark.parametrize(("reduce", "fwd_rows", "prefetch"), _SPELLINGS)
+def test_gpu_spelling_matches_reference_in_interpret_mode(reduce, fwd_rows, prefetch, dtype):
     """The masked GPU kernels, interpreted: y, dx and the per-group sums of a partial tile."""
-    blocks = BlockSizes(block_rows=32, block_d=16, leaf_rows=8, reduce=reduce, fwd_rows=fwd_rows)
+    blocks = BlockSizes(
+        block_rows=32,
+        block_d=16,
+        leaf_rows=8,
+        reduce=reduce,
+        fwd_rows=fwd_rows,
+        prefetch=prefetch,
+    )
     x, dy, num, den = inputs(3, (3, 25, 32), 4, shared=False, dtype=dtype)  # 75 rows: 32+32+11
     with platform.compiling_for("gpu"):
         y, (dx, sum_a, sum_b) = jax.jit(_fwd_bwd(blocks, interpret=True))(x, dy, num, den)
