@@ -238,9 +238,10 @@ def _from_known(cls, d: Mapping[str, Any]):
 # Environment
 
 
-@functools.cache
 def git_commit(repo: str | None = None) -> str | None:
-    """Short commit hash of `repo` (default: the checkout holding `efficient`).
+    """Short commit hash of `repo` (default: the checkout holding `efficient`), asked of git on
+    every call (two `git` processes, milliseconds): a notebook that commits between runs records
+    each run's own commit.
 
     Args:
         repo: A directory inside a git work tree.

@@ -339,16 +339,15 @@ def test_git_commit_clean_dirty_and_absent(tmp_path):
     (tmp_path / "f.txt").write_text("a")
     git("add", "f.txt")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "m")
-    git_commit.cache_clear()
     clean = git_commit(str(tmp_path))
     assert re.fullmatch(r"[0-9a-f]{4,40}", clean)
     (tmp_path / "untracked.txt").write_text("u")  # untracked files do not make it dirty
-    git_commit.cache_clear()
     assert git_commit(str(tmp_path)) == clean
     (tmp_path / "f.txt").write_text("b")
-    git_commit.cache_clear()
     assert git_commit(str(tmp_path)) == clean + "+dirty"
-    git_commit.cache_clear()
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "n")
+    again = git_commit(str(tmp_path))  # the same process sees the new commit (no stale cache)
+    assert re.fullmatch(r"[0-9a-f]{4,40}", again) and again != clean
 
 
 def test_spearman_matches_the_no_ties_formula():
