@@ -75,20 +75,15 @@ def _fwd_bwd(blocks, interpret):
     return run
 
 
-_SPELLINGS = [("tree", None, 0), ("loop", 8, 0), ("loop", 8, 1)]  # reduce, fwd_rows, prefetch
+# After "32x<block_d>": the unrolled tree; the loops (backward leaves, forward steps of 8 rows);
+# the same loops prefetching.
+_SPELLINGS = ["l8", "l8f8-loop", "l8f8p1-loop"]
 
 
-@pytest.mark.parametrize(("reduce", "fwd_rows", "prefetch"), _SPELLINGS)
+@pytest.mark.parametrize("spelling", _SPELLINGS)
 @pytest.mark.parametrize(("rows", "partial"), [(40, True), (64, False)])
-def test_gpu_trace_masks_every_row_access(reduce, fwd_rows, prefetch, rows, partial):
-    blocks = BlockSizes(
-        block_rows=32,
-        block_d=32,
-        leaf_rows=8,
-        reduce=reduce,
-        fwd_rows=fwd_rows,
-        prefetch=prefetch,
-    )
+def test_gpu_trace_masks_every_row_access(spelling, rows, partial):
+    blocks = BlockSizes.parse(f"32x32{spelling}")
     x, dy, num, den = inputs(0, (rows, 64), 4)
     with platform.compiling_for("gpu"):
         jaxprs = _kernel_jaxprs(_fwd_bwd(blocks, interpret=False), x, dy, num, den)
@@ -116,17 +111,10 @@ def test_tpu_and_interpret_traces_use_plain_indexing():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize(("reduce", "fwd_rows", "prefetch"), _SPELLINGS)
-def test_gpu_spelling_matches_reference_in_interpret_mode(reduce, fwd_rows, prefetch, dtype):
+@pytest.mark.parametrize("spelling", _SPELLINGS)
+def test_gpu_spelling_matches_reference_in_interpret_mode(spelling, dtype):
     """The masked GPU kernels, interpreted: y, dx and the per-group sums of a partial tile."""
-    blocks = BlockSizes(
-        block_rows=32,
-        block_d=16,
-        leaf_rows=8,
-        reduce=reduce,
-        fwd_rows=fwd_rows,
-        prefetch=prefetch,
-    )
+    blocks = BlockSizes.parse(f"32x16{spelling}")
     x, dy, num, den = inputs(3, (3, 25, 32), 4, shared=False, dtype=dtype)  # 75 rows: 32+32+11
     with platform.compiling_for("gpu"):
         y, (dx, sum_a, sum_b) = jax.jit(_fwd_bwd(blocks, interpret=True))(x, dy, num, den)
