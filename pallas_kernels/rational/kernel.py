@@ -88,9 +88,11 @@ class BlockSizes:
         prefetch: 1: software-pipeline the loops (the backward's "loop" reduction, the forward's
             fwd_rows steps): each step issues the next step's loads before its own arithmetic,
             so their latency overlaps it; 0: each step loads, then computes. Same arithmetic in
-            the same order (the gradients' summation order does not change). Triton does not
-            pipeline these loads itself: `num_stages` 2 or 3 leaves the PTX without a single
-            `cp.async` (`python -m pallas_kernels.registers` counts them).
+            the same order (the gradients' summation order does not change). No effect where
+            there is no loop (reduce="tree" without fwd_rows). Triton does not pipeline these
+            loads itself, as far as the `triton` package shows (XLA's own Triton may differ):
+            `num_stages` 2 or 3 leaves the PTX without a single `cp.async` (`python -m
+            pallas_kernels.registers` counts them).
     """
 
     block_rows: int = 256
@@ -257,19 +259,20 @@ class _Rows:
 
 
 def _aligned(start, multiple: int):
-    """`start`, marked a multiple of `multiple` when traced (a Python int needs no hint, and the
-    Triton lowering of the hint cannot take one: the first prefetched step's start is one)."""
+    """`start`, marked a multiple of `multiple` for the compiler. Python ints pass through:
+    Triton's lowering of `pl.multiple_of` needs a traced value."""
     return start if isinstance(start, int) else pl.multiple_of(start, multiple)
 
 
-def _steps(count: int, load, step, init, *, prefetch: int):
+def _pipelined_fori(count: int, load, step, init, *, prefetch: bool):
     """`carry = step(j, load(j), carry)` for j in range(count), as a `fori_loop`.
 
     With prefetch, step j + 1's loads are issued before step j's arithmetic and carried into the
-    next iteration (the last iteration reloads its own rows, which are cached, rather than read
-    past the unit), so their latency overlaps arithmetic instead of stalling it.
+    next iteration, so their latency overlaps arithmetic instead of stalling it. The last
+    iteration reloads its own rows rather than read past the unit (one extra load per `count`,
+    of rows just read); a loop of one step does not prefetch.
     """
-    if not prefetch:
+    if not prefetch or count == 1:
         return lax.fori_loop(0, count, lambda j, carry: step(j, load(j), carry), init)
 
     def body(j, state):
@@ -297,12 +300,14 @@ def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows, step_rows, prefetch):
     def start(j):
         return _aligned(j * step_rows, step_rows)
 
+    def load(j):
+        return io.load(x_ref, start(j), step_rows)
+
     def step(j, x, carry):
         compute(start(j), x)
         return carry
 
-    load = lambda j: io.load(x_ref, start(j), step_rows)  # noqa: E731
-    _steps(block_rows // step_rows, load, step, 0, prefetch=prefetch)
+    _pipelined_fori(block_rows // step_rows, load, step, 0, prefetch=bool(prefetch))
 
 
 def rational_fwd(
@@ -407,7 +412,8 @@ def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, blo
                 return tuple(acc + t for acc, t in zip(accs, terms, strict=True))
 
             count = unit_rows // leaf_rows
-            accs = _steps(count, lambda j: load(start(j)), step, zeros, prefetch=blocks.prefetch)
+            prefetch = bool(blocks.prefetch)
+            accs = _pipelined_fori(count, lambda j: load(start(j)), step, zeros, prefetch=prefetch)
             return row_sums(accs)
 
     def tree(lo: int, hi: int):

@@ -36,6 +36,23 @@ def test_parse_ptxas():
     assert registers.parse_ptxas("nothing")["registers"] is None
 
 
+def test_ptx_loads_counts_copies_not_their_bookkeeping():
+    ptx = """
+    ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];
+    @%p1 ld.global.b32 { %r5 }, [ %rd2 + 0 ];
+    ld.shared.b32 %r6, [ %r7 ];
+    cp.async.cg.shared.global [ %r8 + 0 ], [ %rd3 + 0 ], 0x10, %r9;
+    cp.async.ca.shared.global [ %r10 + 0 ], [ %rd4 + 0 ], 0x4;
+    cp.async.commit_group;
+    cp.async.wait_group 0x1;
+    cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [ %r11 ], [ %rd5 ];
+    cp.async.bulk.commit_group;
+    cp.async.mbarrier.arrive.noinc.shared.b64 [ %r12 ];
+    """
+    assert registers.ptx_loads(ptx) == {"global_loads": 2, "cp_async": 3}
+    assert registers.ptx_loads("") == {"global_loads": 0, "cp_async": 0}
+
+
 @pytest.mark.filterwarnings(TRITON_DEPRECATION)
 def test_triton_modules_of_forward_and_backward():
     numerator, denominator = init_coefficients("swish", 8)
@@ -73,4 +90,4 @@ def test_report_with_triton(tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [r["kernel"] for r in rows] == ["group_rational_fwd", "group_rational_bwd"]
     assert all(r["registers"] and r["registers"] <= 255 for r in rows)
-    assert all(r["global_loads"] > 0 and 0 <= r["cp_async"] <= r["global_loads"] for r in rows)
+    assert all(r["global_loads"] > 0 and r["cp_async"] >= 0 for r in rows)

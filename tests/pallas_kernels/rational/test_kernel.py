@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental.pallas import tpu as pltpu
 
 from pallas_kernels.rational import BlockSizes, group_rational, group_rational_reference
 from pallas_kernels.rational import kernel as rational_kernel
@@ -110,17 +111,17 @@ def test_loop_reduction_matches_tree(leaf_rows):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize(
-    ("shape", "spec"),
+    ("shape", "spec", "shared"),
     [
-        ((3, 70, 32), "64x16l8c32f16-loop"),  # partial last tile, two chunks, looped forward
-        ((128, 32), "64x16l16f8-loop"),  # whole tiles
-        ((5, 12), "32x16l8f8-loop"),  # one partial tile (block_rows capped at 8), bd = 4
+        ((3, 70, 32), "64x16l8c32f16-loop", False),  # partial last tile, 2 chunks, looped fwd
+        ((128, 32), "64x16l16f8-loop", True),  # whole tiles, one shared numerator
+        ((5, 12), "32x16l8f8-loop", False),  # one partial tile (block_rows capped at 8), bd = 4
     ],
 )
-def test_prefetch_changes_no_bit(shape, spec, dtype):
+def test_prefetch_changes_no_bit(shape, spec, shared, dtype):
     """Prefetching only moves the loads a step earlier: y, dx and the coefficient gradients are
     bitwise those of the same tiling without it."""
-    x, dy, num, den = inputs(4, shape, 4, shared=False, dtype=dtype)
+    x, dy, num, den = inputs(4, shape, 4, shared=shared, dtype=dtype)
     blocks = BlockSizes.parse(spec)
     ahead = dataclasses.replace(blocks, prefetch=1)
 
@@ -132,6 +133,32 @@ def test_prefetch_changes_no_bit(shape, spec, dtype):
 
     for u, v in zip(run(blocks), run(ahead), strict=True):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "64x16l8c32f16-loop",
+        "64x16l8c32f16p1-loop",  # prefetching loops, several steps per chunk
+        "64x16l16c16f64p1-loop",  # loops of one step (leaf = chunk, fwd_rows = block_rows)
+        "64x16l8",  # the unrolled tree
+    ],
+)
+def test_kernels_read_nothing_past_their_blocks(no_typecheck, spec):
+    """Pallas' TPU interpreter, out-of-bounds reads raising: the last prefetching step rereads its
+    own rows instead of the next unit's, which for a tile's last unit lie past its block.
+    Whole tiles (a partial one reads padding by design). `no_typecheck`: `interpret` is annotated
+    bool, and the interpreter's parameters are what pallas_call takes in its place."""
+    x, dy, num, den = inputs(5, (128, 32), 4, shared=False)
+    blocks = BlockSizes.parse(spec)
+    checked = pltpu.InterpretParams(out_of_bounds_reads="raise")
+    kwargs = {"block_sizes": blocks}
+    y = rational_kernel.rational_fwd(x, num, den, **kwargs, interpret=checked)
+    grads = rational_kernel.rational_bwd(x, dy, num, den, **kwargs, interpret=checked)
+    want_y = rational_kernel.rational_fwd(x, num, den, **kwargs, interpret=True)
+    want_grads = rational_kernel.rational_bwd(x, dy, num, den, **kwargs, interpret=True)
+    for u, v in zip((y, *grads), (want_y, *want_grads), strict=True):
+        np.testing.assert_allclose(f64(u), f64(v), rtol=1e-6, atol=1e-6 * np.abs(f64(v)).max())
 
 
 def _summed_cotangents(monkeypatch, blocks, g):
