@@ -99,9 +99,10 @@ run_step() { # run_step NAME: one of the steps below
   local name=$1
   case $name in
     check_rational) # the compiled rational kernels at the KAT shapes: the GPU default tiling
-      # and the prefetching (software-pipelined) loops the `rational` step times
+      # and the prefetching (p1) and unrolled (u) loops the `rational` step times
       step check_rational 400 "$PY" -m pallas_kernels.check --ops rational --rational-variants \
-        ${CHECK_RATIONAL_VARIANTS:-256x64l16-loop 256x64l16p1-loop 256x64l8p1-loop} \
+        ${CHECK_RATIONAL_VARIANTS:-256x64l16-loop 256x64l16p1-loop 256x64l8u4p1-loop \
+        256x64l8u8-loop} \
         --out "$OUT/check_rational.json"
       ;;
     check_fft | check_fft:*) # the bf16 variants measured fastest at 1K and 4K (README, GPU
@@ -160,22 +161,25 @@ run_step() { # run_step NAME: one of the steps below
         --out "$OUT/fft_pairs.json"
       ;;
     rational_tiles) # Pallas tilings on the KAT-B widths against the XLA path: the loop default,
-      # prefetching loops (p1), the forward stepping through its tile (f: 123-134 registers per
-      # thread instead of 194-255, `pallas_kernels.registers`), 512-row tiles, leaf rows,
-      # one-leaf tiles, the unrolled tree
+      # prefetching (p1) and unrolled (u) loops, the forward stepping through its tile (f:
+      # 123-134 registers per thread instead of 194-255, `pallas_kernels.registers`), 512-row
+      # tiles, leaf rows, one-leaf tiles, the unrolled tree
       step rational_tiles 120 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
         --dims 768 3072 --dtypes bfloat16 --implementations xla pallas:256x64l16-loop \
-        pallas:256x64l16p1-loop pallas:256x64l8p1-loop pallas:256x32l16p1-loop \
+        pallas:256x64l16p1-loop pallas:256x64l8u4p1-loop pallas:256x64l8u8-loop \
+        pallas:256x64l8u4-loop pallas:256x64l8u2p1-loop pallas:256x64l8p1-loop \
         pallas:256x64l16f32p1-loop pallas:256x64l16f32-loop pallas:512x64l16w8-loop \
         pallas:256x64-loop pallas:32x64l32 pallas:128x128l8w8-loop pallas:256x64 \
         --out "$OUT/rational_tiles.json"
       ;;
-    rational) # the GPU's "auto" (xla+pallas) beside each pass alone and PyTorch, and the
-      # software-pipelined backward (p1: each loop step issues the next leaf's loads before its
-      # arithmetic; 16- and 8-row leaves: 255 and 156 registers per thread, no spills)
+    rational) # the GPU's "auto" (xla+pallas) beside each pass alone and PyTorch, and backward
+      # loops with more bytes in flight (rational/README.md, More loads in flight): p1
+      # prefetches the next step's loads, u4/u8 load 4/8 leaves per iteration (~8, 16, 32 KB per
+      # SM by registers: 255, 239, 255 per thread, no spills)
       step rational 150 "$PY" -m pallas_kernels.rational.bench --section gpu --repeats 10 \
         --dims ${RATIONAL_DIMS:-768 3072} --implementations ${RATIONAL_IMPLEMENTATIONS:-copy gelu \
-        xla pallas xla+pallas xla+pallas:256x64l16p1-loop xla+pallas:256x64l8p1-loop torch} \
+        xla pallas xla+pallas xla+pallas:256x64l16p1-loop xla+pallas:256x64l8u4p1-loop \
+        xla+pallas:256x64l8u8-loop torch} \
         --out "$OUT/rational.json"
       ;;
     hyena) step hyena 120 "$PY" -m experiments.bench hyena --repeats 10 --out "$OUT/hyena.jsonl" ;;

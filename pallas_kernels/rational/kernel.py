@@ -93,6 +93,12 @@ class BlockSizes:
             loads itself, as far as the `triton` package shows (XLA's own Triton may differ):
             `num_stages` 2 or 3 leaves the PTX without a single `cp.async` (`python -m
             pallas_kernels.registers` counts them).
+        unroll: Loop steps (leaves, fwd_rows slices) per iteration of the loops: their loads are
+            issued together, then each is computed in turn, so unroll times the bytes are in
+            flight at once; capped at the steps a loop has. The same terms added in the same
+            order (a compiler may still round a term of the unrolled body differently: XLA:CPU
+            does, by an ulp). Unlike a larger leaf_rows, it does not grow the accumulators (on
+            GPU, ten per column a thread holds) or change the summation order.
     """
 
     block_rows: int = 256
@@ -104,13 +110,14 @@ class BlockSizes:
     chunk_rows: int = 256
     fwd_rows: int | None = None
     prefetch: int = 0
+    unroll: int = 1
 
     @classmethod
     def parse(cls, spec: str) -> "BlockSizes":
-        """From a spec like "256x64", "32x64l32w8" or "512x64l16c256f32p1-loop": block_rows x
-        block_d, then any of l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows), f
-        (fwd_rows), p (prefetch) each followed by an int, then optionally "-tree" or "-loop"
-        (`reduce`). Used by the benchmark's tiling rows (`pallas:256x64l16-loop`)."""
+        """From a spec like "256x64", "32x64l32w8" or "512x64l16c256f32p1u4-loop": block_rows
+        x block_d, then any of l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows), f
+        (fwd_rows), p (prefetch), u (unroll) each followed by an int, then optionally "-tree" or
+        "-loop" (`reduce`). Used by the benchmark's tiling rows (`pallas:256x64l16-loop`)."""
         match = re.fullmatch(r"(\d+)x(\d+)((?:[a-z]\d+)*)(?:-([a-z]+))?", spec)
         letters = re.findall(r"([a-z])(\d+)", match[3]) if match else []
         fields = {
@@ -120,12 +127,13 @@ class BlockSizes:
             "c": "chunk_rows",
             "f": "fwd_rows",
             "p": "prefetch",
+            "u": "unroll",
         }
         if match is None or any(k not in fields for k, _ in letters):
             raise ValueError(
                 f"block sizes spec {spec!r}: expected <block_rows>x<block_d>, then any of "
                 "l (leaf_rows), w (num_warps), s (num_stages), c (chunk_rows), f (fwd_rows), "
-                "p (prefetch) each followed by an int, "
+                "p (prefetch), u (unroll) each followed by an int, "
                 "then optionally -tree or -loop, e.g. '256x64' or '256x64l16w8-loop'"
             )
         extra = {fields[k]: int(v) for k, v in letters}
@@ -134,7 +142,7 @@ class BlockSizes:
         return cls(block_rows=int(match[1]), block_d=int(match[2]), **extra)
 
     def __post_init__(self):
-        powers = ("block_rows", "block_d", "leaf_rows", "chunk_rows", "fwd_rows")
+        powers = ("block_rows", "block_d", "leaf_rows", "chunk_rows", "fwd_rows", "unroll")
         arguments.normalize_int_fields(self, (*powers, "num_warps", "num_stages", "prefetch"))
         for name in powers:
             value = getattr(self, name)
@@ -264,26 +272,38 @@ def _aligned(start, multiple: int):
     return start if isinstance(start, int) else pl.multiple_of(start, multiple)
 
 
-def _pipelined_fori(count: int, load, step, init, *, prefetch: bool):
-    """`carry = step(j, load(j), carry)` for j in range(count), as a `fori_loop`.
+def _pipelined_fori(count: int, load, step, init, *, prefetch: bool, unroll: int):
+    """`carry = step(j, load(j), carry)` for j in range(count) (powers of two), as a `fori_loop`.
 
-    With prefetch, step j + 1's loads are issued before step j's arithmetic and carried into the
-    next iteration, so their latency overlaps arithmetic instead of stalling it. The last
-    iteration reloads its own rows rather than read past the unit (one extra load per `count`,
-    of rows just read); a loop of one step does not prefetch.
+    Each iteration takes `unroll` steps (capped at count): it issues their loads, then computes
+    them in order. With prefetch, the next iteration's loads are issued before this one's
+    arithmetic and carried over, so their latency overlaps arithmetic instead of stalling it;
+    the last iteration reloads its own rows rather than read past the unit (one extra load per
+    loop, of rows just read); a loop of one iteration does not prefetch.
     """
-    if not prefetch or count == 1:
-        return lax.fori_loop(0, count, lambda j, carry: step(j, load(j), carry), init)
+    unroll = min(unroll, count)
+    iterations = count // unroll
 
-    def body(j, state):
-        carry, loaded = state
-        ahead = load(jnp.minimum(j + 1, count - 1))
-        return step(j, loaded, carry), ahead
+    def load_group(i):
+        return tuple(load(i * unroll + k) for k in range(unroll))
 
-    return lax.fori_loop(0, count, body, (init, load(0)))[0]
+    def step_group(i, group, carry):
+        for k, loaded in enumerate(group):
+            carry = step(i * unroll + k, loaded, carry)
+        return carry
+
+    if not prefetch or iterations == 1:
+        return lax.fori_loop(0, iterations, lambda i, c: step_group(i, load_group(i), c), init)
+
+    def body(i, state):
+        carry, group = state
+        ahead = load_group(jnp.minimum(i + 1, iterations - 1))
+        return step_group(i, group, carry), ahead
+
+    return lax.fori_loop(0, iterations, body, (init, load_group(0)))[0]
 
 
-def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows, step_rows, prefetch):
+def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows, step_rows, prefetch, unroll):
     a, b = _coefficient_rows(a_ref, b_ref)
     block_rows = x_ref.shape[0]
     io = _Rows(rows, block_rows)
@@ -307,7 +327,7 @@ def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows, step_rows, prefetch):
         compute(start(j), x)
         return carry
 
-    _pipelined_fori(block_rows // step_rows, load, step, 0, prefetch=bool(prefetch))
+    _pipelined_fori(block_rows // step_rows, load, step, 0, prefetch=prefetch, unroll=unroll)
 
 
 def rational_fwd(
@@ -353,7 +373,8 @@ def _fwd_call(x, a, b, *, block_sizes: BlockSizes, interpret: bool) -> jax.Array
             _fwd_kernel,
             rows=rows,
             step_rows=min(block_sizes.fwd_rows or block_rows, block_rows),
-            prefetch=block_sizes.prefetch,
+            prefetch=bool(block_sizes.prefetch),
+            unroll=block_sizes.unroll,
         ),
         out_shape=jax.ShapeDtypeStruct(x2.shape, x.dtype, **partitioning.manual_type(x)),
         grid=(pl.cdiv(rows, block_rows), width // bd),
@@ -412,8 +433,14 @@ def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, pa_ref, pb_ref, *, rows, blo
                 return tuple(acc + t for acc, t in zip(accs, terms, strict=True))
 
             count = unit_rows // leaf_rows
-            prefetch = bool(blocks.prefetch)
-            accs = _pipelined_fori(count, lambda j: load(start(j)), step, zeros, prefetch=prefetch)
+            accs = _pipelined_fori(
+                count,
+                lambda j: load(start(j)),
+                step,
+                zeros,
+                prefetch=bool(blocks.prefetch),
+                unroll=blocks.unroll,
+            )
             return row_sums(accs)
 
     def tree(lo: int, hi: int):

@@ -135,11 +135,30 @@ def test_prefetch_changes_no_bit(shape, spec, shared, dtype):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
+@pytest.mark.parametrize("spec", ["64x16l8c32f8u2-loop", "64x16l8c64f8u4p1-loop", "32x16l8u8-loop"])
+def test_unroll_changes_the_schedule_only(spec):
+    """Unrolled loops (several leaves / forward slices loaded per iteration, then computed in
+    turn): the values of the same tiling without unroll to an ulp (XLA:CPU fuses the unrolled
+    body differently; the summation order is checked bitwise in
+    test_summation_order_independent_of_block_rows). Partial last tile, several chunks."""
+    x, dy, num, den = inputs(6, (3, 70, 32), 4, shared=False)
+    blocks = BlockSizes.parse(spec)
+    plain = _vjp(dataclasses.replace(blocks, unroll=1), x, dy, num, den)
+    for u, v in zip(_vjp(blocks, x, dy, num, den), plain, strict=True):
+        np.testing.assert_allclose(f64(u), f64(v), rtol=1e-6, atol=1e-6 * np.abs(f64(v)).max())
+    y = group_rational(x, num, den, implementation="interpret", block_sizes=blocks)
+    want = group_rational(
+        x, num, den, implementation="interpret", block_sizes=dataclasses.replace(blocks, unroll=1)
+    )
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(want))
+
+
 @pytest.mark.parametrize(
     "spec",
     [
         "64x16l8c32f16-loop",
         "64x16l8c32f16p1-loop",  # prefetching loops, several steps per chunk
+        "64x16l8c32f8u2p1-loop",  # unrolled and prefetching
         "64x16l16c16f64p1-loop",  # loops of one step (leaf = chunk, fwd_rows = block_rows)
         "64x16l8",  # the unrolled tree
     ],
@@ -185,6 +204,7 @@ def _summed_cotangents(monkeypatch, blocks, g):
         (("8x16l8", "32x16l8", "128x16l8"), "32x16l16"),  # tree: leaves of 8 rows
         (("32x16l8c32-loop", "64x16l8c32-loop", "128x16l8c32-loop"), "64x16l8c64-loop"),
         (("32x16l8c32-loop", "64x16l8c32p1-loop", "128x16l8c32p1-loop"), "64x16l8c64p1-loop"),
+        (("32x16l8c32-loop", "64x16l8c32u2-loop", "128x16l8c32u4p1-loop"), "64x16l8c64u8-loop"),
     ],
 )
 def test_summation_order_independent_of_block_rows(monkeypatch, specs, other):
@@ -239,6 +259,11 @@ def test_block_sizes_parse():
     )
     with pytest.raises(ValueError, match="prefetch=2: must be 0 or 1"):
         BlockSizes.parse("256x64p2")
+    assert BlockSizes.parse("256x64l8u4p1-loop") == BlockSizes(
+        block_d=64, unroll=4, prefetch=1, reduce="loop"
+    )
+    with pytest.raises(ValueError, match="unroll=3: must be a power of two"):
+        BlockSizes.parse("256x64u3")
 
 
 def test_block_sizes_validation():

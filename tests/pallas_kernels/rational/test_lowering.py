@@ -35,6 +35,7 @@ def _lower(platform: str, width: int, dtype, block_sizes: BlockSizes | None = No
         (3072, jnp.bfloat16, None),
         (768, jnp.bfloat16, "256x64"),
         (768, jnp.bfloat16, "256x64l8f32p1-loop"),
+        (768, jnp.bfloat16, "256x64l8f32u4p1-loop"),
     ],
 )
 def test_lowers_for_triton(fake_gpu, width, dtype, spec):
@@ -49,6 +50,7 @@ def test_lowers_for_triton(fake_gpu, width, dtype, spec):
         (1536, jnp.bfloat16, None),
         (768, jnp.float32, "256x128-loop"),
         (768, jnp.bfloat16, "256x128l16f64p1-loop"),
+        (768, jnp.bfloat16, "256x128l16f32u2p1-loop"),
     ],
 )
 def test_lowers_for_tpu(monkeypatch, width, dtype, spec):

@@ -76,8 +76,8 @@ def _fwd_bwd(blocks, interpret):
 
 
 # After "32x<block_d>": the unrolled tree; the loops (backward leaves, forward steps of 8 rows);
-# the same loops prefetching.
-_SPELLINGS = ["l8", "l8f8-loop", "l8f8p1-loop"]
+# the same loops prefetching; and two steps per iteration, prefetching.
+_SPELLINGS = ["l8", "l8f8-loop", "l8f8p1-loop", "l8f8u2p1-loop"]
 
 
 @pytest.mark.parametrize("spelling", _SPELLINGS)
