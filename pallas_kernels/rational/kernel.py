@@ -97,7 +97,7 @@ class BlockSizes:
             issued together, then each is computed in turn, so unroll times the bytes are in
             flight at once; capped at the steps a loop has. The same terms added in the same
             order (a compiler may still round a term of the unrolled body differently: XLA:CPU
-            does, by an ulp). Unlike a larger leaf_rows, it does not grow the accumulators (on
+            does, by a few ulps). Unlike a larger leaf_rows, it does not grow the accumulators (on
             GPU, ten per column a thread holds) or change the summation order.
     """
 
@@ -273,9 +273,10 @@ def _aligned(start, multiple: int):
 
 
 def _pipelined_fori(count: int, load, step, init, *, prefetch: bool, unroll: int):
-    """`carry = step(j, load(j), carry)` for j in range(count) (powers of two), as a `fori_loop`.
+    """`carry = step(j, load(j), carry)` for j in range(count), as a `fori_loop`.
 
-    Each iteration takes `unroll` steps (capped at count): it issues their loads, then computes
+    Each iteration takes `unroll` steps (capped at count; both are powers of two, so the cap
+    divides count): it issues their loads, then computes
     them in order. With prefetch, the next iteration's loads are issued before this one's
     arithmetic and carried over, so their latency overlaps arithmetic instead of stalling it;
     the last iteration reloads its own rows rather than read past the unit (one extra load per
