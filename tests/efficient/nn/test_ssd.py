@@ -292,7 +292,7 @@ def test_bad_inputs_messages(no_typecheck, make, extra, match):
 
 
 def test_numpy_integer_chunk_size(no_typecheck):
-    pos, kw = _split(_inputs(1, T=7))
+    pos, kw = _split(_inputs(1, T=7, dtype=jnp.float32))
     want = ssd_chunked(*pos, **kw, chunk_size=3)
     got = ssd_chunked(*pos, **kw, chunk_size=np.int64(3))
     for g, w in zip(got, want, strict=True):
@@ -302,8 +302,8 @@ def test_numpy_integer_chunk_size(no_typecheck):
 @pytest.mark.parametrize("initial", [False, True])
 def test_no_positions(initial):
     """T = 0: every form returns an empty y and the initial state (zero without one)."""
-    pos, kw = _split(_inputs(2, T=0, initial=initial))
-    want = kw["initial_state"] if initial else jnp.zeros((2, 4, 3, 5), jnp.float64)
+    pos, kw = _split(_inputs(2, T=0, initial=initial, dtype=jnp.float32))
+    want = kw["initial_state"] if initial else jnp.zeros((2, 4, 3, 5), jnp.float32)
     for y, state in (
         ssd_chunked(*pos, **kw, chunk_size=4),
         ssd_quadratic(*pos, **kw),
