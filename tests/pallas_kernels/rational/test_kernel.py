@@ -20,6 +20,16 @@ def _vjp(block_sizes, x, dy, num, den, implementation="interpret"):
     return jax.jit(lambda x, dy, num, den: jax.vjp(fn, x, num, den)[1](dy))(x, dy, num, den)
 
 
+def _outputs(block_sizes, x, dy, num, den):
+    """y, then the cotangents of x and the coefficients, in interpret mode."""
+    y = jax.jit(
+        lambda x, num, den: group_rational(
+            x, num, den, implementation="interpret", block_sizes=block_sizes
+        )
+    )(x, num, den)
+    return (y, *_vjp(block_sizes, x, dy, num, den))
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize(
     ("shape", "blocks"),
@@ -124,14 +134,8 @@ def test_prefetch_changes_no_bit(shape, spec, shared, dtype):
     x, dy, num, den = inputs(4, shape, 4, shared=shared, dtype=dtype)
     blocks = BlockSizes.parse(spec)
     ahead = dataclasses.replace(blocks, prefetch=1)
-
-    def run(blocks):
-        def fn(x, num, den):
-            return group_rational(x, num, den, implementation="interpret", block_sizes=blocks)
-
-        return jax.jit(lambda *a: (fn(*a[:3]), *jax.vjp(fn, *a[:3])[1](a[3])))(x, num, den, dy)
-
-    for u, v in zip(run(blocks), run(ahead), strict=True):
+    want = _outputs(blocks, x, dy, num, den)
+    for u, v in zip(_outputs(ahead, x, dy, num, den), want, strict=True):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
@@ -143,15 +147,8 @@ def test_unroll_changes_the_schedule_only(spec):
     test_summation_order_independent_of_block_rows). Partial last tile, several chunks."""
     x, dy, num, den = inputs(6, (3, 70, 32), 4, shared=False)
     blocks = BlockSizes.parse(spec)
-    plain = dataclasses.replace(blocks, unroll=1)
-
-    def run(blocks):
-        def fn(x, num, den):
-            return group_rational(x, num, den, implementation="interpret", block_sizes=blocks)
-
-        return jax.jit(lambda *a: (fn(*a[:3]), *jax.vjp(fn, *a[:3])[1](a[3])))(x, num, den, dy)
-
-    for u, v in zip(run(blocks), run(plain), strict=True):
+    want = _outputs(dataclasses.replace(blocks, unroll=1), x, dy, num, den)
+    for u, v in zip(_outputs(blocks, x, dy, num, den), want, strict=True):
         np.testing.assert_allclose(f64(u), f64(v), rtol=1e-6, atol=1e-6 * np.abs(f64(v)).max())
 
 
