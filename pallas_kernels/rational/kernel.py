@@ -276,11 +276,11 @@ def _pipelined_fori(count: int, load, step, init, *, prefetch: bool, unroll: int
     """`carry = step(j, load(j), carry)` for j in range(count), as a `fori_loop`.
 
     Each iteration takes `unroll` steps (capped at count; both are powers of two, so the cap
-    divides count): it issues their loads, then computes
-    them in order. With prefetch, the next iteration's loads are issued before this one's
-    arithmetic and carried over, so their latency overlaps arithmetic instead of stalling it;
-    the last iteration reloads its own rows rather than read past the unit (one extra load per
-    loop, of rows just read); a loop of one iteration does not prefetch.
+    divides count): it issues their loads, then computes them in order. With prefetch, the
+    next iteration's loads are issued before this one's arithmetic and carried over, so their
+    latency overlaps arithmetic instead of stalling it; the last iteration reloads its own rows
+    rather than read past the unit (one extra load per loop, of rows just read); a loop of one
+    iteration does not prefetch.
     """
     unroll = min(unroll, count)
     iterations = count // unroll
@@ -316,8 +316,9 @@ def _fwd_kernel(x_ref, a_ref, b_ref, o_ref, *, rows, step_rows, prefetch, unroll
     if step_rows == block_rows:
         compute(0, io.load(x_ref, 0, block_rows))
         return
-    # fewer live registers per program (a [256, 64] tile is 128 values per thread)
 
+    # A loop over step_rows-row slices: fewer live registers per program (a whole [256, 64]
+    # tile is 128 values per thread).
     def start(j):
         return _aligned(j * step_rows, step_rows)
 
