@@ -1,4 +1,5 @@
-"""Checks that configurations share: each names the field, its value and what is allowed."""
+"""Checks shared across the package: each names the field or argument, its value and what is
+allowed."""
 
 import dataclasses
 import math
@@ -7,15 +8,22 @@ import types
 import typing
 from collections.abc import Iterable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.arguments import validates_arguments
+
 __all__ = [
+    "as_array",
     "check_field_types",
     "check_float_dtypes",
     "check_positive",
     "check_positive_ints",
+    "check_range",
+    "concrete_values",
     "is_integer",
+    "validates_arguments",
 ]
 
 
@@ -114,3 +122,26 @@ def check_positive(owner: object, names: Iterable[str]) -> None:
         value = getattr(owner, name)
         if not (_is_real(value) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a finite number > 0.")
+
+
+def as_array(x):
+    """jax and numpy arrays (and tracers) as they are; lists and scalars as numpy arrays."""
+    if x is None or isinstance(x, jax.Array | np.ndarray):
+        return x
+    return np.asarray(x)
+
+
+def concrete_values(x) -> np.ndarray | None:
+    """The values of a concrete array, None for a tracer (values are unknown under jit)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def check_range(name: str, x: np.ndarray, lo: int, hi: int, allowed: str) -> None:
+    """Raise a ValueError naming `name`, the first value outside lo..hi and its index."""
+    bad = np.argwhere((x < lo) | (x > hi))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        raise ValueError(f"{name}: {x[where]} at {list(where)} is outside {lo}..{hi} ({allowed}).")

@@ -4,15 +4,18 @@ import numbers
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "as_jax_array",
     "check_array",
     "check_choice",
     "is_pow2",
     "next_pow2",
     "normalize_int_fields",
     "resolve_block_sizes",
+    "validates_arguments",
 ]
 
 
@@ -23,6 +26,12 @@ def is_pow2(n: int) -> bool:
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (1 for n <= 1)."""
     return 1 << max(n - 1, 0).bit_length()
+
+
+def as_jax_array(value):
+    """A numpy array as a jax array (after `check_array`); jax arrays, tracers and None as they
+    are (the same objects: a residual that is an input stays that input)."""
+    return value if value is None or isinstance(value, jax.Array) else jnp.asarray(value)
 
 
 def check_array(name: str, value: object) -> None:
@@ -71,3 +80,18 @@ def resolve_block_sizes[Sizes](
             f"a spec string for {cls.__name__}.parse"
         )
     return block_sizes
+
+
+def validates_arguments[T](obj: T) -> T:
+    """Marks a public entry point that checks its own arguments, with a ValueError that names
+    the bad one and what is allowed: a function, or a dataclass (its `__init__`; a subclass
+    needs its own mark). Run-time annotation checkers (jaxtyping's import hook, as this
+    project's tests install it) skip it, so that a caller sees that ValueError rather than the
+    checker's TypeError on the first annotation it fails; what it calls stays checked.
+
+    It sets the flag `typing.no_type_check` sets, on the function or the `__init__` alone: on
+    a class, that flag would also empty `typing.get_type_hints(cls)`, which field checks and
+    command lines read."""
+    target = obj.__init__ if isinstance(obj, type) else obj
+    target.__no_type_check__ = True  # type: ignore[attr-defined]
+    return obj

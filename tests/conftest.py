@@ -16,7 +16,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 def pytest_configure(config):
-    # Run-time shape checks for every annotated public function in the package under test.
+    # Run-time shape checks for every annotated function in the package under test, except the
+    # entry points marked `validates_arguments`: they name a bad argument themselves, with the
+    # ValueError users see (pallas_kernels.arguments).
     from jaxtyping import install_import_hook
 
     install_import_hook(["efficient", "pallas_kernels"], "beartype.beartype")
@@ -29,8 +31,8 @@ def key():
 
 @pytest.fixture
 def no_typecheck():
-    """Without the import hook's run-time type checks, as users run the code: for the code's own
-    ValueErrors on arguments the annotations would reject first."""
+    """Without the import hook's run-time type checks, as users run the code: for a test that
+    hands an internal function what its annotation would refuse."""
     import jaxtyping
 
     jaxtyping.config.update("jaxtyping_disable", True)

@@ -3,7 +3,7 @@
 from efficient.data.fashion_mnist import load_fashion_mnist
 from efficient.data.images import ImageDataConfig, dataset_info, eval_dataset, train_dataset
 from efficient.data.movielens import load_ml100k
-from efficient.data.ranking import check_ks, check_sequences, ranking_metrics, target_ranks
+from efficient.data.ranking import check_ks, ranking_metrics, target_ranks
 from efficient.data.recsys import (
     RecSysDataConfig,
     Sequences,
@@ -38,6 +38,7 @@ from efficient.data.video_qa import (
     video_qa_eval_dataset,
     video_qa_train_dataset,
 )
+from efficient.nn.next_item import check_sequences  # the batch contract the models share
 
 __all__ = [
     "ClipPlan",

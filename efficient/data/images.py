@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from jaxtyping import Bool, Float32, Int, UInt8
 
-from efficient.checks import check_field_types, check_positive_ints
+from efficient.checks import check_field_types, check_positive_ints, validates_arguments
 from efficient.data import fashion_mnist, synthetic
 from efficient.data._grain import (
     _check_shard,
@@ -26,6 +26,7 @@ _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ImageDataConfig:
     """Image pipeline settings shared by `train_dataset`, `eval_dataset` and `dataset_info`.

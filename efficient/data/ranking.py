@@ -17,21 +17,22 @@ two flags degenerate scores. A NaN target score gets rank num_items + 1, a miss 
 num_items; a NaN score of another item counts as above the target in both modes (as
 `torch.topk`, which ranks NaN above every number, puts it), so NaN scores never raise a metric.
 
-The pipelines call `check_sequences` on every batch they build; models check shapes only
-(`efficient.nn.next_item.check_inputs`), as importing `efficient.data` loads grain.
+The pipelines call `check_sequences` on every batch they build (it lives beside the models'
+`efficient.nn.next_item.check_inputs`, which runs it on concrete inputs: importing
+`efficient.data` loads grain, and models do not).
 """
 
 from collections.abc import Sequence
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Float32, Int, Int32
 
-from efficient.checks import is_integer
+from efficient.checks import as_array, check_range, concrete_values, is_integer, validates_arguments
 
 
+@validates_arguments
 def target_ranks(
     scores: Float[Array, "B V"],
     targets: Int[Array, " B"],
@@ -57,7 +58,7 @@ def target_ranks(
         ValueError: the shapes do not fit, `targets` is not integer or (concrete) out of range,
             or `ties` is unknown.
     """
-    scores, targets = _as_array(scores), _as_array(targets)
+    scores, targets = as_array(scores), as_array(targets)
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"scores: shape {scores.shape}, expected [B, num_items + 1] with V >= 2.")
     if targets.shape != scores.shape[:1]:
@@ -67,8 +68,8 @@ def target_ranks(
     if ties not in ("optimistic", "pessimistic"):
         raise ValueError(f"ties={ties!r}: expected 'optimistic' or 'pessimistic'.")
     num_items = scores.shape[1] - 1
-    if (values := _values(targets)) is not None:
-        _check_range("targets", values, 0, num_items, "1..num_items, 0 on padding rows")
+    if (values := concrete_values(targets)) is not None:
+        check_range("targets", values, 0, num_items, "1..num_items, 0 on padding rows")
     in_range = (targets >= 0) & (targets <= num_items)
     index = jnp.where(in_range, targets, 0)[:, None]  # no wrap-around of negative ids
     target_score = jnp.take_along_axis(scores, index, axis=1)  # [B, 1]
@@ -81,6 +82,7 @@ def target_ranks(
     return jnp.where(miss, jnp.int32(num_items + 1), ranks)
 
 
+@validates_arguments
 def ranking_metrics(
     scores: Float[Array, "B V"],
     targets: Int[Array, " B"],
@@ -127,112 +129,3 @@ def check_ks(ks) -> tuple[int, ...]:  # unannotated: this is the check (see chec
     if not ks or any(not is_integer(k) or k < 1 for k in ks):
         raise ValueError(f"ks={ks}: expected one or more positive integer cut-offs.")
     return tuple(int(k) for k in ks)
-
-
-def _values(x) -> np.ndarray | None:
-    """The values of a concrete array, None for a tracer (values are unknown under jit)."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-
-
-def _as_array(x):
-    """jax and numpy arrays (and tracers) as they are; lists and scalars as numpy arrays."""
-    if x is None or isinstance(x, jax.Array | np.ndarray):
-        return x
-    return np.asarray(x)
-
-
-# Arguments unannotated on purpose: this function is the check, and its messages name the
-# argument; run-time jaxtyping checks would pre-empt them with less specific errors.
-def check_sequences(
-    items,
-    *,
-    num_items: int,
-    timestamps=None,
-    lengths=None,
-    targets=None,
-) -> None:
-    """Validates a batch of right-padded item sequences; raises a ValueError naming the argument.
-
-    Shapes and dtypes are always checked; values only when the arrays are concrete (numpy, or
-    jax arrays outside jit), since under jit they are not known.
-
-    Args:
-        items: int [B, T] item ids in 0..num_items, 0 = padding, non-zero ones first.
-        num_items: the largest item id.
-        timestamps: optional float [B, T], finite and non-decreasing within each sequence
-            (over its first `lengths` positions, or its non-padding items).
-        lengths: optional int [B] in 0..T; row b's first lengths[b] items are non-zero and
-            the rest 0 (length 0 marks a padding row).
-        targets: optional int [B] in 1..num_items (0 allowed on rows of length 0).
-
-    Raises:
-        ValueError: a shape, dtype or value is out of range.
-    """
-    items, timestamps, lengths, targets = (
-        _as_array(x) for x in (items, timestamps, lengths, targets)
-    )
-    if items.ndim != 2:
-        raise ValueError(f"items: shape {np.shape(items)}, expected [B, T].")
-    if not jnp.issubdtype(items.dtype, jnp.integer):
-        raise ValueError(f"items: dtype {items.dtype}, expected an integer dtype.")
-    B, T = items.shape
-    if T == 0:
-        raise ValueError(f"items: shape {items.shape}, expected at least one position (T >= 1).")
-    for name, x, shape, kind in (
-        ("timestamps", timestamps, (B, T), jnp.floating),
-        ("lengths", lengths, (B,), jnp.integer),
-        ("targets", targets, (B,), jnp.integer),
-    ):
-        if x is None:
-            continue
-        if tuple(np.shape(x)) != shape:
-            raise ValueError(f"{name}: shape {tuple(np.shape(x))}, expected {list(shape)}.")
-        if not jnp.issubdtype(x.dtype, kind):
-            raise ValueError(f"{name}: dtype {x.dtype}, expected {kind.__name__}.")
-    given = [x for x in (items, timestamps, lengths, targets) if x is not None]
-    values = [_values(x) for x in given]
-    if any(v is None for v in values):
-        return
-    ids = values[0]
-    _check_range("items", ids, 0, num_items, "0 = padding, 1..num_items")
-    if lengths is not None:
-        n = _values(lengths)
-        _check_range("lengths", n, 0, T, "0..T")
-    else:
-        n = np.where((ids == 0).any(1), np.argmax(ids == 0, axis=1), T)  # first padding
-    inside = np.arange(T) < n[:, None]  # [B, T]
-    bad = np.argwhere(inside != (ids != 0))
-    if len(bad):
-        b, t = bad[0]
-        raise ValueError(
-            f"items: row {b} has id {ids[b, t]} at position {t} with length {n[b]}; sequences "
-            "are left-aligned, 1..num_items in the first `lengths` positions and 0 after them."
-        )
-    if timestamps is not None:
-        ts = _values(timestamps)
-        if not np.isfinite(ts).all():
-            raise ValueError("timestamps: expected finite values.")
-        drops = np.argwhere((np.diff(ts, axis=1) < 0) & inside[:, 1:])
-        if len(drops):
-            b, t = drops[0]
-            raise ValueError(
-                f"timestamps: row {b} goes back in time at position {t + 1} ({ts[b, t]} -> "
-                f"{ts[b, t + 1]}); each sequence must be non-decreasing (sorted by time)."
-            )
-    if targets is not None:
-        y = _values(targets)
-        bad = np.flatnonzero(((y < 1) & (n > 0)) | (y < 0) | (y > num_items))
-        if len(bad):
-            raise ValueError(
-                f"targets: {y[bad[0]]} in row {bad[0]} is outside 1..num_items = 1..{num_items}."
-            )
-
-
-def _check_range(name: str, x: np.ndarray, lo: int, hi: int, allowed: str) -> None:
-    bad = np.argwhere((x < lo) | (x > hi))
-    if len(bad):
-        where = tuple(int(i) for i in bad[0])
-        raise ValueError(f"{name}: {x[where]} at {list(where)} is outside {lo}..{hi} ({allowed}).")

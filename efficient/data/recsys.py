@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Int64, Integer, Shaped
 
-from efficient.checks import check_field_types, check_positive_ints
+from efficient.checks import check_field_types, check_positive_ints, validates_arguments
 from efficient.data import movielens
 from efficient.data._grain import (
     _check_shard,
@@ -46,7 +46,7 @@ from efficient.data._grain import (
     _to_iter,
     _train_index_batches,
 )
-from efficient.data.ranking import check_sequences
+from efficient.nn.next_item import check_sequences
 
 Batch = dict[str, np.ndarray]
 Table = dict[str, np.ndarray]
@@ -61,6 +61,7 @@ _SHORT_GAP_S = 60.0
 _LONG_GAP_S = 86_400.0
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RecSysDataConfig:
     """Next-item pipeline settings for `recsys_train_dataset`/`recsys_eval_dataset`.
@@ -233,6 +234,7 @@ def _first_appearance_ids(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank[inverse.reshape(-1)], uniq[order]
 
 
+@validates_arguments
 def build_sequences(table: Table, *, time_order: TimeOrder = "seconds") -> Sequences:
     """Remaps ids (first appearance), sorts each user's interactions by time, normalises time.
 

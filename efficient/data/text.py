@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Integer, UInt8
 
-from efficient.checks import check_field_types, check_positive_ints
+from efficient.checks import check_field_types, check_positive_ints, validates_arguments
 from efficient.data._grain import (
     _check_shard,
     _derived_seed,
@@ -51,6 +51,7 @@ _SYNTHETIC_STREAM = 2
 _SYNTHETIC_SPLITS = {"train": 0, "validation": 1}
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TextDataConfig:
     """Byte-level language-model pipeline settings for `text_train_dataset`/`text_eval_dataset`.

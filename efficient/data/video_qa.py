@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Int64, Integer, UInt8
 
-from efficient.checks import check_field_types, check_positive_ints
+from efficient.checks import check_field_types, check_positive_ints, validates_arguments
 from efficient.data import fashion_mnist, synthetic
 from efficient.data._grain import _check_shard, _shard_slice, _to_iter
 from efficient.data.text import VOCAB_SIZE, encode
@@ -65,6 +65,7 @@ _CLIP_STREAM = 0
 _SPLIT_STREAM = {"train": 0, "test": 1}
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class VideoQADataConfig:
     """Video QA pipeline settings for `video_qa_train_dataset`/`video_qa_eval_dataset`.
@@ -336,6 +337,7 @@ def _plan(
     )
 
 
+@validates_arguments
 def make_clip(
     config: VideoQADataConfig,
     labels: Integer[np.ndarray, " N"],

@@ -34,6 +34,8 @@ from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 from jaxtyping import Array, Float
 
+from efficient.checks import validates_arguments
+
 __all__ = [
     "NS5_FIXED",
     "NS5_PER_STEP",
@@ -165,6 +167,7 @@ def _check(q, k, v, lr, beta, w0: FastWeights, chunk_size: int) -> None:
         raise ValueError(f"chunk_size={chunk_size!r}: expected a positive int.")
 
 
+@validates_arguments
 def lact(
     q: Float[Array, "T dk"],
     k: Float[Array, "T dk"],
@@ -263,6 +266,7 @@ def lact(
     return outs.astype(out_dtype)
 
 
+@validates_arguments
 def lact_flops(
     tokens: int,
     dk: int,

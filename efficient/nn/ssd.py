@@ -20,11 +20,12 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.nn import initializers
 from jaxtyping import Array, Float
 
-from efficient.checks import is_integer
+from efficient.checks import is_integer, validates_arguments
 from efficient.nn.causal_conv import CausalConv1d, torch_default_init
 from efficient.nn.norms import RMSNorm
 
@@ -35,6 +36,7 @@ Activation = Literal["silu", "hardswish"]
 # z chunk index after the initial state is prepended.
 
 
+@validates_arguments
 def _validate(
     x: Array,
     dt: Array,
@@ -43,14 +45,20 @@ def _validate(
     C: Array,
     D: Array | None,
     initial_state: Array | None,
+    *,
+    requires_A: bool = True,
 ) -> None:
-    """Raise a ValueError naming the first argument that is not a floating array or whose shape
-    disagrees with x's [B, T, H, K]."""
+    """Raise a ValueError naming the first argument that is missing, not a floating array, or
+    whose shape disagrees with x's [B, T, H, K]. D and initial_state may be None; A too when
+    not `requires_A` (`ssd_quadratic` takes log_decay instead)."""
     named = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, initial_state=initial_state)
+    optional = {"D", "initial_state"} | (set() if requires_A else {"A"})
     for name, value in named.items():
-        if value is None:
+        if value is None and name in optional:
             continue
-        dtype = value.dtype if hasattr(value, "dtype") else jnp.asarray(value).dtype
+        if not isinstance(value, jax.Array | np.ndarray):
+            raise ValueError(f"{name}: {type(value).__name__}; expected a jax or numpy array.")
+        dtype = value.dtype
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(
                 f"{name}: dtype {dtype}; expected a floating dtype (y comes back in x's dtype)."
@@ -110,6 +118,7 @@ def _skip(y: Array, x: Array, D: Array | None) -> Array:
     return y + D.astype(y.dtype)[None, None, :, None] * x.astype(y.dtype)
 
 
+@validates_arguments
 def ssd_chunked(
     x: Float[Array, "B T H K"],
     dt: Float[Array, "B T H"],
@@ -217,6 +226,7 @@ def ssd_chunked(
     return y.astype(x.dtype), final.reshape(batch, H, K, N)
 
 
+@validates_arguments
 def ssd_quadratic(
     x: Float[Array, "B T H K"],
     dt: Float[Array, "B T H"],
@@ -249,7 +259,7 @@ def ssd_quadratic(
     """
     if (A is None) == (log_decay is None):
         raise ValueError("ssd_quadratic: pass exactly one of A and log_decay.")
-    _validate(x, dt, A, B, C, D, initial_state)
+    _validate(x, dt, A, B, C, D, initial_state, requires_A=False)
     if log_decay is not None and log_decay.shape != dt.shape:
         raise ValueError(f"log_decay.shape={log_decay.shape}: expected dt's shape {dt.shape}.")
     H = x.shape[2]
@@ -281,6 +291,7 @@ def ssd_quadratic(
     return _skip(y, x, D).astype(x.dtype), final
 
 
+@validates_arguments
 def ssd_scan(
     x: Float[Array, "B T H K"],
     dt: Float[Array, "B T H"],
@@ -467,6 +478,7 @@ class Mamba2Mixer(nn.Module):
         return heads
 
     @nn.compact
+    @validates_arguments
     def __call__(
         self, inputs: Float[Array, "B T D"], dt_scale: Float[Array, "B T H"] | None = None
     ) -> Float[Array, "B T D"]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from efficient.checks import check_field_types
+from efficient.checks import check_field_types, validates_arguments
 from efficient.sharding import MeshConfig
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimizerConfig:
     """An Optax optimizer with a warm-up + decay learning-rate schedule.
@@ -44,6 +45,7 @@ class OptimizerConfig:
         check_field_types(self)
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OuterConfig:
     """Low-communication training across the mesh's `replica` axis: every replica keeps its own
@@ -75,6 +77,7 @@ class OuterConfig:
                 raise ValueError(f"OuterConfig.{name}={getattr(self, name)}: must be >= 1.")
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How long to train, what to log and keep, and what to do when things go wrong.

@@ -147,6 +147,7 @@ def _check_implementation(implementation, fft_size: int) -> None:
         )
 
 
+@arguments.validates_arguments
 def fft_conv(
     u: Float[Array, "B H L"],
     k: Float[Array, "H Lk"],
@@ -206,6 +207,7 @@ def fft_conv(
         ValueError: An unsupported shape, dtype, size or option, naming what is supported.
     """
     _check_arrays(u, k, pregate, postgate)
+    u, k, pregate, postgate = map(arguments.as_jax_array, (u, k, pregate, postgate))
     length, filter_len = u.shape[-1], k.shape[-1]
     if partial_taps is not None:
         partial_taps = _check_int(

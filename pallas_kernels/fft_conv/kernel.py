@@ -37,6 +37,7 @@ from pallas_kernels.fft_conv import monarch
 __all__ = ["BlockSizes", "Residuals", "spectral_conv", "spectral_conv_bwd"]
 
 
+@arguments.validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BlockSizes:
     """The kernels' tiling and arithmetic (the XLA path ignores all of it).

@@ -84,6 +84,7 @@ def check_arguments(x, numerator, denominator, implementation: str = "auto") -> 
         )
 
 
+@arguments.validates_arguments
 def group_rational(
     x: Float[Array, "*batch D"],
     numerator: Float[Array, "Gn 6"],
@@ -122,6 +123,7 @@ def group_rational(
         ValueError: An unsupported shape, dtype or implementation, naming what is supported.
     """
     check_arguments(x, numerator, denominator, implementation)
+    x, numerator, denominator = map(arguments.as_jax_array, (x, numerator, denominator))
     block_sizes = arguments.resolve_block_sizes(
         block_sizes, kernel.BlockSizes, kernel.default_block_sizes
     )

@@ -56,6 +56,7 @@ _A_ROWS = 8  # a_0..a_5 padded to a power of two (Triton) and a sublane multiple
 _B_ROWS = reference.NUM_DENOMINATOR
 
 
+@arguments.validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BlockSizes:
     """Kernel tiling (all powers of two).

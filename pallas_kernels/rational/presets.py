@@ -22,6 +22,8 @@ from typing import Literal
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels import arguments
+
 __all__ = ["PRESETS", "VARIANCE_GAINS", "RationalPreset", "init_coefficients", "variance_gain"]
 
 
@@ -114,6 +116,7 @@ PRESETS: dict[str, RationalPreset] = {
 VARIANCE_GAINS: dict[str, float] = {"gelu": 2.3567850379928976, "swish": 2.8178205270359653}
 
 
+@arguments.validates_arguments
 def init_coefficients(
     name: str, num_groups: int, *, shared_numerator: bool = True
 ) -> tuple[jnp.ndarray, jnp.ndarray]:

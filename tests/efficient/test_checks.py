@@ -80,9 +80,8 @@ def test_configs_name_the_bad_field(make, match):
         (lambda: TiM4RecConfig(num_items=2.5), "num_items=2.5: expected an integer"),
     ],
 )
-def test_configs_reject_floats_for_sizes(no_typecheck, make, match):
-    """These used to pass the config and fail at init as shape errors. (In the test run the import
-    hook's type check meets them first; users get check_field_types' message.)"""
+def test_configs_reject_floats_for_sizes(make, match):
+    """These used to pass the config and fail at init as shape errors."""
     with pytest.raises(ValueError, match=match):
         make()
 
@@ -173,6 +172,6 @@ def test_float_dtypes_reject(dtype):
         (lambda: HyenaConfig.smoke(fft_implementation="cufft"), "fft_implementation='cufft'"),
     ],
 )
-def test_config_fields_are_type_checked(no_typecheck, make, match):
+def test_config_fields_are_type_checked(make, match):
     with pytest.raises(ValueError, match=match):
         make()

@@ -15,6 +15,7 @@ from efficient.checks import (
     check_float_dtypes,
     check_positive,
     check_positive_ints,
+    validates_arguments,
 )
 from pallas_kernels.fft_conv import api as fft_conv_api
 
@@ -25,6 +26,7 @@ MAX_LEN_LIMIT = fft_conv_api.MAX_FFT_SIZE // 2
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class HyenaConfig:
     """A pre-norm decoder whose token mixer is the Hyena operator: token embedding,

@@ -9,11 +9,12 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from efficient.checks import check_positive_ints
+from efficient.checks import check_positive_ints, validates_arguments
 from efficient.models.vit import ViTConfig
 from efficient.nn.kan import FcInit, Implementation, check_preset
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KATConfig(ViTConfig):
     """`ViTConfig` plus the GR-KAN settings; every ViT field keeps its meaning.

@@ -14,12 +14,14 @@ from efficient.checks import (
     check_float_dtypes,
     check_positive,
     check_positive_ints,
+    validates_arguments,
 )
 from efficient.nn.lact import NS5_FIXED, NS5_PER_STEP
 
 NS_COEFFICIENTS = {"per_step": NS5_PER_STEP, "fixed": NS5_FIXED}
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LaCTConfig:
     """A pre-norm decoder whose token mixer is the LaCT layer: token embedding, `num_layers` x

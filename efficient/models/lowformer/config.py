@@ -10,7 +10,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from efficient.checks import check_field_types, check_float_dtypes
+from efficient.checks import check_field_types, check_float_dtypes, validates_arguments
 
 
 def attention_heads(width: int) -> tuple[int, int]:
@@ -23,6 +23,7 @@ def attention_heads(width: int) -> tuple[int, int]:
     return num_heads, (width // num_heads) // 2
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LowFormerConfig:
     """A LowFormer classifier.

@@ -15,9 +15,11 @@ from efficient.checks import (
     check_float_dtypes,
     check_positive,
     check_positive_ints,
+    validates_arguments,
 )
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SASRecConfig:
     """Item + learned position embedding -> LayerNorm -> Dropout, `num_layers` post-LN layers

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax.nn import initializers
 from jaxtyping import Array, Bool, Float, Float32, Int
 
+from efficient.checks import validates_arguments
 from efficient.models.sasrec.config import SASRecConfig
 from efficient.nn import LayerNorm, Mlp, MultiHeadAttention, gelu_exact
 from efficient.nn.next_item import check_inputs, item_scores, last_position
@@ -88,6 +89,7 @@ class SASRec(nn.Module):
         self.dropout = nn.Dropout(c.dropout_rate)
         self.layers = [SASRecLayer(c) for _ in range(c.num_layers)]
 
+    @validates_arguments
     def encode(
         self,
         items: Int[Array, "B T"],
@@ -99,7 +101,16 @@ class SASRec(nn.Module):
 
         Args and Raises: as `__call__`.
         """
-        check_inputs(items, timestamps, lengths, max_len=self.config.max_len, exact=False)
+        c = self.config
+        check_inputs(
+            items,
+            timestamps,
+            lengths,
+            max_len=c.max_len,
+            exact=False,
+            num_items=c.num_items,
+            time_aware=False,
+        )
         T = items.shape[1]
         positions = jnp.arange(T, dtype=jnp.int32)
         x = self.item_embedding(items) + self.position_embedding(positions)[None]  # [B, T, D]
@@ -110,6 +121,7 @@ class SASRec(nn.Module):
             x = layer(x, mask, train)
         return x
 
+    @validates_arguments
     def __call__(
         self,
         items: Int[Array, "B T"],

@@ -11,7 +11,12 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from efficient.checks import check_field_types, check_float_dtypes, check_positive_ints
+from efficient.checks import (
+    check_field_types,
+    check_float_dtypes,
+    check_positive_ints,
+    validates_arguments,
+)
 from efficient.models.transformer import TransformerConfig
 from efficient.models.vit import ViTConfig
 
@@ -19,6 +24,7 @@ from efficient.models.vit import ViTConfig
 _RELEASED = {16: (1, 1), 64: (1, 4), 96: (1, 6), 128: (2, 4)}
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TokenPipelineConfig:
     """How a clip's frames become slow tokens (all of them) and fast tokens (the LLM input).
@@ -102,6 +108,7 @@ class TokenPipelineConfig:
         ), **overrides})  # fmt: skip
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SlowFastConfig:
     """The Slow-Fast MLLM: vision encoder + MLP projector + token pipeline + hybrid decoder.

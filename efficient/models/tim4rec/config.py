@@ -15,11 +15,13 @@ from efficient.checks import (
     check_float_dtypes,
     check_positive,
     check_positive_ints,
+    validates_arguments,
 )
 
 Activation = Literal["auto", "silu", "hardswish"]
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TiM4RecConfig:
     """Item embedding -> Dropout -> LayerNorm, `num_layers` x TiSSDLayer, interest vector at the

@@ -16,6 +16,7 @@ from jax import lax
 from jax.nn import initializers
 from jaxtyping import Array, Bool, Float, Float32, Int
 
+from efficient.checks import validates_arguments
 from efficient.models.tim4rec.config import TiM4RecConfig
 from efficient.nn import CausalConv1d, LayerNorm, Mamba2Mixer
 from efficient.nn.next_item import check_inputs, item_scores, last_position
@@ -314,6 +315,7 @@ class TiM4Rec(nn.Module):
             return None
         return jnp.arange(T, dtype=lengths.dtype)[None, :] < lengths[:, None]
 
+    @validates_arguments
     def encode(
         self,
         items: Int[Array, "B T"],
@@ -326,7 +328,15 @@ class TiM4Rec(nn.Module):
         Args and Raises: as `__call__`.
         """
         c = self.config
-        check_inputs(items, timestamps, lengths, max_len=c.max_len, exact=c.time_aware)
+        check_inputs(
+            items,
+            timestamps,
+            lengths,
+            max_len=c.max_len,
+            exact=c.time_aware,
+            num_items=c.num_items,
+            time_aware=c.time_aware,
+        )
         x = self.embed_norm(self.dropout(self.item_embedding(items), deterministic=not train))
         state, valid = None, None
         if c.time_aware:
@@ -336,6 +346,7 @@ class TiM4Rec(nn.Module):
             x, state = layer(x, state, valid, train)
         return x
 
+    @validates_arguments
     def __call__(
         self,
         items: Int[Array, "B T"],

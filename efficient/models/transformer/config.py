@@ -14,9 +14,11 @@ from efficient.checks import (
     check_float_dtypes,
     check_positive,
     check_positive_ints,
+    validates_arguments,
 )
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TransformerConfig:
     """A pre-norm decoder: token embedding, `num_layers` x (RMSNorm -> causal GQA attention with

@@ -10,7 +10,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 
@@ -464,12 +463,12 @@ def test_synthetic_is_deterministic_and_time_informative():
         ({"time_order": "float32"}, "time_order='float32': expected one of 'seconds'"),
     ],
 )
-def test_config_validation(kwargs, match, no_typecheck):
+def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RecSysDataConfig(**kwargs)
 
 
-def test_pipeline_errors(no_typecheck):
+def test_pipeline_errors():
     with pytest.raises(ValueError, match="batch_size=4096: larger than"):
         recsys_train_dataset(dataclasses.replace(SMALL, batch_size=4096))
     with pytest.raises(ValueError, match="batch_size=16.*process count"):
@@ -628,7 +627,7 @@ def test_metrics_hand_computed():
     assert set(m) == {f"{name}@{k}" for name in ("hit", "ndcg", "mrr") for k in (1, 3)}
 
 
-def test_metrics_take_lists(no_typecheck):
+def test_metrics_take_lists():
     ranks = target_ranks([[100.0, 0.1, 0.5, 0.3, 0.9]], [3])
     metrics = ranking_metrics([[100.0, 0.1, 0.5, 0.3, 0.9]], [3], ks=(3,))
     np.testing.assert_array_equal(ranks, [3])
@@ -700,17 +699,17 @@ def test_metrics_match_numpy_reference(ties):
 
 def test_metric_errors():
     scores = jnp.zeros((2, 5))
-    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="targets"):
+    with pytest.raises(ValueError, match="targets"):
         target_ranks(scores, jnp.array([1, 2, 3]))
-    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="scores"):
+    with pytest.raises(ValueError, match="scores"):
         target_ranks(jnp.zeros(5), jnp.array([1]))
-    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="targets"):
+    with pytest.raises(ValueError, match="targets"):
         target_ranks(scores, jnp.array([1.0, 2.0]))
     for ks in [(0, 10), (2.5,), (True,), ()]:  # (2.5,): the annotation's check may come first
-        with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="ks"):
+        with pytest.raises(ValueError, match="ks"):
             ranking_metrics(scores, jnp.array([1, 2]), ks=ks)
     with pytest.raises(ValueError, match="ks=.*positive integer"):
         check_ks((10, 2.5))
     assert check_ks((np.int64(3), 10)) == (3, 10) and type(check_ks([np.int64(3)])[0]) is int
-    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="ties"):
+    with pytest.raises(ValueError, match="ties"):
         target_ranks(scores, jnp.array([1, 2]), ties="random")

@@ -251,7 +251,7 @@ def test_nnx_bridge_matches_linen():
     )
 
 
-def test_config_dtype_and_numpy_groups(no_typecheck):
+def test_config_dtype_and_numpy_groups():
     smoke = KATConfig.smoke()
     with pytest.raises(ValueError, match="dtype=.*float16.*expected float32 or bfloat16"):
         dataclasses.replace(smoke, dtype=jnp.float16)
@@ -263,7 +263,7 @@ def test_config_dtype_and_numpy_groups(no_typecheck):
         dataclasses.replace(smoke, num_groups=True)
 
 
-def test_config_errors(no_typecheck):
+def test_config_errors():
     smoke = KATConfig.smoke()
     with pytest.raises(ValueError, match="num_groups=5 must divide features=32"):
         dataclasses.replace(smoke, num_groups=5, num_heads=1)

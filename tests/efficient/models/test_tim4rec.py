@@ -9,7 +9,6 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 
@@ -22,9 +21,6 @@ from tests.efficient.models._checks import (
 )
 
 SMOKE = TiM4RecConfig.smoke()  # L 16, D 16, H 4 heads of 8, N 8: Hardswish
-# Shape and dtype errors meet jaxtyping's run-time check first in the test run (the import hook
-# of tests/conftest.py); without it, the model's own ValueError names the argument.
-BAD = (ValueError, jaxtyping.TypeCheckError)
 
 
 @pytest.fixture
@@ -555,19 +551,38 @@ def _bad_batches():
         ((items, ts.astype(jnp.int32), lengths), "timestamps"),
         ((items, ts, lengths[:2]), "lengths"),
         ((items, ts, lengths[:, None]), "lengths"),
+        # Values, checked in an eager call (under jit they are unknown; the pipelines check them):
+        # an id past the table read NaN scores, a negative one wrapped around.
+        ((items.at[0, 3].set(SMOKE.num_items + 1), ts, lengths), "items: 33 at .* outside 0..32"),
+        ((items.at[1, 0].set(-3), ts, lengths), "items: -3 at"),
+        ((items, ts.at[0, 5].set(-1.0), lengths), "timestamps: row 0 goes back in time"),
+        ((items, ts, lengths.at[2].set(17)), "lengths: 17 at"),
+        ((items, ts, lengths.at[1].set(4)), "items: row 1 has id"),
     ]
 
 
 @pytest.mark.parametrize(("case", "match"), _bad_batches())
 def test_bad_inputs(case, match):
-    with pytest.raises(BAD):
-        MODEL.apply({"params": PARAMS}, *case)
-
-
-@pytest.mark.parametrize(("case", "match"), _bad_batches())
-def test_bad_inputs_messages(no_typecheck, case, match):
     with pytest.raises(ValueError, match=match):
         MODEL.apply({"params": PARAMS}, *case)
+
+
+def test_value_checks_are_for_concrete_inputs_only():
+    """Under jit the values are unknown: a good batch runs, and the shapes are still checked.
+    SSD4Rec reads no timestamps, so their order is not its business."""
+    items, ts, lengths = _batch()
+    scores = jax.jit(MODEL.apply)({"params": PARAMS}, items, ts, lengths)
+    np.testing.assert_allclose(
+        np.asarray(scores),
+        np.asarray(MODEL.apply({"params": PARAMS}, items, ts, lengths)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="lengths"):
+        jax.jit(MODEL.apply)({"params": PARAMS}, items, ts, lengths[:2])
+    model = TiM4Rec(dataclasses.replace(SMOKE, time_aware=False))
+    params = nn.unbox(model.init(jax.random.key(0), items, ts, lengths)["params"])
+    model.apply({"params": params}, items, ts[:, ::-1], lengths)
 
 
 def test_ssd4rec_accepts_shorter_sequences():
@@ -576,7 +591,7 @@ def test_ssd4rec_accepts_shorter_sequences():
     params = nn.unbox(model.init(jax.random.key(0), items[:, :10], ts[:, :10], lengths)["params"])
     scores = model.apply({"params": params}, items[:, :10], ts[:, :10], lengths)
     assert scores.shape == (2, SMOKE.num_items + 1)
-    with pytest.raises(BAD):
+    with pytest.raises(ValueError):
         model.apply({"params": params}, *_batch(dataclasses.replace(SMOKE, max_len=17)))
 
 
@@ -597,7 +612,5 @@ def test_config_errors(overrides, match):
 
 
 def test_unknown_activation_is_rejected():
-    # Under the test suite's jaxtyping/beartype hook the Literal annotation rejects it first (a
-    # TypeError); without the hook __post_init__ does (a ValueError).
-    with pytest.raises((ValueError, TypeError), match="activation"):
+    with pytest.raises(ValueError, match="activation"):
         dataclasses.replace(SMOKE, activation="gelu")

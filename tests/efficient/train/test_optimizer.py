@@ -63,7 +63,7 @@ def test_zero_gradient_step_decays_exactly_the_masked_parameters(name):
 
 
 @pytest.mark.parametrize("bad", [("",), ("pos_embed", 3), "pos_embed"])
-def test_bad_exclude_is_refused(no_typecheck, bad):
+def test_bad_exclude_is_refused(bad):
     with pytest.raises(ValueError, match="weight_decay_exclude="):
         OptimizerConfig(weight_decay_exclude=bad)
 

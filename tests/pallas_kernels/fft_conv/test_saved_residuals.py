@@ -196,7 +196,7 @@ def test_second_order(implementation):
         )
 
 
-def test_bad_value_is_refused(no_typecheck):
+def test_bad_value_is_refused():
     u, k, _, _ = inputs(1, 1, 2, 64, 64)
     with pytest.raises(ValueError, match="save_residuals='yes': must be True or False"):
         fft_conv(u, k, save_residuals="yes")

@@ -224,8 +224,7 @@ def test_summation_order_independent_of_block_rows(monkeypatch, specs, other):
     np.testing.assert_allclose(first, np.asarray(g, np.float64).sum(axis=0), rtol=1e-5)
 
 
-def test_block_sizes_fields_take_numpy_ints_and_refuse_other_types(no_typecheck):
-    # As users run it (without the tests' type-check hook, which refuses these first)
+def test_block_sizes_fields_take_numpy_ints_and_refuse_other_types():
     with pytest.raises(ValueError, match=r"reduce=\['loop'\]: must be one of"):
         BlockSizes(reduce=["loop"])  # a list: the same error, not a TypeError
     # numpy integers are stored as ints: the same static argument as the int-built tiling
@@ -278,7 +277,7 @@ def test_block_sizes_validation():
         BlockSizes(fwd_rows=24)
 
 
-def test_block_sizes_prefetch_takes_0_or_1_only(no_typecheck):
+def test_block_sizes_prefetch_takes_0_or_1_only():
     assert BlockSizes(prefetch=np.int64(1)) == BlockSizes(prefetch=1)
     for bad in (2, -1, True, 1.0, "1"):
         with pytest.raises(ValueError, match=r"prefetch=.*: must be 0 or 1"):

@@ -57,7 +57,7 @@ def test_init_coefficients_layout():
         init_coefficients("swish", 0)
 
 
-def test_init_coefficients_group_count_types(no_typecheck):
+def test_init_coefficients_group_count_types():
     # As users run it: a numpy int is a count, a bool or a float is not.
     num, den = init_coefficients("swish", np.int64(4), shared_numerator=False)
     assert num.shape == (4, 6) and den.shape == (4, 4)
