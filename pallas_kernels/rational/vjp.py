@@ -98,21 +98,33 @@ def _xla_backward(x, dy, numerator, denominator):
     xg = x.astype(jnp.float32).reshape(*rows, groups, width // groups)  # [R1, R2 | R.., G, K]
     g = dy.astype(jnp.float32).reshape(xg.shape)
     dx, terms = _derivative_terms(xg, g, numerator, denominator)
+    axes = (*range(len(rows)), len(rows) + 1)  # all but G
+
+    def plain_sums(terms):
+        return jnp.stack([t.sum(axis=axes) for t in terms])  # [10, G]
+
     if cpu:
         # One variadic reduction: XLA reads x and dy once for all ten sums instead of once per
-        # sum (ten separate `sum`s took twice the time of the whole backward on CPU).
-        sums = lax.reduce(
-            tuple(terms),
-            tuple(jnp.float32(0) for _ in terms),
-            lambda acc, new: tuple(u + v for u, v in zip(acc, new, strict=True)),
-            (1, 3),
-        )  # ten [R1, G]
-        sums = jnp.stack(sums, axis=1).sum(axis=0)  # [10, G]: the R1 partials, in a fixed order
+        # sum (ten separate `sum`s took twice the time of the whole backward on CPU). Its
+        # derivatives are the plain sums': jax's JVP of a variadic reduce fails when some
+        # operands have no tangent (d/da of the dx of a rational: the b terms).
+        sums = autodiff.with_derivatives_of(_variadic_row_sums, plain_sums)(tuple(terms))
     else:
-        axes = (*range(len(rows)), len(rows) + 1)  # all but G
-        sums = jnp.stack([t.sum(axis=axes) for t in terms])  # [10, G]
+        sums = plain_sums(terms)
     dx = dx.reshape(x.shape).astype(x.dtype)
     return dx, sums[: reference.NUM_NUMERATOR].T, sums[reference.NUM_NUMERATOR :].T
+
+
+def _variadic_row_sums(terms):
+    """`_xla_backward`'s ten sums of terms [R1, R2, G, K] on CPU, as [10, G]: one variadic
+    reduction over R2 and K to [R1, G] each, then the R1 partials."""
+    sums = lax.reduce(
+        terms,
+        tuple(jnp.float32(0) for _ in terms),
+        lambda acc, new: tuple(u + v for u, v in zip(acc, new, strict=True)),
+        (1, 3),
+    )  # ten [R1, G]
+    return jnp.stack(sums, axis=1).sum(axis=0)  # [10, G]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -159,7 +171,9 @@ def _backward(config, residuals, dy):
             x, dy, numerator, denominator
         )
     if numerator.shape[0] == 1:
-        sum_a = sum_a.sum(axis=0, keepdims=True)  # shared numerator: [1, 6]
+        # Shared numerator: [G, 6] -> [1, 6], by a fixed tree (an XLA sum's order followed the
+        # fusions around it, which differ between tilings: da changed in its last bits).
+        sum_a = kernel.pairwise_sum(sum_a)[None]
     return partitioning.typed_like((dx, sum_a, sum_b * _sign(denominator)), residuals)
 
 

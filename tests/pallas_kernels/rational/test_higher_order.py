@@ -48,6 +48,30 @@ def test_gradient_of_gradient(implementation, shared):
         )
 
 
+@pytest.mark.parametrize("implementation", ["xla", "interpret"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-group"])
+def test_second_derivatives_in_the_numerator_alone(implementation, shared):
+    """Derivatives in the numerator only, where some of the backward's ten sums carry no
+    tangent (the denominator's): the Hessian in a, and d/da of |dx|^2. On CPU the XLA
+    backward's variadic reduction failed here, in jax's JVP of a reduce."""
+    x, _, num, den = inputs(3, (6, 16), 4, shared=shared)
+
+    def ours(x, num, den):
+        return group_rational(x, num, den, implementation=implementation, block_sizes=SMALL_BLOCKS)
+
+    def second_derivatives(activation):
+        def dx_squared(a):
+            return jnp.sum(jax.grad(lambda y: jnp.sum(activation(y, a, den)))(x) ** 2)
+
+        hessian = jax.hessian(lambda a: jnp.sum(jnp.tanh(activation(x, a, den))))(num)
+        return hessian, jax.grad(dx_squared)(num)
+
+    got, want = second_derivatives(ours), second_derivatives(group_rational_reference)
+    for g, w in zip(got, want, strict=True):
+        scale = float(np.max(np.abs(np.asarray(w))))
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=1e-5 * scale)
+
+
 def test_hessian_vector_product():
     """Forward over reverse (jax.jvp of jax.grad), the usual HVP, on the kernel path."""
     x, v, num, den = inputs(1, (8, 32), 4)

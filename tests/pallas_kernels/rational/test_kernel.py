@@ -84,6 +84,16 @@ def test_coefficient_gradients_across_row_blocks(shared):
             np.testing.assert_allclose(f64(u), f64(v), rtol=1e-6, atol=1e-6 * np.abs(f64(v)).max())
 
 
+def test_shared_numerator_gradient_is_summed_in_a_fixed_order():
+    """The shared numerator's gradient adds the G per-group sums by `pairwise_sum`: with an XLA
+    sum its order followed the fusions around it, and at these shapes da differed in the last
+    bits between tilings whose per-group sums (and dx, db) are bitwise equal."""
+    x, dy, num, den = inputs(6, (512, 32), 4, shared=True)
+    first, second = (_vjp(BlockSizes.parse(s), x, dy, num, den) for s in ("64x32", "256x32"))
+    for u, v in zip(first, second, strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
 def test_reduction_tree_independent_of_tiling():
     """In-tile adjacent tree over m leaves, then pairwise_sum over tiles == one global tree."""
     rng = np.random.default_rng(5)
