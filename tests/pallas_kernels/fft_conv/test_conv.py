@@ -228,6 +228,12 @@ class TestInterpret(TestXla):
         assert config.plan.factors == factors
         _assert_kernels_match_reference(blocks, n, length, batch=2, heads=2)
 
+    @pytest.mark.parametrize("n", [16384, 32768])
+    def test_largest_sizes_on_their_default_plans(self, n):
+        """16K and 32K (order 3, 16 x 32 x 32 and 32^3), past CASES: forward and every gradient
+        equal the reference's."""
+        _assert_kernels_match_reference(None, n, n // 2, batch=1, heads=2)
+
     @pytest.mark.parametrize(
         ("n", "length", "spec"),
         [
