@@ -172,7 +172,10 @@ def _backward(config, residuals, dy):
         )
     if numerator.shape[0] == 1:
         # Shared numerator: [G, 6] -> [1, 6], by a fixed tree (an XLA sum's order followed the
-        # fusions around it, which differ between tilings: da changed in its last bits).
+        # fusions around it, which differ between tilings: da changed in its last bits). The
+        # tree slices G, so under an Explicit mesh the G sums are gathered first.
+        if partitioning.in_explicit_mesh():
+            sum_a = jax.sharding.reshard(sum_a, jax.P())
         sum_a = kernel.pairwise_sum(sum_a)[None]
     return partitioning.typed_like((dx, sum_a, sum_b * _sign(denominator)), residuals)
 
