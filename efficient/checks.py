@@ -17,6 +17,7 @@ from pallas_kernels.arguments import validates_arguments
 __all__ = [
     "as_array",
     "check_field_types",
+    "check_float_array",
     "check_float_dtypes",
     "check_positive",
     "check_positive_ints",
@@ -56,8 +57,8 @@ def check_field_types(owner: object) -> None:
     truthy), `int` fields integers (numpy ints too; not bools, not 2.5), `float` fields real
     numbers other than NaN (ints too; not bools), `tuple[int, ...]` / `tuple[int, int]` tuples
     of integers, `tuple[str, ...]` tuples of non-empty strings, `Literal[...]` fields one of
-    the literal's values; `X | None` fields None too. Other annotations are the owner's to
-    check.
+    the literal's values, dataclass fields an instance of it (a nested config, not a dict); `X |
+    None` fields None too. Other annotations are the owner's to check.
 
     Configs call it first in `__post_init__`, so a wrong type is named before any range check
     compares it.
@@ -88,6 +89,8 @@ def check_field_types(owner: object) -> None:
         elif typing.get_origin(hint) is typing.Literal:
             ok = any(_is_literal(value, a) for a in args)
             expected = f"one of {', '.join(map(repr, args))}"
+        elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            ok, expected = isinstance(value, hint), f"an instance of {hint.__name__}"
         else:
             continue
         if not ok:
@@ -122,6 +125,15 @@ def check_positive(owner: object, names: Iterable[str]) -> None:
         value = getattr(owner, name)
         if not (_is_real(value) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a finite number > 0.")
+
+
+def check_float_array(name: str, x: object) -> None:
+    """Raise a ValueError naming `name` unless `x` is a jax array (a tracer too) or a numpy array
+    of a floating dtype."""
+    if not isinstance(x, jax.Array | np.ndarray):
+        raise ValueError(f"{name}: {type(x).__name__}; expected a jax or numpy array.")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{name}: dtype {x.dtype}; expected a floating dtype.")
 
 
 def as_array(x):

@@ -87,7 +87,9 @@ def validates_arguments[T](obj: T) -> T:
     the bad one and what is allowed: a function, or a dataclass (its `__init__`; a subclass
     needs its own mark). Run-time annotation checkers (jaxtyping's import hook, as this
     project's tests install it) skip it, so that a caller sees that ValueError rather than the
-    checker's TypeError on the first annotation it fails; what it calls stays checked.
+    checker's TypeError on the first annotation it fails; what it calls stays checked. Its own
+    annotations, the return's included, are then unchecked in the tests: its checks must cover
+    every argument, and tests its output.
 
     It sets the flag `typing.no_type_check` sets, on the function or the `__init__` alone: on
     a class, that flag would also empty `typing.get_type_hints(cls)`, which field checks and

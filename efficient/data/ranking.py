@@ -122,7 +122,8 @@ def ranking_metrics(
 # ---------------------------------------------------------------------------- input checks
 
 
-def check_ks(ks) -> tuple[int, ...]:  # unannotated: this is the check (see check_sequences)
+# Unannotated argument: this is the check (as efficient.nn.next_item.check_sequences).
+def check_ks(ks) -> tuple[int, ...]:
     """The cut-offs as a tuple of ints; a ValueError unless there is one or more and each is an
     int (numpy ints too; not a bool or float, which would name a metric `hit@2.5`) >= 1."""
     ks = tuple(ks) if isinstance(ks, Sequence | np.ndarray) else (ks,)

@@ -366,13 +366,19 @@ def make_clip(
         The `ClipPlan`.
 
     Raises:
-        ValueError: an unknown split, a negative index, or a class with fewer than
-            max(2, max_events) images in `labels`.
+        ValueError: an unknown split, a negative index, labels that are not a 1-D integer
+            array, or a class with fewer than max(2, max_events) images in `labels`.
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: expected one of {SPLITS}.")
     if index < 0:
         raise ValueError(f"index={index}: expected >= 0.")
+    if not (
+        isinstance(labels, np.ndarray)
+        and labels.ndim == 1
+        and np.issubdtype(labels.dtype, np.integer)
+    ):
+        raise ValueError("labels: expected a 1-D numpy array of integer class ids.")
     order, offsets = _class_pools(labels, _images_per_class(config.max_events))
     return _plan(config, split, index, order, offsets)
 

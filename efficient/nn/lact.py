@@ -30,11 +30,12 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 from jaxtyping import Array, Float
 
-from efficient.checks import validates_arguments
+from efficient.checks import check_float_array, is_integer, validates_arguments
 
 __all__ = [
     "NS5_FIXED",
@@ -148,7 +149,16 @@ def _restore_norms(w: FastWeights, norms: FastWeights) -> FastWeights:
     )
 
 
-def _check(q, k, v, lr, beta, w0: FastWeights, chunk_size: int) -> None:
+@validates_arguments  # it is the check: its own messages name a bad argument
+def _check(q, k, v, lr, beta, w0: FastWeights, chunk_size: int, flags: dict) -> None:
+    for name, x in {"q": q, "k": k, "v": v, "lr": lr, "momentum": beta}.items():
+        if x is not None or name != "momentum":
+            check_float_array(name, x)
+    if not isinstance(w0, FastWeights):
+        raise ValueError(f"initial: {type(w0).__name__}; expected FastWeights(w0, w1, w2).")
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"{name}={value!r}: expected True or False.")
     if q.ndim != 2 or k.shape != q.shape:
         raise ValueError(f"q {q.shape} and k {k.shape}: expected equal shapes [T, dk].")
     T, dk = q.shape
@@ -207,7 +217,7 @@ def lact(
     Returns:
         o [T, dv] in q's dtype (computed in float32, as are the fast weights).
     """
-    _check(q, k, v, lr, momentum, initial, chunk_size)
+    _check(q, k, v, lr, momentum, initial, chunk_size, {"muon": muon, "weight_norm": weight_norm})
     if order not in ("apply_then_update", "update_then_apply"):
         raise ValueError(f"order={order!r}: 'apply_then_update' or 'update_then_apply'.")
     T, out_dtype = q.shape[0], q.dtype
@@ -295,6 +305,10 @@ def lact_flops(
             1..C tokens, only applies); "update_then_apply": what bidirectional `lact` computes
             (every chunk, the remainder included, updates).
     """
+    sizes = {"tokens": tokens, "dk": dk, "dh": dh, "dv": dv, "chunk_size": chunk_size}
+    for name, value in sizes.items():
+        if not is_integer(value) or value < 1:
+            raise ValueError(f"{name}={value!r}: expected a positive int.")
     apply = 2 * tokens * (dk * dh * 2 + dh * dv)
     updated, updates = tokens, math.ceil(tokens / chunk_size)
     if order == "apply_then_update":

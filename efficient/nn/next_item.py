@@ -2,15 +2,17 @@
 interest vector at each row's last real position, and full-ranking scores over the item table.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Float32, Int
 
-from efficient.checks import as_array, check_range, concrete_values
+from efficient.checks import as_array, check_range, concrete_values, validates_arguments
 
 __all__ = ["check_inputs", "check_sequences", "item_scores", "last_position"]
 
 
+@validates_arguments  # it is the check: its own messages name a bad argument
 def check_inputs(
     items: Array,
     timestamps: Array,
@@ -20,6 +22,7 @@ def check_inputs(
     exact: bool,
     num_items: int,
     time_aware: bool,
+    train: bool,
 ) -> None:
     """Checks of a recommender batch: shapes and dtypes always; values (`check_sequences`) when
     the arrays are concrete, as in an eager `model.apply`. Under jit they are unknown, and the
@@ -33,10 +36,16 @@ def check_inputs(
       exact: T must equal L (else T <= L).
       num_items: the largest item id.
       time_aware: the model reads `timestamps` (their values are checked only then).
+      train: the model's flag (True or False: a string "False" would turn dropout on).
 
     Raises:
-      ValueError: naming the argument whose shape, dtype or value is wrong.
+      ValueError: naming the argument whose type, shape, dtype or value is wrong.
     """
+    for name, x in (("items", items), ("timestamps", timestamps), ("lengths", lengths)):
+        if not isinstance(x, jax.Array | np.ndarray):
+            raise ValueError(f"{name}: {type(x).__name__}; expected a jax or numpy array.")
+    if not isinstance(train, bool | np.bool_):
+        raise ValueError(f"train={train!r}: expected True or False.")
     if items.ndim != 2 or not jnp.issubdtype(items.dtype, jnp.integer):
         raise ValueError(f"items: shape {items.shape}, dtype {items.dtype}; expected int [B, T].")
     B, T = items.shape

@@ -25,7 +25,7 @@ from jax import lax
 from jax.nn import initializers
 from jaxtyping import Array, Float
 
-from efficient.checks import is_integer, validates_arguments
+from efficient.checks import check_float_array, is_integer, validates_arguments
 from efficient.nn.causal_conv import CausalConv1d, torch_default_init
 from efficient.nn.norms import RMSNorm
 
@@ -56,13 +56,7 @@ def _validate(
     for name, value in named.items():
         if value is None and name in optional:
             continue
-        if not isinstance(value, jax.Array | np.ndarray):
-            raise ValueError(f"{name}: {type(value).__name__}; expected a jax or numpy array.")
-        dtype = value.dtype
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(
-                f"{name}: dtype {dtype}; expected a floating dtype (y comes back in x's dtype)."
-            )
+        check_float_array(name, value)
     if x.ndim != 4:
         raise ValueError(f"x.shape={x.shape}: expected 4 dimensions [B, T, H, K].")
     batch, T, H, K = x.shape
@@ -260,6 +254,8 @@ def ssd_quadratic(
     if (A is None) == (log_decay is None):
         raise ValueError("ssd_quadratic: pass exactly one of A and log_decay.")
     _validate(x, dt, A, B, C, D, initial_state, requires_A=False)
+    if log_decay is not None and not isinstance(log_decay, jax.Array | np.ndarray):
+        raise ValueError(f"log_decay: {type(log_decay).__name__}; expected a jax or numpy array.")
     if log_decay is not None and log_decay.shape != dt.shape:
         raise ValueError(f"log_decay.shape={log_decay.shape}: expected dt's shape {dt.shape}.")
     H = x.shape[2]
@@ -493,9 +489,15 @@ class Mamba2Mixer(nn.Module):
           The block's output, in `dtype` (the input's when None).
 
         Raises:
-          ValueError: head_dim does not divide expand · D, num_groups does not divide the heads,
-            an unknown activation, or dt_scale's shape is not [B, T, H].
+          ValueError: inputs or dt_scale is not a floating array of its shape, head_dim does
+            not divide expand · D, num_groups does not divide the heads, or an unknown
+            activation.
         """
+        check_float_array("inputs", inputs)
+        if dt_scale is not None:
+            check_float_array("dt_scale", dt_scale)
+        if inputs.ndim != 3:
+            raise ValueError(f"inputs.shape={inputs.shape}: expected [B, T, D].")
         batch, T, features = inputs.shape
         H = self._checked_heads(features)
         G, N, K = self.num_groups, self.state_dim, self.head_dim

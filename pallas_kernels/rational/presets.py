@@ -139,6 +139,8 @@ def init_coefficients(
     if not integral or num_groups < 1:
         raise ValueError(f"num_groups={num_groups!r}: must be a positive int")
     num_groups = int(num_groups)
+    if not isinstance(shared_numerator, bool | np.bool_):
+        raise ValueError(f"shared_numerator={shared_numerator!r}: must be True or False")
     preset = PRESETS[name]
     rows = 1 if shared_numerator else num_groups
     numerator = jnp.tile(jnp.asarray([preset.numerator], jnp.float32), (rows, 1))

@@ -20,6 +20,7 @@ from efficient.models.kat import KATConfig
 from efficient.models.sasrec import SASRecConfig
 from efficient.models.tim4rec import TiM4RecConfig
 from efficient.models.vit import ViTConfig
+from efficient.train import TrainConfig
 
 
 @dataclasses.dataclass
@@ -168,6 +169,13 @@ def test_float_dtypes_reject(dtype):
         (lambda: KATConfig(implementation="cuda"), "implementation='cuda': expected one of 'auto'"),
         (lambda: KATConfig(fc_init="zeros"), "fc_init='zeros': expected one of 'trunc_normal'"),
         (lambda: TiM4RecConfig(activation="gelu"), "activation='gelu': expected one of 'auto'"),
+        # Nested configs: a string or a dict failed later, as an AttributeError.
+        (
+            lambda: TrainConfig(optimizer="adamw"),
+            "optimizer='adamw': expected an instance of OptimizerConfig",
+        ),
+        (lambda: TrainConfig(mesh={"data": 8}), "mesh=.*expected an instance of MeshConfig"),
+        (lambda: TrainConfig(outer=3), "outer=3: expected an instance of OuterConfig"),
         (lambda: RecSysDataConfig(source="ml-1m"), "source='ml-1m': expected one of 'ml-100k'"),
         (lambda: HyenaConfig.smoke(fft_implementation="cufft"), "fft_implementation='cufft'"),
     ],

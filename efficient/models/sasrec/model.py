@@ -110,6 +110,7 @@ class SASRec(nn.Module):
             exact=False,
             num_items=c.num_items,
             time_aware=False,
+            train=train,
         )
         T = items.shape[1]
         positions = jnp.arange(T, dtype=jnp.int32)
@@ -141,7 +142,8 @@ class SASRec(nn.Module):
           float32 [B, num_items + 1]; column 0 is the padding item.
 
         Raises:
-          ValueError: a shape or dtype is wrong, or T > max_len.
+          ValueError: a type, shape or dtype is wrong, or T > max_len; and, in an eager call,
+            an id outside 0..num_items or a length outside 0..T or disagreeing with the padding.
         """
         h = last_position(self.encode(items, timestamps, lengths, train), lengths)  # [B, D]
         return item_scores(h, self.item_embedding.embedding)

@@ -336,6 +336,7 @@ class TiM4Rec(nn.Module):
             exact=c.time_aware,
             num_items=c.num_items,
             time_aware=c.time_aware,
+            train=train,
         )
         x = self.embed_norm(self.dropout(self.item_embedding(items), deterministic=not train))
         state, valid = None, None
@@ -367,8 +368,10 @@ class TiM4Rec(nn.Module):
           float32 [B, num_items + 1]; column 0 is the padding item.
 
         Raises:
-          ValueError: a shape or dtype is wrong, or T != max_len while `time_aware` (the time
-            MLP is L x L); without the time branch any 1 <= T <= max_len is accepted.
+          ValueError: a type, shape or dtype is wrong, or T != max_len while `time_aware` (the
+            time MLP is L x L; without the time branch any 1 <= T <= max_len is accepted); and,
+            in an eager call, an id outside 0..num_items, a length outside 0..T or disagreeing
+            with the padding, or (time-aware) timestamps that go back in time.
         """
         h = last_position(self.encode(items, timestamps, lengths, train), lengths)  # [B, D]
         return item_scores(h, self.item_embedding.embedding)

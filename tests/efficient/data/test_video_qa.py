@@ -290,6 +290,8 @@ def test_make_clip_errors():
         make_clip(SMALL, _labels(), split="validation", index=0)
     with pytest.raises(ValueError, match="index=-1"):
         make_clip(SMALL, _labels(), split="train", index=-1)
+    with pytest.raises(ValueError, match="labels: expected a 1-D numpy array of integer"):
+        make_clip(SMALL, _labels().astype(np.float32), split="train", index=0)
     with pytest.raises(ValueError, match="at least 3 images of each class"):
         make_clip(SMALL, np.arange(25, dtype=np.int32) % 10, split="train", index=0)
     with pytest.raises(ValueError, match="classes in \\[0, 10\\)"):

@@ -558,6 +558,8 @@ def _bad_batches():
         ((items, ts.at[0, 5].set(-1.0), lengths), "timestamps: row 0 goes back in time"),
         ((items, ts, lengths.at[2].set(17)), "lengths: 17 at"),
         ((items, ts, lengths.at[1].set(4)), "items: row 1 has id"),
+        ((items.tolist(), ts, lengths), "items: list; expected a jax or numpy array"),
+        ((items, ts, lengths, "False"), "train='False': expected True or False"),
     ]
 
 

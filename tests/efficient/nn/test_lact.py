@@ -258,6 +258,21 @@ def test_bad_arguments(key):
         lact(q, k, v, lr, w._replace(w1=w.w1[:, :3]), chunk_size=4)
     with pytest.raises(ValueError, match="order"):
         lact(q, k, v, lr, w, chunk_size=4, order="sideways")
+    # Types: an int32 q ran and came back int32; a tuple for FastWeights, a string flag.
+    with pytest.raises(ValueError, match="q: dtype int32; expected a floating"):
+        lact(q.astype(jnp.int32), k, v, lr, w, chunk_size=4)
+    with pytest.raises(ValueError, match="initial: tuple; expected FastWeights"):
+        lact(q, k, v, lr, tuple(w), chunk_size=4)
+    with pytest.raises(ValueError, match="muon='yes': expected True or False"):
+        lact(q, k, v, lr, w, chunk_size=4, muon="yes")
+
+
+def test_lact_flops_bad_sizes():
+    """chunk_size 0 divided by zero; a float token count came back as a float count."""
+    with pytest.raises(ValueError, match="chunk_size=0: expected a positive int"):
+        lact_flops(64, 8, 8, 8, 0)
+    with pytest.raises(ValueError, match="tokens=8.5"):
+        lact_flops(8.5, 8, 8, 8, 4)
 
 
 @pytest.mark.parametrize("causal", [True, False])

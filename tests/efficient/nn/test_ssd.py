@@ -320,6 +320,8 @@ def test_quadratic_needs_exactly_one_decay():
         ssd_quadratic(x, dt, None, B, C, **kw)
     with pytest.raises(ValueError, match="exactly one of A and log_decay"):
         ssd_quadratic(*pos, log_decay=dt, **kw)
+    with pytest.raises(ValueError, match="log_decay: list; expected a jax or numpy array"):
+        ssd_quadratic(x, dt, None, B, C, log_decay=np.asarray(dt).tolist(), **kw)
 
 
 # --- Mamba2Mixer ------------------------------------------------------------------------------
@@ -391,6 +393,11 @@ def test_mixer_is_causal_and_dt_scale_one_is_the_default():
     # dt_scale != 1 is checked against the written-out formula below.
     with pytest.raises(ValueError, match="dt_scale"):
         MIXER.apply(variables, u, jnp.ones((2, 10, 3), jnp.float32))
+    # Named, not an unpacking error or an AttributeError from inside.
+    with pytest.raises(ValueError, match=r"inputs.shape=\(10, 8\): expected \[B, T, D\]"):
+        MIXER.apply(variables, u[0])
+    with pytest.raises(ValueError, match="dt_scale: list; expected a jax or numpy array"):
+        MIXER.apply(variables, u, np.ones((2, 10, 4)).tolist())
 
 
 @pytest.mark.parametrize(("activation", "groups"), [("silu", 1), ("hardswish", 2)])

@@ -64,6 +64,9 @@ def test_init_coefficients_group_count_types():
     for bad in (True, 4.0):
         with pytest.raises(ValueError, match=f"num_groups={bad!r}: must be a positive int"):
             init_coefficients("swish", bad)
+    # A truthy string would have given the shared [1, 6] numerator.
+    with pytest.raises(ValueError, match="shared_numerator='False': must be True or False"):
+        init_coefficients("swish", 4, shared_numerator="False")
 
 
 def test_variance_gains():
