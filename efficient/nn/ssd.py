@@ -20,7 +20,6 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.nn import initializers
 from jaxtyping import Array, Float
@@ -254,8 +253,8 @@ def ssd_quadratic(
     if (A is None) == (log_decay is None):
         raise ValueError("ssd_quadratic: pass exactly one of A and log_decay.")
     _validate(x, dt, A, B, C, D, initial_state, requires_A=False)
-    if log_decay is not None and not isinstance(log_decay, jax.Array | np.ndarray):
-        raise ValueError(f"log_decay: {type(log_decay).__name__}; expected a jax or numpy array.")
+    if log_decay is not None:
+        check_float_array("log_decay", log_decay)
     if log_decay is not None and log_decay.shape != dt.shape:
         raise ValueError(f"log_decay.shape={log_decay.shape}: expected dt's shape {dt.shape}.")
     H = x.shape[2]
