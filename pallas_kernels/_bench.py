@@ -28,8 +28,45 @@ __all__ = [
     "time_fn",
     "time_rows",
     "failed_rows",
+    "git_commit",
     "time_torch_cuda",
 ]
+
+
+def git_commit(repo: str | os.PathLike | None = None) -> str | None:
+    """Short commit hash of the code that runs, asked of git on every call (two `git` processes,
+    milliseconds): a notebook that commits between runs records each run's own commit.
+
+    Args:
+      repo: a directory inside a git work tree. None: this project's checkout, and only when the
+        code runs from one: an installed copy (site-packages) gets None, not the commit of
+        whatever repository the environment happens to sit in.
+
+    Returns:
+      e.g. "2af2292", "2af2292+dirty" when tracked files have uncommitted changes (untracked
+      files do not count, as with `git describe --dirty`), or None when git or the repository is
+      absent. The environment variable EFFICIENT_GIT_COMMIT overrides it.
+    """
+    if os.environ.get("EFFICIENT_GIT_COMMIT"):
+        # A copy of the tree sent elsewhere (a remote GPU) names its commit: it may sit inside
+        # another checkout whose HEAD is not the code that runs.
+        return os.environ["EFFICIENT_GIT_COMMIT"]
+    root = pathlib.Path(__file__).resolve().parents[1]  # the checkout, when there is one
+    cwd = root if repo is None else pathlib.Path(repo)
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        if repo is None and pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return None  # installed inside some other repository's tree (a venv in a project)
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
 
 
 def environment() -> dict:
@@ -42,20 +79,7 @@ def environment() -> dict:
                 break
     except OSError:
         pass
-    root = pathlib.Path(__file__).resolve().parents[1]  # the repository
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True
-        ).returncode
-        commit = (commit + ("+dirty" if dirty else "")) if commit else None
-    except OSError:
-        commit = None
-    # A copy of the tree sent elsewhere (a remote GPU) names its commit: it may sit inside
-    # another checkout whose HEAD is not the code that runs.
-    commit = os.environ.get("EFFICIENT_GIT_COMMIT") or commit
+    commit = git_commit()
     device = jax.devices()[0]
     return {
         "device_kind": device.device_kind,

@@ -9,7 +9,6 @@ import os
 import pathlib
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from pallas_kernels._bench import git_commit  # one implementation for both benches
 
 __all__ = [
     "BenchCase",
@@ -79,7 +80,7 @@ class Environment:
         jax_version: `jax.__version__`.
         jaxlib_version: `jaxlib.__version__`.
         git_commit: Short hash of the repository holding `efficient`, "+dirty" when tracked files
-            differ from it; None outside a git checkout.
+            differ from it; None when `efficient` does not run from its own checkout (installed).
         timestamp_utc: ISO-8601 UTC time of the measurement, to the second.
         python_version: `platform.python_version()`.
         cpu_model: The host CPU's model name (the "device" for CPU timings); None if unknown.
@@ -236,37 +237,6 @@ def _from_known(cls, d: Mapping[str, Any]):
 
 # ---------------------------------------------------------------------------------------------
 # Environment
-
-
-def git_commit(repo: str | None = None) -> str | None:
-    """Short commit hash of `repo` (default: the checkout holding `efficient`), asked of git on
-    every call (two `git` processes, milliseconds): a notebook that commits between runs records
-    each run's own commit.
-
-    Args:
-        repo: A directory inside a git work tree.
-
-    Returns:
-        e.g. "2af2292", "2af2292+dirty" when tracked files have uncommitted changes (untracked files
-        do not count, as with `git describe --dirty`), or None when git or the repository is absent.
-    """
-    if os.environ.get("EFFICIENT_GIT_COMMIT"):
-        # A copy of the tree sent elsewhere (a remote GPU) names its commit: it may sit inside
-        # another checkout whose HEAD is not the code that runs.
-        return os.environ["EFFICIENT_GIT_COMMIT"]
-    cwd = repo or str(pathlib.Path(__file__).resolve().parents[2])
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "") if commit else None
 
 
 @functools.cache

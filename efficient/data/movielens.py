@@ -4,16 +4,20 @@ import functools
 import importlib.util
 import os
 import pathlib
+import shlex
+import sys
 
 import numpy as np
 from jaxtyping import Float64, Shaped
 
 ENV_VAR = "EFFICIENT_ML100K_INTER"
 RECBOLE_VERSION = "1.2.1"
+# The interpreter that runs, so the command installs where it is needed (a venv, a notebook
+# kernel); `make setup` does it in this repository's checkout.
 INSTALL_HINT = (
-    f"install it with `.venv/bin/python -m pip install --no-deps recbole=={RECBOLE_VERSION}` "
-    "(or `make setup`; --no-deps: only its data files are used, not its torch code), or set the "
-    f"environment variable {ENV_VAR} to an ml-100k.inter file"
+    f"install it with `{shlex.quote(sys.executable)} -m pip install --no-deps "
+    f"recbole=={RECBOLE_VERSION}` (--no-deps: only its data files are used, not its torch code), "
+    f"or set the environment variable {ENV_VAR} to an ml-100k.inter file"
 )
 # Where the wheel keeps the file, relative to the `recbole` package directory.
 _PACKAGE_PATH = ("dataset_example", "ml-100k", "ml-100k.inter")

@@ -148,11 +148,23 @@ def init_coefficients(
     return numerator, denominator
 
 
+@arguments.validates_arguments
 def variance_gain(name: str, form: Literal["kernel", "pau"] = "kernel") -> float:
     """sigma^2 / E[F(x)^2], x ~ N(0, 1), of a preset under a form (float64 quadrature).
 
     Trapezoid rule on [-12, 12] (40001 points), deterministic, unlike gain.py's Monte Carlo.
+
+    Args:
+        name: A key of PRESETS.
+        form: "kernel" (|b_j| |x|^j, what the kernels compute) or "pau" (|sum_j b_j x^j|).
+
+    Raises:
+        ValueError: An unknown name or form.
     """
+    if name not in PRESETS:
+        raise ValueError(f"name={name!r}: one of {sorted(PRESETS)}")
+    if form not in ("kernel", "pau"):
+        raise ValueError(f"form={form!r}: 'kernel' or 'pau'")
     preset = PRESETS[name]
     x = np.linspace(-12.0, 12.0, 40001)
     p = np.polynomial.polynomial.polyval(x, preset.numerator)

@@ -2,9 +2,12 @@
 
 import dataclasses
 import json
+import os
+import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -499,3 +502,36 @@ def test_paired_ratio_intervals_nest_and_follow_the_seeded_resamples():
     want = np.percentile(medians, [5.0, 95.0])
     got = paired_ratio(a, b, confidence=0.9, resamples=500, seed=7)
     assert got[1:] == pytest.approx(tuple(want), rel=1e-12)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_commit_of_an_installed_copy_is_none_not_the_surrounding_repository(tmp_path):
+    """A venv inside the user's own project must not record that project's commit as ours."""
+    import pallas_kernels._bench as bench
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "m")
+    site = tmp_path / ".venv" / "lib" / "python3.12" / "site-packages"
+    (site / "pallas_kernels").mkdir(parents=True)
+    (site / "pallas_kernels" / "__init__.py").write_text("")
+    shutil.copy(bench.__file__, site / "pallas_kernels" / "_bench.py")
+    env = {k: v for k, v in os.environ.items() if k != "EFFICIENT_GIT_COMMIT"}
+    code = "import pallas_kernels._bench as b; print(b.__file__); print(b.git_commit())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(site)},
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert out == [str(site / "pallas_kernels" / "_bench.py"), "None"]
+    assert git_commit(str(tmp_path)) is not None  # asked explicitly, the repository answers
+    # From this checkout (where the tests run) the default is the checkout's commit.
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=pathlib.Path(bench.__file__).parents[1],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if head and "EFFICIENT_GIT_COMMIT" not in os.environ:
+        assert git_commit().removesuffix("+dirty") == head

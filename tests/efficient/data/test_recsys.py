@@ -7,6 +7,8 @@ import importlib.util
 import itertools
 import json
 import math
+import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -488,7 +490,9 @@ def test_pipeline_errors():
 def test_missing_recbole_says_how_to_install(monkeypatch):
     monkeypatch.delenv(movielens.ENV_VAR, raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps recbole==1\.2\.1"):
+    # The command names the interpreter that runs (an installed copy has no .venv or Makefile).
+    command = re.escape(f"{sys.executable} -m pip install --no-deps recbole==1.2.1")
+    with pytest.raises(FileNotFoundError, match=command):
         movielens.ml100k_path()
     monkeypatch.setenv(movielens.ENV_VAR, "/nonexistent/ml-100k.inter")
     with pytest.raises(FileNotFoundError, match="EFFICIENT_ML100K_INTER"):

@@ -75,3 +75,7 @@ def test_variance_gains():
     assert abs(variance_gain("gelu", form="pau") / VARIANCE_GAINS["gelu"] - 1) < 0.01  # 2.3494
     assert abs(variance_gain("gelu_old") / VARIANCE_GAINS["gelu"] - 1) < 0.01  # 2.3516
     assert variance_gain("identity") == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match=r"form='kernal': 'kernel' or 'pau'"):
+        variance_gain("gelu", "kernal")  # not silently the PAU form
+    with pytest.raises(ValueError, match=r"name='gleu': one of \[.*'gelu'"):
+        variance_gain("gleu")
