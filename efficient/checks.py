@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels.arguments import validates_arguments
+from pallas_kernels.arguments import check_choice, validates_arguments
 
 __all__ = [
     "as_array",
+    "check_choice",
     "check_field_types",
     "check_float_array",
     "check_float_dtypes",

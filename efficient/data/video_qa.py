@@ -24,7 +24,12 @@ import jax
 import numpy as np
 from jaxtyping import Float32, Int32, Int64, Integer, UInt8
 
-from efficient.checks import check_field_types, check_positive_ints, validates_arguments
+from efficient.checks import (
+    check_choice,
+    check_field_types,
+    check_positive_ints,
+    validates_arguments,
+)
 from efficient.data import fashion_mnist, synthetic
 from efficient.data._grain import _check_shard, _shard_slice, _to_iter
 from efficient.data.text import VOCAB_SIZE, encode
@@ -194,6 +199,7 @@ def _images_per_class(max_events: int) -> int:
 # ---------------------------------------------------------------------------- text
 
 
+@validates_arguments
 def clip_text(
     question_type: str,
     event_class: int,
@@ -212,7 +218,11 @@ def clip_text(
 
     Returns:
         `(question, answer)`; the answer ends with "\\n".
+
+    Raises:
+        ValueError: a question type not in QUESTION_TYPES.
     """
+    check_choice("clip_text", "question_type", question_type, QUESTION_TYPES)
     name = CLASS_NAMES[event_class]
     if question_type == "what":
         return WHAT_QUESTION, f"{name}\n"
@@ -226,7 +236,8 @@ def clip_text(
 
 
 def max_text_len(question_types: tuple[str, ...], max_events: int) -> int:
-    """Bytes of the longest question + answer of these question types."""
+    """Bytes of the longest question + answer of these question types (each checked by
+    `clip_text`)."""
     return max(
         sum(len(part.encode()) for part in clip_text(t, c, max_events, c, a))
         for a in range(NUM_CLASSES)

@@ -75,17 +75,30 @@ def logical_to_sharding(tree, mesh: Mesh, rules=RULES):
     Returns:
       A pytree of `NamedSharding` with the structure of the unboxed tree. Unboxed leaves are
       replicated; mesh axes that do not divide a dimension are dropped for that dimension.
-    """
 
-    def one(leaf):
+    Raises:
+      ValueError: a leaf names a logical axis that `rules` lacks (flax would replicate that
+        dimension silently: a misspelt axis name would quietly turn off its sharding).
+    """
+    known = {name for name, _ in rules}
+
+    def one(path, leaf):
         if isinstance(leaf, nn.LogicallyPartitioned):
+            unknown = [name for name in leaf.names if name is not None and name not in known]
+            if unknown:
+                raise ValueError(
+                    f"{jax.tree_util.keystr(path)}: logical axes {leaf.names} name "
+                    f"{', '.join(map(repr, unknown))}, not in the rules: one of {sorted(known)}."
+                )
             spec = nn.logical_to_mesh_axes(leaf.names, rules)
             value = leaf.value
         else:
             spec, value = P(), leaf
         return NamedSharding(mesh, _fit(spec, np.shape(value), mesh))
 
-    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    return jax.tree_util.tree_map_with_path(
+        one, tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+    )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

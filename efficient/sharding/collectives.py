@@ -15,6 +15,8 @@ import dataclasses
 import math
 import re
 
+from efficient.checks import check_choice
+
 __all__ = ["Collective", "bytes_sent", "collectives", "sync_bytes", "sync_time"]
 
 _DTYPE_BYTES = {
@@ -22,6 +24,7 @@ _DTYPE_BYTES = {
     "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
 }  # fmt: skip
 _OPS = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+_SYNC_KINDS = ("ring", "tree", "pair")
 # `%name = TYPE op(` with op possibly an async `-start`; TYPE an array or a tuple of arrays.
 _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.+?)\s+(?P<op>" + "|".join(_OPS) + r")(?:-start)?\("
@@ -51,6 +54,9 @@ class Collective:
     payload: int
     group_size: int
     pairs: int = 0
+
+    def __post_init__(self):
+        check_choice("Collective", "op", self.op, _OPS)  # "all_reduce" is not a ring's bytes
 
 
 def _type_bytes(type_text: str) -> int:
@@ -126,6 +132,7 @@ def sync_time(
       latency_s: alpha, seconds per message.
       bandwidth: beta, bytes per second per link.
     """
+    check_choice("sync_time", "kind", kind, _SYNC_KINDS)
     if replicas < 1:
         raise ValueError(f"replicas={replicas}: must be >= 1.")
     if replicas == 1:
@@ -135,6 +142,4 @@ def sync_time(
         return steps * (latency_s + message_bytes / replicas / bandwidth)
     if kind == "tree":
         return 2 * math.ceil(math.log2(replicas)) * (latency_s + message_bytes / bandwidth)
-    if kind == "pair":
-        return latency_s + message_bytes / bandwidth
-    raise ValueError(f"kind={kind!r}: use 'ring', 'tree' or 'pair'.")
+    return latency_s + message_bytes / bandwidth  # "pair"

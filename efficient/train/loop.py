@@ -132,6 +132,10 @@ class _BestTracker:
         """Record an evaluation; True when it is the new best."""
         key, sign = self._key(metrics)
         if key not in metrics:
+            if self.metric is not None:  # named by the task: a misspelling, not an absence
+                raise ValueError(
+                    f"Task.best_metric={self.metric!r}: the eval metrics are {', '.join(metrics)}."
+                )
             if self.patience is not None:
                 raise ValueError(
                     f"early stopping watches the eval metric {key!r}, which the task does not "

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from efficient.checks import validates_arguments
+
 # Per-process numpy arrays on the host, jax Arrays (or tracers) on the device.
 Batch = Mapping[str, Any]
 # (model outputs, batch) -> (scalar loss, {name: scalar metric}); metrics are means over the
@@ -22,6 +24,7 @@ def _image_inputs(batch: Batch) -> tuple:
     return (batch["image"],)
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Task:
     """A model plus a loss: everything paper-specific the training loop needs.
@@ -46,8 +49,20 @@ class Task:
     init_params: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
-        if self.best_metric is not None and self.best_metric[1] not in ("max", "min"):
-            raise ValueError(f"best_metric={self.best_metric}: the mode must be 'max' or 'min'.")
+        if not isinstance(self.model, nn.Module):
+            raise ValueError(f"model: {type(self.model).__name__}; expected a flax.linen Module.")
+        for name in ("loss_fn", "inputs"):
+            if not callable(getattr(self, name)):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected a callable.")
+        if self.init_params is not None and not callable(self.init_params):
+            raise ValueError(f"init_params={self.init_params!r}: expected None or a callable.")
+        metric = self.best_metric
+        if metric is None:
+            return
+        if not (isinstance(metric, tuple) and len(metric) == 2 and isinstance(metric[0], str)):
+            raise ValueError(f"best_metric={metric!r}: expected None or (name, 'max' or 'min').")
+        if metric[1] not in ("max", "min"):
+            raise ValueError(f"best_metric={metric!r}: the mode must be 'max' or 'min'.")
 
 
 def replace_params(params: Any, path: tuple[str, ...], values: Any) -> Any:

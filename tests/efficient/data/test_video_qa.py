@@ -164,6 +164,14 @@ def test_max_text_len_is_the_longest_question_and_answer():
     assert video_qa.max_text_len(("count",), 12) == len(longest) + 1
 
 
+@pytest.mark.parametrize("question_type", ["wat", None, 1, ["what"]])
+def test_unknown_question_type_is_refused_not_asked_as_count(question_type):
+    with pytest.raises(ValueError, match=r"question_type=.*one of \['count', 'present'"):
+        video_qa.clip_text(question_type, 3, 2)
+    with pytest.raises(ValueError, match="question_type='wat'"):
+        video_qa.max_text_len(("what", "wat"), 3)
+
+
 def test_dataset_info():
     info = video_qa_dataset_info(VideoQADataConfig())
     assert info["source"] == "fashion-mnist"

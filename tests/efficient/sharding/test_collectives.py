@@ -6,6 +6,7 @@ import pytest
 
 from efficient.sharding import MeshConfig, batch_sharding, make_mesh
 from efficient.sharding.collectives import (
+    Collective,
     bytes_sent,
     collectives,
     sync_bytes,
@@ -49,6 +50,8 @@ def test_collectives_are_read_with_payload_and_groups():
     assert found[1].pairs == 4
     assert bytes_sent(found[2]) == pytest.approx(2 * 3 / 4 * 84)
     assert bytes_sent(found[4]) == pytest.approx(32)
+    with pytest.raises(ValueError, match=r"op='all_reduce': must be one of \['all-gather'"):
+        Collective("all_reduce", "main", 100, 4)  # would be costed as an all-gather
     # The entry sends 126 + 60 + 32; the branch 44: the larger computation.
     assert sync_bytes(found) == pytest.approx(126 + 60 + 32)
 
@@ -89,5 +92,7 @@ def test_sync_time_model():
     assert len(set(pair)) == 1 and np.all(np.diff(tree) > 0)
     with pytest.raises(ValueError, match="kind='mesh'"):
         sync_time("mesh", 4, m, **kw)
+    with pytest.raises(ValueError, match="kind='rnig'"):  # also where one replica needs no sync
+        sync_time("rnig", 1, m, **kw)
     with pytest.raises(ValueError, match="replicas=0"):
         sync_time("pair", 0, m, **kw)

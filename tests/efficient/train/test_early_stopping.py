@@ -132,6 +132,15 @@ def test_bad_settings_are_named(tmp_path):
         TrainConfig(early_stopping_patience=0, eval_every=1)
     with pytest.raises(ValueError, match="'ndcg@10'"):
         _run(tmp_path, task=_task(best_metric=("ndcg@10", "max")))
+    # Without early stopping a misspelled metric used to leave keep_best with no best, silently.
+    with pytest.raises(ValueError, match=r"best_metric=\('scroe', 'max'\).*loss, score"):
+        _run(tmp_path / "keep_best", task=_task(best_metric=("scroe", "max")),
+             early_stopping_patience=None)  # fmt: skip
+    for bad in [("score",), ("score", "maximum"), "score", (1, "max")]:
+        with pytest.raises(ValueError, match="best_metric="):
+            _task(best_metric=bad)
+    with pytest.raises(ValueError, match="model: function"):
+        Task(model=_loss_fn, loss_fn=_loss_fn)
 
 
 def _saturating_loss_fn(outputs, batch):
