@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import jax
 
+from pallas_kernels import arguments
+
 __all__ = ["PLATFORMS", "check_compiled", "compiler_params", "compiling_for", "current"]
 
 PLATFORMS = ("cpu", "gpu", "tpu")
@@ -23,10 +25,16 @@ def current() -> str:
     return _TARGET.get() or jax.default_backend()
 
 
+@arguments.validates_arguments
 def check_compiled(implementation: str) -> None:
     """Raise a ValueError for `implementation="pallas"` (compiled kernels) when tracing for the
     CPU, which runs Pallas kernels only interpreted (Pallas' own error names neither the argument
-    nor the alternatives)."""
+    nor the alternatives), or for an `implementation` that is not a string."""
+    if not isinstance(implementation, str):
+        raise ValueError(
+            f"implementation={implementation!r}: must be a string, e.g. 'xla', 'pallas' or "
+            "'interpret'"
+        )
     if "pallas" in implementation.split("+") and current() == "cpu":
         raise ValueError(
             f"implementation={implementation!r}: compiled Pallas kernels need a GPU or TPU and "

@@ -17,6 +17,7 @@ from pallas_kernels import arguments, platform
 from pallas_kernels.fft_conv import kernel, monarch, reference, vjp
 
 __all__ = [
+    "IMPLEMENTATIONS",
     "MAX_FFT_SIZE",
     "MAX_PALLAS_FFT_SIZE",
     "MAX_PALLAS_FFT_SIZE_GPU",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 Implementation = Literal["auto", "pallas", "interpret", "xla"]
+IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(Implementation)
 
 MIN_FFT_SIZE = 256
 MAX_FFT_SIZE = 2**20  # order 4 with radix <= 32; the decomposition itself extends further
@@ -68,8 +70,21 @@ def _max_pallas_size() -> int:
     return MAX_PALLAS_FFT_SIZE_GPU if platform.current() == "gpu" else MAX_PALLAS_FFT_SIZE
 
 
+def _check_implementation_name(implementation) -> None:
+    if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation={implementation!r}: one of {', '.join(map(repr, IMPLEMENTATIONS))}"
+        )
+
+
 def resolve_implementation(implementation: str, fft_size: int) -> str:
-    """Map "auto" to "pallas" on TPU (if N allows) or "xla"; "xla" to "xla" or "jnp_fft"."""
+    """Map "auto" to "pallas" on TPU (if N allows) or "xla"; "xla" to "xla" or "jnp_fft";
+    "pallas" and "interpret" to themselves.
+
+    Raises:
+        ValueError: `implementation` is not one of `IMPLEMENTATIONS`.
+    """
+    _check_implementation_name(implementation)
     if implementation == "auto":
         on_accelerator = platform.current() in _AUTO_PALLAS_BACKENDS
         use_pallas = on_accelerator and fft_size <= _max_pallas_size()
@@ -134,10 +149,7 @@ def _check_kept_frequencies(kept_frequencies, fft_size: int) -> int:
 
 
 def _check_implementation(implementation, fft_size: int) -> None:
-    if implementation not in typing.get_args(Implementation):
-        raise ValueError(
-            f"implementation={implementation!r}: one of 'auto', 'pallas', 'interpret', 'xla'"
-        )
+    _check_implementation_name(implementation)
     platform.check_compiled(implementation)
     max_size = _max_pallas_size() if implementation == "pallas" else MAX_PALLAS_FFT_SIZE
     if implementation in ("pallas", "interpret") and fft_size > max_size:

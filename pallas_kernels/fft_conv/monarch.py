@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pallas_kernels import platform
+from pallas_kernels import arguments, platform
 
 __all__ = [
     "DOT_PRECISIONS",
@@ -279,7 +279,11 @@ def forward(
 
     Returns:
         (re, im) in the permuted layout [..., N_0, N_1, ..., kept last digits].
+
+    Raises:
+        ValueError: `dot` is not a key of `DOT_PRECISIONS`.
     """
+    arguments.check_choice("monarch.forward", "dot", dot, DOT_PRECISIONS)
     order = len(mats.fwd)
     lead = x.ndim - order
     planes: tuple[jax.Array, jax.Array | None] = (x, None)
@@ -299,7 +303,11 @@ def inverse_real(
 
     Returns:
         [..., rows_out, N_1, ..., N_{r-1}] in natural digit layout.
+
+    Raises:
+        ValueError: `dot` is not a key of `DOT_PRECISIONS`.
     """
+    arguments.check_choice("monarch.inverse_real", "dot", dot, DOT_PRECISIONS)
     order = len(mats.inv)
     lead = spectrum[0].ndim - order
     planes = spectrum

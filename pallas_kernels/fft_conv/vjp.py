@@ -18,16 +18,19 @@ so the backward itself can be differentiated (second-order derivatives).
 
 import dataclasses
 import functools
+import typing
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from pallas_kernels import autodiff, partitioning
+from pallas_kernels import arguments, autodiff, partitioning
 from pallas_kernels.fft_conv import kernel, monarch
 
 __all__ = ["ConvConfig", "check_backward_tiling", "filter_spectrum", "monarch_conv"]
+
+_Implementation = Literal["xla", "pallas", "interpret"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,12 +55,15 @@ class ConvConfig:
     seq_len: int
     filter_len: int
     kept_frequencies: int | None = None
-    implementation: Literal["xla", "pallas", "interpret"] = "xla"
+    implementation: _Implementation = "xla"
     block_sizes: kernel.BlockSizes = kernel.BlockSizes()
     backward_block_sizes: kernel.BlockSizes | None = None
     save_residuals: bool = False
 
     def __post_init__(self):
+        # Anything but "xla" would run the Pallas kernels: a typo must not.
+        allowed = typing.get_args(_Implementation)
+        arguments.check_choice("ConvConfig", "implementation", self.implementation, allowed)
         check_backward_tiling(self.fft_size, self.block_sizes, self.backward_block_sizes)
 
     @property

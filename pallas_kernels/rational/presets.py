@@ -116,6 +116,11 @@ PRESETS: dict[str, RationalPreset] = {
 VARIANCE_GAINS: dict[str, float] = {"gelu": 2.3567850379928976, "swish": 2.8178205270359653}
 
 
+def _check_name(name) -> None:
+    if not isinstance(name, str) or name not in PRESETS:  # a list: this error, not a TypeError
+        raise ValueError(f"name={name!r}: one of {sorted(PRESETS)}")
+
+
 @arguments.validates_arguments
 def init_coefficients(
     name: str, num_groups: int, *, shared_numerator: bool = True
@@ -133,8 +138,7 @@ def init_coefficients(
     Raises:
         ValueError: An unknown name or G < 1.
     """
-    if name not in PRESETS:
-        raise ValueError(f"name={name!r}: one of {sorted(PRESETS)}")
+    _check_name(name)
     integral = isinstance(num_groups, numbers.Integral) and not isinstance(num_groups, bool)
     if not integral or num_groups < 1:
         raise ValueError(f"num_groups={num_groups!r}: must be a positive int")
@@ -161,8 +165,7 @@ def variance_gain(name: str, form: Literal["kernel", "pau"] = "kernel") -> float
     Raises:
         ValueError: An unknown name or form.
     """
-    if name not in PRESETS:
-        raise ValueError(f"name={name!r}: one of {sorted(PRESETS)}")
+    _check_name(name)
     if form not in ("kernel", "pau"):
         raise ValueError(f"form={form!r}: 'kernel' or 'pau'")
     preset = PRESETS[name]

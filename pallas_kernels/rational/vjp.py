@@ -15,16 +15,19 @@ so the backward itself can be differentiated (second-order derivatives).
 
 import dataclasses
 import functools
+import typing
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels import autodiff, partitioning, platform
+from pallas_kernels import arguments, autodiff, partitioning, platform
 from pallas_kernels.rational import kernel, reference
 
 __all__ = ["RationalConfig", "group_rational_op"]
+
+_Implementation = Literal["xla", "pallas", "interpret"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -39,9 +42,16 @@ class RationalConfig:
         block_sizes: Kernel tiling (pallas/interpret only).
     """
 
-    implementation: Literal["xla", "pallas", "interpret"] = "xla"
-    backward: Literal["xla", "pallas", "interpret"] | None = None
+    implementation: _Implementation = "xla"
+    backward: _Implementation | None = None
     block_sizes: kernel.BlockSizes = kernel.BlockSizes()
+
+    def __post_init__(self):
+        # Anything but "xla" would run the Pallas kernels: a typo must not.
+        allowed = typing.get_args(_Implementation)
+        arguments.check_choice("RationalConfig", "implementation", self.implementation, allowed)
+        if self.backward is not None:
+            arguments.check_choice("RationalConfig", "backward", self.backward, allowed)
 
     @property
     def backward_implementation(self) -> str:

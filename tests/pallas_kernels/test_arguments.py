@@ -26,6 +26,12 @@ def test_check_array_names_the_argument():
             arguments.check_array("u", value)
 
 
+def test_check_compiled_names_the_argument():
+    platform.check_compiled("interpret")
+    with pytest.raises(ValueError, match="implementation=None: must be a string"):
+        platform.check_compiled(None)  # type: ignore[arg-type]
+
+
 def test_no_compiler_params_when_interpreting_or_on_cpu():
     assert platform.compiler_params(num_warps=4, num_stages=2, interpret=True) is None
     assert platform.current() != "cpu" or (

@@ -79,6 +79,16 @@ def test_bad_implementation():
         fft_conv(u, k, implementation="pallas")
     with pytest.raises(ValueError, match="fft_size"):
         fft_conv(u, k, fft_size=256.0)  # type: ignore[arg-type]
+    # Not returned unchanged for the caller to treat as a kernel path.
+    with pytest.raises(ValueError, match="implementation='auot': one of 'auto', 'pallas'"):
+        api.resolve_implementation("auot", 1024)
+
+
+def test_conv_config_refuses_an_unknown_implementation(no_typecheck):
+    # Anything but "xla" used to run the Pallas kernels.
+    for bad in ("XLA", "interpet", None):
+        with pytest.raises(ValueError, match=r"ConvConfig.implementation=.*\['interpret', 'pal"):
+            api.vjp.ConvConfig(fft_size=256, seq_len=8, filter_len=8, implementation=bad)
 
 
 def test_default_fft_size_is_causal_next_power_of_two():

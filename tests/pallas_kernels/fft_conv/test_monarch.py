@@ -97,6 +97,17 @@ def test_inverse_undoes_forward():
     assert_close(np.asarray(back) / n, x)
 
 
+def test_unknown_dot_names_the_argument(no_typecheck):
+    plan = _plan(256)
+    mats = monarch.monarch_matrices(plan)
+    x = jnp.zeros(plan.in_shape, jnp.float32)
+    for bad in ("bf8", None):  # was a KeyError from the DOT_PRECISIONS lookup
+        with pytest.raises(ValueError, match=r"forward.dot=.*: must be one of \['bf16'"):
+            monarch.forward(x, mats, dot=bad)
+        with pytest.raises(ValueError, match=r"inverse_real.dot=.*: must be one of \['bf16'"):
+            monarch.inverse_real((x, x), mats, dot=bad)
+
+
 def test_zero_rows_are_skipped_not_padded():
     n, length = 1024, 200  # 7 of the 32 rows of 32 samples are nonzero
     plan = _plan(n, rows_in=7)

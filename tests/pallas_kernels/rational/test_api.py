@@ -47,6 +47,15 @@ def test_bad_arguments(change, match):
         )
 
 
+def test_unknown_implementations_are_refused(no_typecheck):
+    # Not returned unchanged, nor run as the Pallas kernels (anything but "xla" was).
+    with pytest.raises(ValueError, match="implementation='auot': one of 'auto', 'pallas'"):
+        api.resolve_implementation("auot")
+    for field, bad in (("implementation", "XLA"), ("implementation", None), ("backward", "jnp")):
+        with pytest.raises(ValueError, match=rf"RationalConfig.{field}=.*\['interpret', 'pal"):
+            api.vjp.RationalConfig(**{field: bad})
+
+
 def test_auto_is_xla_on_cpu():
     assert jax.default_backend() == "cpu"
     assert api.resolve_implementation("auto") == "xla"

@@ -79,3 +79,11 @@ def test_variance_gains():
         variance_gain("gelu", "kernal")  # not silently the PAU form
     with pytest.raises(ValueError, match=r"name='gleu': one of \[.*'gelu'"):
         variance_gain("gleu")
+
+
+def test_unhashable_names_are_refused_by_name():
+    # `[] in PRESETS` was a TypeError (unhashable type: 'list').
+    with pytest.raises(ValueError, match=r"name=\[\]: one of \[.*'gelu'"):
+        init_coefficients([], 2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"name=\[\]: one of \[.*'gelu'"):
+        variance_gain([])  # type: ignore[arg-type]
