@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels import arguments
 from pallas_kernels._bench import add_result, block_sizes_spec, environment, exit_status
 from pallas_kernels.fft_conv import BlockSizes
 from pallas_kernels.fft_conv import api as fft_api
@@ -63,6 +64,7 @@ def check_fft_conv(
 ) -> dict:
     """Causal y, du, dk (and dpregate, dpostgate if gated) of `fft_conv` vs jnp.fft; block_sizes
     is a `BlockSizes.parse` spec ("" for the defaults), "+saved" for `save_residuals=True`."""
+    arguments.check_choice("check_fft_conv", "dtype", dtype, TOLERANCE)
     blocks, save = _fft_variant(block_sizes)
     length = fft_size // 2
     rng = np.random.default_rng(fft_size + gated)
@@ -120,6 +122,7 @@ def check_rational(
     """F(x), dx, dnumerator, ddenominator of `group_rational` vs the jnp reference, and
     bitwise-identical coefficient gradients over two runs; block_sizes is a
     `rational.BlockSizes.parse` spec ("" for the defaults)."""
+    arguments.check_choice("check_rational", "dtype", dtype, TOLERANCE)
     groups = 8
     numerator, denominator = init_coefficients("swish", groups)
     rng = np.random.default_rng(width)

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels import arguments
 from pallas_kernels._bench import (
     add_compile_workers_argument,
     environment,
@@ -41,6 +42,8 @@ from pallas_kernels._bench import (
 from pallas_kernels.fft_conv import api, kernel, reference, vjp
 
 __all__ = ["Case", "main"]
+
+_MODES = ("fwd", "fwd_bwd")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -118,6 +121,31 @@ def split_saved(implementation: str) -> tuple[str, bool]:
     if plus and flag != "saved":
         raise ValueError(f"{implementation!r}: the only suffix is +saved")
     return base, bool(plus)
+
+
+def _check_implementation(implementation: str, label: str = "implementation=") -> None:
+    """Raise a ValueError, `label` and the value first, unless `implementation` names a row this
+    bench runs (module docstring); a bad spec fails here, not after an hour of rows."""
+    what = f"{label}{implementation!r}"
+    usage = "use monarch_xla[+saved], jnp_fft, torch_fft, pallas[:spec][+saved]"
+    if not isinstance(implementation, str):
+        raise ValueError(f"{what}: {usage}")
+    try:
+        base, save = split_saved(implementation)
+    except ValueError:
+        raise ValueError(f"{what}: the only suffix is +saved") from None
+    name, _, spec = base.partition(":")
+    if (
+        name not in ("monarch_xla", "jnp_fft", "torch_fft", "pallas")
+        or (spec and name != "pallas")
+        or (save and name not in ("monarch_xla", "pallas"))
+    ):
+        raise ValueError(f"{what}: {usage}")
+    if spec:
+        try:
+            _tilings(spec)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
 
 
 def _tilings(spec: str) -> tuple[kernel.BlockSizes, kernel.BlockSizes | None]:
@@ -200,7 +228,13 @@ def run_case(
     """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record.
 
     compiled: (executable, compile seconds) from an `AheadCompiler`; None compiles here.
+
+    Raises:
+        ValueError: `implementation` is not a row this bench runs (module docstring), or `mode`
+            is neither "fwd" nor "fwd_bwd".
     """
+    _check_implementation(implementation)
+    arguments.check_choice("run_case", "mode", mode, _MODES)
     record = dataclasses.asdict(case) | {
         "length": case.length,
         "implementation": implementation,
@@ -228,7 +262,7 @@ def _sections(
         (
             Case(fft_size=n, batch=2, heads=64 if n > 1024 or quick else 128),
             ("monarch_xla", "jnp_fft"),
-            ("fwd", "fwd_bwd"),
+            _MODES,
         )
         for n in cpu_sizes
     ]
@@ -247,7 +281,7 @@ def _sections(
         (
             Case(fft_size=n, batch=64, heads=768, dtype="bfloat16", gated=g, circular=True),
             ("pallas", "monarch_xla", "jnp_fft", "torch_fft"),
-            ("fwd", "fwd_bwd"),
+            _MODES,
         )
         for n in gpu_sizes
         for g in gated
@@ -293,24 +327,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     for impl in args.implementations or ():
         try:
-            base, save = split_saved(impl)
+            _check_implementation(impl, "--implementations ")
         except ValueError as e:
-            parser.error(f"--implementations {e}")
-        name, _, spec = base.partition(":")
-        if (
-            name not in ("monarch_xla", "jnp_fft", "torch_fft", "pallas")
-            or (spec and name != "pallas")
-            or (save and name not in ("monarch_xla", "pallas"))
-        ):
-            parser.error(
-                f"--implementations {impl!r}: use monarch_xla[+saved], jnp_fft, torch_fft, "
-                "pallas[:spec][+saved]"
-            )
-        if spec:  # a bad spec fails here, not after an hour of rows
-            try:
-                _tilings(spec)
-            except ValueError as e:
-                parser.error(f"--implementations {impl!r}: {e}")
+            parser.error(str(e))
     sections = _sections(
         args.quick,
         tuple(args.sizes) if args.sizes else None,

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from pallas_kernels import platform
+from pallas_kernels import arguments, platform
 from pallas_kernels._bench import add_result, environment, exit_status
 from pallas_kernels.fft_conv import kernel, monarch
 
@@ -77,6 +77,7 @@ def _reference(mat: np.ndarray, x: np.ndarray, axis: int, kind: str) -> np.ndarr
 
 def diagnose(kind: str, n: int, tile: tuple[int, ...], axis: int, seed: int = 0) -> dict:
     """One dot in its own pallas_call against float64: the record of one case."""
+    arguments.check_choice("diagnose", "kind", kind, TOLERANCE)
     interpret = platform.current() == "cpu"
     rng = np.random.default_rng(seed)
     # A DFT matrix's real plane: the values the kernels multiply by (|entries| <= 1).
@@ -134,6 +135,7 @@ def _transform(x, s_re, s_im, mats, kind: str, two_d: bool = True):
 
 def diagnose_transform(kind: str, factors: tuple[int, ...], seed: int = 0) -> dict:
     """DFT and the convolution's inverse of one plan in one pallas_call against float64."""
+    arguments.check_choice("diagnose_transform", "kind", kind, TRANSFORM_TOLERANCE)
     interpret = platform.current() == "cpu"
     plan = _plan(factors)
     rng = np.random.default_rng(seed)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels import arguments
 from pallas_kernels._bench import (
     add_compile_workers_argument,
     environment,
@@ -33,6 +34,8 @@ from pallas_kernels.rational import BlockSizes, api, init_coefficients, kernel
 __all__ = ["Case", "main"]
 
 KAT_DIMS = (192, 384, 768, 768, 1536, 3072)  # KAT-T/S/B input widths, then 4x (hidden)
+_BASELINES = ("copy", "gelu", "torch")  # the rows that are not group_rational
+_MODES = ("fwd", "fwd_bwd")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -136,6 +139,24 @@ def _torch_time(case: Case, mode: str, warmup: int, repeats: int) -> dict | None
     return time_torch_cuda(run, warmup=warmup, repeats=repeats)
 
 
+def _check_implementation(implementation: str, label: str = "implementation=") -> None:
+    """Raise a ValueError, `label` and the value first, unless `implementation` names a row this
+    bench runs: a baseline, or one of `api.IMPLEMENTATIONS` with an optional ":SPEC" tiling."""
+    kind, colon, tiling = (
+        implementation.partition(":") if isinstance(implementation, str) else ("", "", "")
+    )
+    if kind not in api.IMPLEMENTATIONS and (kind not in _BASELINES or colon):
+        raise ValueError(
+            f"{label}{implementation!r}: one of {', '.join(_BASELINES)}, or one of "
+            f"{', '.join(api.IMPLEMENTATIONS)} with an optional :SPEC (BlockSizes.parse)"
+        )
+    if colon:
+        try:
+            BlockSizes.parse(tiling)
+        except ValueError as e:
+            raise ValueError(f"{label}{implementation!r}: {e}") from None
+
+
 def _timed_fn(implementation: str, mode: str):
     """The JAX function a row times (None: the torch row, or no such mode)."""
     if implementation == "torch":
@@ -155,7 +176,13 @@ def run_case(
     """Time one case/implementation/mode ("fwd" or "fwd_bwd") and return its record.
 
     compiled: (executable, compile seconds) from an `AheadCompiler`; None compiles here.
+
+    Raises:
+        ValueError: `implementation` is not a row this bench runs (`--implementations`), or
+            `mode` is neither "fwd" nor "fwd_bwd".
     """
+    _check_implementation(implementation)
+    arguments.check_choice("run_case", "mode", mode, _MODES)
     record = dataclasses.asdict(case) | {"implementation": implementation, "mode": mode}
     kind, _, tiling = implementation.partition(":")
     if kind.rpartition("+")[2] in ("pallas", "interpret"):  # the tiling that ran (defaults
@@ -248,6 +275,11 @@ def main(argv=None) -> int:
     batch = 8 if args.quick else 128
     repeats = args.repeats or (3 if args.quick else 20)
     warmup = 1 if args.quick else 3
+    for implementation in args.implementations or ():
+        try:
+            _check_implementation(implementation, "--implementations ")
+        except ValueError as e:
+            parser.error(str(e))
     if args.implementations:
         implementations = tuple(args.implementations)
     elif section == "cpu":
@@ -261,7 +293,7 @@ def main(argv=None) -> int:
         (Case(batch=batch, width=width, dtype=dtype), mode, implementation)
         for width in dims
         for dtype in dtypes
-        for mode in ("fwd", "fwd_bwd")
+        for mode in _MODES
         for implementation in implementations
     ]
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels import arguments
 from pallas_kernels._bench import add_result, block_sizes_spec, environment, exit_status
 from pallas_kernels.rational import kernel, presets, reference
 
@@ -73,6 +74,7 @@ def _interpret() -> bool:
 
 def diagnose(spec: str, rows: int, *, width: int = 192, dtype: str = "float32") -> dict:
     """One tiling at one row count: the record that `main` prints and saves."""
+    arguments.check_choice("diagnose", "dtype", dtype, DX_TOL)
     blocks = kernel.BlockSizes.parse(spec)
     x, dy, numerator, denominator = _inputs(rows, width, 8, dtype)
     a, b = kernel.column_coefficients(numerator, denominator, width)

@@ -111,6 +111,29 @@ def test_fft_conv_bench_implementations_override(tmp_path):
             fft_conv_bench.main([*args, "--implementations", bad])
 
 
+@pytest.mark.parametrize("bench", [fft_conv_bench, rational_bench])
+def test_run_case_refuses_unknown_modes_and_implementations(bench):
+    case = bench.Case(fft_size=256, batch=1, heads=1) if bench is fft_conv_bench else bench.Case()
+    good = "jnp_fft" if bench is fft_conv_bench else "xla"
+    # Each was timed as another row: the forward alone, or the Pallas kernels.
+    for mode in ("fwdbwd", "backward"):
+        with pytest.raises(ValueError, match=rf"run_case.mode='{mode}': must be one of"):
+            bench.run_case(case, good, mode, 0, 1)
+    for bad in ("palas", "monarch_xl", "xla:h4", "gelu:32x64"):
+        with pytest.raises(ValueError, match=f"implementation='{bad}': "):
+            bench.run_case(case, bad, "fwd", 0, 1)
+
+
+def test_check_refuses_an_unknown_dtype():
+    from pallas_kernels import check
+
+    # Each was a TypeError from numpy.
+    with pytest.raises(ValueError, match=r"check_rational.dtype='flaot32': .*'float32'"):
+        check.check_rational(64, rows=8, dtype="flaot32", shared=True)
+    with pytest.raises(ValueError, match=r"check_fft_conv.dtype='flaot32': .*'float32'"):
+        check.check_fft_conv(256, batch=1, heads=1, dtype="flaot32", gated=False)
+
+
 def test_fft_conv_bench_fails_when_a_row_raises(tmp_path, capsys):
     """Compiled Pallas rows cannot run on CPU: every row runs (and says why it failed, on the
     terminal too), and the exit status is 1."""

@@ -42,6 +42,13 @@ def test_a_wrong_dot_is_reported(tmp_path, monkeypatch):
     assert min(r["rel_err"]["y"] for r in results if "plan" in r) > 1e-2
 
 
+def test_unknown_kind_is_refused_up_front():
+    with pytest.raises(ValueError, match=r"diagnose.kind='bf8': must be one of \['bf16'"):
+        diagnose.diagnose("bf8", 16, (16, 16), 0)
+    with pytest.raises(ValueError, match=r"diagnose_transform.kind='bf8': must be one of"):
+        diagnose.diagnose_transform("bf8", (16, 16))
+
+
 @pytest.mark.parametrize(
     ("argv", "match"),
     [

@@ -52,6 +52,9 @@ def test_bad_arguments():
     for bad in (["--tilings", "256x64-sum"], ["--width", "12"], ["--rows", "0"]):
         with pytest.raises(SystemExit):
             diagnose.main(bad)
+    # Refused before the kernel runs (it was a KeyError after).
+    with pytest.raises(ValueError, match=r"diagnose.dtype='float16': must be one of \['bfloat16'"):
+        diagnose.diagnose("32x64l32", 8, dtype="float16")
 
 
 def test_truth_is_float64():
