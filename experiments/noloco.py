@@ -24,6 +24,7 @@ import dataclasses
 
 import jax
 
+from efficient.checks import check_choice
 from efficient.sharding import MeshConfig
 from efficient.train import OuterConfig
 from experiments.language_modeling import LanguageModeling, run
@@ -48,7 +49,12 @@ OUTER = {
 
 
 def kjv_replicas(method: str, steps: int = STEPS) -> LanguageModeling:
-    """`transformer/kjv` on a mesh of `REPLICAS` replicas trained with `method`."""
+    """`transformer/kjv` on a mesh of `REPLICAS` replicas trained with `method`.
+
+    Raises:
+        ValueError: `method` is not one of `METHODS`.
+    """
+    check_choice("kjv_replicas", "method", method, METHODS)
     base = kjv(steps)
     train = dataclasses.replace(
         base.train,

@@ -45,11 +45,12 @@ def _close(word: str, choices: list[str]) -> str:
 
 
 def find_preset(name: str) -> Preset:
+    """The registered preset `name`; a UsageError for an unknown name (or one not a string)."""
     table = presets()
-    if name not in table:
+    if not isinstance(name, str) or name not in table:
+        hint = _close(name, list(table)) if isinstance(name, str) else ""
         raise UsageError(
-            f"unknown experiment {name!r}{_close(name, list(table))} "
-            "(see python -m experiments.run --list)"
+            f"unknown experiment {name!r}{hint} (see python -m experiments.run --list)"
         )
     return table[name]
 

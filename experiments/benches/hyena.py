@@ -22,6 +22,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label, ratio_cell
+from efficient.checks import check_field_types, validates_arguments
 from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
@@ -35,6 +36,7 @@ from experiments.benches.spec import (
 __all__ = ["MODELS", "SPEC", "ModelEntry", "run", "report"]
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelEntry:
     """One benchmarked model at one sequence length.
@@ -49,6 +51,9 @@ class ModelEntry:
     family: Literal["hyena", "transformer"]
     seq_len: int
     batch: int = 1
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 MODELS: dict[str, ModelEntry] = {

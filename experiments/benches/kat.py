@@ -22,6 +22,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label, paired_ratio, ratio_cell
+from efficient.checks import check_field_types, validates_arguments
 from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
@@ -40,6 +41,7 @@ PAPER_RATIO = 123.0  # FlashKAT abstract: KAT vs an identically sized ViT, GPU t
 GOAL_RATIO = 1.3
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelEntry:
     """One timed model.
@@ -56,6 +58,9 @@ class ModelEntry:
     family: Literal["vit", "kat"]
     batch: int
     implementation: str | None = None
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 # Batch 128 is the Fashion-MNIST recipe's; 224 px runs at batch 8 so that a CPU step stays ~1 s.

@@ -40,6 +40,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
+from efficient.checks import check_field_types, validates_arguments
 from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
@@ -108,6 +109,7 @@ class UtilEntry:
             )
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LMEntry:
     """One language model at one sequence length, one train step.
@@ -126,6 +128,9 @@ class LMEntry:
     batch: int = 1
     window: int = LM_WINDOW
     smoke: bool = False
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 Entry = MatmulEntry | UtilEntry | LMEntry

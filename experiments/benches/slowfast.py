@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
+from efficient.checks import check_choice, check_field_types, validates_arguments
 from experiments.benches.spec import BenchArgs, BenchSpec, protocol, resolve_models, train_step
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
 
 Mode = Literal["fast_only", "slowfast", "all_fast"]
 Queries = Literal["all", "text"]
+PrefillPreset = Literal["qwen2_7b", "video_qa"]
 
 TEXT_LEN = 128  # text tokens after the visual tokens in the prefill
 PAPER_INCREASE = 0.03  # the abstract: 16 -> 128 frames for a 3% increase in computation
@@ -71,6 +73,7 @@ TOLERANCE = 0.01  # "within one point" of the paper's 3%
 TRAIN_PROTOCOL = {"cpu": (2, 10), "accelerator": (5, 20)}
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PrefillEntry:
     """One LLM prefill (batch 1), compiled, not run.
@@ -85,9 +88,13 @@ class PrefillEntry:
 
     frames: int
     mode: Mode
-    preset: Literal["qwen2_7b", "video_qa"] = "qwen2_7b"
+    preset: PrefillPreset = "qwen2_7b"
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainEntry:
     """One timed train step of `SlowFastMLLM`.
@@ -105,6 +112,9 @@ class TrainEntry:
     preset: Literal["video_qa", "smoke"] = "video_qa"
     batch: int = 8
     text_len: int = 64
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 Entry = PrefillEntry | TrainEntry
@@ -410,7 +420,11 @@ def claim(rows: Sequence[dict[str, Any]], preset: str = "qwen2_7b") -> dict[str,
     Returns:
         {"preset", "text_len", "xla", "analytic_text", "analytic_all"}: increases (fractions),
         and "<name>_within": whether each is within one point of 3%; None without both rows.
+
+    Raises:
+        ValueError: `preset` is not a prefill preset ("qwen2_7b" or "video_qa").
     """
+    check_choice("claim", "preset", preset, get_args(PrefillPreset))
     for r in rows:
         key = (r["preset"], r["frames"], r["mode"])
         if key != (preset, 128, "slowfast") or r["xla_increase"] is None:

@@ -19,6 +19,7 @@ from efficient.bench import (
     benchmark_interleaved,
     compile_cases,
 )
+from efficient.checks import check_choice, check_field_types, validates_arguments
 
 __all__ = [
     "BenchArgs",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BenchArgs:
     """Options shared by every bench; None means "the spec's protocol default".
@@ -61,6 +63,9 @@ class BenchArgs:
     lower_only: bool = False
     precision: Literal["default", "high", "highest"] = "default"
     out: pathlib.Path = pathlib.Path("runs/bench/bench.jsonl")
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -166,8 +171,15 @@ def protocol(
         args: The run's options.
         defaults: (warmup, repeats) by `platform()`, or by (platform, mode) when `mode` is given.
         mode: e.g. "train" or "decode", for benches whose modes differ in step time.
+
+    Raises:
+        ValueError: `mode` is not one of the modes in `defaults` for `platform()`.
     """
-    warmup, repeats = defaults[platform() if mode is None else (platform(), mode)]
+    kind = platform()
+    if mode is not None:
+        modes = [key[1] for key in defaults if isinstance(key, tuple) and key[0] == kind]
+        check_choice("protocol", "mode", mode, modes)
+    warmup, repeats = defaults[kind if mode is None else (kind, mode)]
     return (
         warmup if args.warmup is None else args.warmup,
         repeats if args.repeats is None else args.repeats,

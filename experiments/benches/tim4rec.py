@@ -29,6 +29,7 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label, ratio_cell
+from efficient.checks import check_field_types, validates_arguments
 from experiments.benches.spec import (
     BenchArgs,
     BenchSpec,
@@ -77,6 +78,7 @@ def batch_size(seq_len: int) -> int:
     return max(1, POSITIONS[platform()] // seq_len)
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelEntry:
     """One benchmarked model at one sequence length.
@@ -90,6 +92,9 @@ class ModelEntry:
 
     family: Family
     seq_len: int
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 MODELS: dict[str, ModelEntry] = {

@@ -25,11 +25,13 @@ from efficient.bench import (
     synthetic_variables,
 )
 from efficient.bench.report import device_label
+from efficient.checks import check_field_types, validates_arguments
 from experiments.benches.spec import BenchArgs, BenchSpec, protocol, resolve_models, train_step
 
 __all__ = ["MODELS", "SPEC", "ModelEntry", "flop_estimates", "run", "report"]
 
 
+@validates_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelEntry:
     """One benchmarked configuration.
@@ -53,6 +55,9 @@ class ModelEntry:
     analysis: Literal["timed", "compiled", "lowered"]
     prompt_len: int = 0
     new_tokens: int = 0
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 MODELS: dict[str, ModelEntry] = {

@@ -223,6 +223,11 @@ def test_transformer_flop_estimates_follow_the_formulas():
     assert all(forward[k] * 3 == train[k] for k in train)
 
 
+def test_transformer_entries_refuse_an_unknown_analysis():
+    with pytest.raises(ValueError, match="analysis='run': expected one of 'timed'"):
+        transformer_bench.ModelEntry(label="x", preset="smoke", batch=1, seq_len=8, analysis="run")
+
+
 def test_registry_specs_are_complete():
     for name, spec in BENCHES.items():
         assert spec.description and "\n" not in spec.description, name

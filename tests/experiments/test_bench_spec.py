@@ -99,6 +99,13 @@ def test_protocol_picks_the_platform_and_mode_defaults_unless_overridden():
     assert bench_spec.protocol(BenchArgs(), defaults, "train") == (1, 3)
     assert bench_spec.protocol(BenchArgs(warmup=4), defaults, "eval") == (4, 2)
     assert bench_spec.protocol(BenchArgs(repeats=9)) == (1, 9)  # LONG_STEP_PROTOCOL on CPU
+    with pytest.raises(ValueError, match=r"mode='trian': must be one of \['eval', 'train'\]"):
+        bench_spec.protocol(BenchArgs(), defaults, "trian")
+
+
+def test_bench_args_refuse_an_unknown_precision():
+    with pytest.raises(ValueError, match="precision='hihg': expected one of 'default'"):
+        BenchArgs(precision="hihg")
 
 
 def test_a_size_checked_row_is_timed_on_the_executable_of_its_check():

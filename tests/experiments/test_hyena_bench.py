@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from efficient.bench import BenchResult
 from experiments import bench
 from experiments.benches import BENCHES
@@ -13,6 +15,8 @@ def test_entries_cover_both_families_at_each_length():
     assert set(hyena_bench.MODELS) == set(BENCHES["hyena"].models)
     lengths = {(e.family, e.seq_len) for e in hyena_bench.MODELS.values()}
     assert lengths == {(f, T) for f in ("hyena", "transformer") for T in (1024, 4096, 16_384)}
+    with pytest.raises(ValueError, match="family='attention': expected one of 'hyena'"):
+        hyena_bench.ModelEntry(family="attention", seq_len=1024)
 
 
 def test_a_step_too_big_for_free_memory_is_compiled_not_run(tmp_path, capsys, monkeypatch):

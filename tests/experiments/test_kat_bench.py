@@ -40,3 +40,9 @@ def test_lower_only_rows_have_no_times_and_no_ratio(tmp_path):
     assert row.extra["model"] == "kat_fashion_mnist"
     assert row.lower_only and row.times_ms == () and row.flops > 0
     assert kat_bench.ratios([row]) == {}
+
+
+@pytest.mark.parametrize("family", ["KAT", "vit "])
+def test_entries_refuse_an_unknown_family(family):
+    with pytest.raises(ValueError, match=f"family={family!r}: expected one of 'vit', 'kat'"):
+        kat_bench.ModelEntry(size="tiny", family=family, batch=8)

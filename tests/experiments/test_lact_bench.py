@@ -29,6 +29,8 @@ def test_entries_cover_the_chunks_and_lengths():
           if isinstance(e, lact_bench.LMEntry) and not e.smoke}  # fmt: skip
     assert lm == {(f, T) for f in ("lact", "transformer") for T in (4096, 16_384, 32_768)}
     assert not any(k.startswith("quick_") for k in lact_bench.DEFAULT_MODELS)
+    with pytest.raises(ValueError, match="family='Lact': expected one of 'lact', 'transformer'"):
+        lact_bench.LMEntry(family="Lact", seq_len=128)
 
 
 @pytest.mark.slow  # ~50 s on 2 shared CPU cores: two LM train steps and two fast-weight forwards

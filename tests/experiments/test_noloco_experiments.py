@@ -33,6 +33,12 @@ def test_check_names_the_devices_needed():
         noloco.check_compatible(dataclasses.replace(config, train=too_big))
 
 
+@pytest.mark.parametrize("method", ["diloko", None])
+def test_an_unknown_method_is_named_with_the_known_ones(method):
+    with pytest.raises(ValueError, match=r"method=.*'dataparallel', 'diloco', 'noloco'"):
+        noloco.kjv_replicas(method)
+
+
 @pytest.mark.parametrize("method", ["noloco", "dataparallel"])
 def test_a_short_run_records_what_each_device_sends(tmp_path, method):
     smoke = language_modeling.smoke(TransformerConfig.smoke())

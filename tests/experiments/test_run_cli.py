@@ -50,6 +50,12 @@ def test_unknown_name_from_the_shell_exits_2():
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
 
 
+@pytest.mark.parametrize("name", [None, ["lowformer/smoke"]])
+def test_a_name_not_a_string_is_an_unknown_experiment(name):
+    with pytest.raises(run_cli.UsageError, match=r"unknown experiment (None|\['lowformer/smoke)"):
+        run_cli.find_preset(name)
+
+
 def test_overrides_reach_the_config():
     config = run_cli.apply_overrides(
         presets()["lowformer/smoke"].config,

@@ -136,6 +136,8 @@ def test_claim_is_the_128_frame_increase_within_one_point(increase, within):
     assert 0.055 < c["analytic_all"] < 0.062 and not c["analytic_all_within"]
     # Without the base row there is no claim.
     assert sf_bench.claim(sf_bench.prefill_rows(results[1:])) is None
+    with pytest.raises(ValueError, match=r"preset='qwen2-7b': must be one of \['qwen2_7b', 'video"):
+        sf_bench.claim(sf_bench.prefill_rows(results), "qwen2-7b")
 
 
 def test_quick_train_steps_are_timed(tmp_path, capsys):
@@ -160,3 +162,12 @@ def test_text_len_is_checked():
         bench.main(["slowfast", "--text-len", "0"])
     with pytest.raises(ValueError, match="text_len=0"):
         next(sf_bench.run(BenchArgs(text_len=0)))
+
+
+def test_entries_refuse_an_unknown_mode_or_preset():
+    with pytest.raises(ValueError, match="mode='slow': expected one of 'fast_only'"):
+        sf_bench.PrefillEntry(frames=16, mode="slow")
+    with pytest.raises(ValueError, match="preset='smoke': expected one of 'qwen2_7b'"):
+        sf_bench.PrefillEntry(frames=8, mode="slowfast", preset="smoke")
+    with pytest.raises(ValueError, match="preset='qwen2_7b': expected one of 'video_qa'"):
+        sf_bench.TrainEntry(frames=16, mode="slowfast", preset="qwen2_7b")

@@ -18,6 +18,8 @@ def test_entries_cover_the_four_models_at_each_length():
     entries = {(e.family, e.seq_len) for e in tim4rec_bench.MODELS.values()}
     assert entries == {(f, T) for f in ("tim4rec", "tim4rec_nomlp", "ssd4rec", "sasrec")
                        for T in (50, 200, 1000, 4000)}  # fmt: skip
+    with pytest.raises(ValueError, match="family='SASRec': expected one of 'tim4rec'"):
+        tim4rec_bench.ModelEntry(family="SASRec", seq_len=50)
 
 
 def _rows(path):
