@@ -331,17 +331,23 @@ def test_environment_has_versions_and_no_hostname():
     assert len(host) < 4 or host not in json.dumps(BenchResult(name="x", env=env).to_dict())
 
 
+def _git_repository(path):
+    """`path` made a repository with one commit (f.txt); returns a `git -C path` runner."""
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "m")
+    return git
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_git_commit_clean_dirty_and_absent(tmp_path):
     assert git_commit(str(tmp_path)) is None  # not a repository
-
-    def git(*args):
-        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
-
-    git("init", "-q")
-    (tmp_path / "f.txt").write_text("a")
-    git("add", "f.txt")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "m")
+    git = _git_repository(tmp_path)
     clean = git_commit(str(tmp_path))
     assert re.fullmatch(r"[0-9a-f]{4,40}", clean)
     (tmp_path / "untracked.txt").write_text("u")  # untracked files do not make it dirty
@@ -509,13 +515,7 @@ def test_git_commit_of_an_installed_copy_is_none_not_the_surrounding_repository(
     """A venv inside the user's own project must not record that project's commit as ours."""
     import pallas_kernels._bench as bench
 
-    def git(*args):
-        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
-
-    git("init", "-q")
-    (tmp_path / "f.txt").write_text("a")
-    git("add", "f.txt")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "m")
+    _git_repository(tmp_path)
     site = tmp_path / ".venv" / "lib" / "python3.12" / "site-packages"
     (site / "pallas_kernels").mkdir(parents=True)
     (site / "pallas_kernels" / "__init__.py").write_text("")
