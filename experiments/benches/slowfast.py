@@ -1,8 +1,10 @@
 """Slow-Fast MLLM compute: Qwen2-7B prefill FLOPs from 16 to 128 frames, and CPU train-step time.
 
 Slow-Fast Architecture for Video Multi-Modal Large Language Models (Shi et al., arXiv:2504.01328),
-abstract: "16 -> 128 frames with just a 3% increase in computation"; reference/architectures.md §A
-(the released code's settings, and an estimate of about 2% for the LLM prefill).
+abstract: "16 -> 128 frames with just a 3% increase in computation"; the settings of the released
+code (SHI-Labs/Slow-Fast-Video-Multimodal-LLM @69676a1). Our own estimate of the LLM prefill's
+increase is about 2%: four hybrid layers' key/value projections over the slow tokens against a
+~1.4k-token Qwen2-7B prefill.
 
 Two parts, picked by `--models`:
 
@@ -66,7 +68,7 @@ PrefillPreset = Literal["qwen2_7b", "video_qa"]
 
 TEXT_LEN = 128  # text tokens after the visual tokens in the prefill
 PAPER_INCREASE = 0.03  # the abstract: 16 -> 128 frames for a 3% increase in computation
-REFERENCE_ESTIMATE = 0.02  # reference/architectures.md §A, the prefill estimate
+REFERENCE_ESTIMATE = 0.02  # our prefill estimate (module docstring)
 TOLERANCE = 0.01  # "within one point" of the paper's 3%
 # On 2 CPU cores a video_qa train step takes well under a second to a few seconds: 2 + 10 calls,
 # whose median discards the odd slow call of a shared machine.
@@ -195,7 +197,7 @@ def prefill_flops(
     times the batch. Q = T for queries="all": `HybridAttention` computes the cross-attention for
     every position and zeroes the non-text ones afterwards, which is what XLA counts. Q = L for
     queries="text": the released `text-only-vanilla-flashattn` path gathers the text queries
-    first (reference/architectures.md §A), the work the paper's figure is about. The dense
+    first (the released code), the work the paper's figure is about. The dense
     causal attention computes (and XLA counts) all T² scores, so no 1/2 for the mask. Not
     counted: biases, norms, RoPE, softmax, residuals and the embedding gather (elementwise work
     that XLA counts too: well under 1% at 7B).

@@ -1,9 +1,10 @@
 """Slow-Fast video MLLM configuration: the visual token pipeline, the hybrid decoder, presets.
 
-Slow-Fast Architecture for Video Multi-Modal Large Language Models (Shi et al.,
-arXiv:2504.01328); the released code's settings (reference/architectures.md §A): Qwen2-7B with
-hybrid layers every 8 layers from layer 0, 81 tokens per frame (18 x 18 ConvNeXt map pooled
-2 x 2), 16 fast frames, and the 64 / 96 / 128-frame configurations of its fine-tuning scripts.
+Slow-Fast Architecture for Video Multi-Modal Large Language Models (Shi et al., arXiv:2504.01328);
+the settings of the released code (SHI-Labs/Slow-Fast-Video-Multimodal-LLM @69676a1): Qwen2-7B with
+hybrid layers every 8 layers from layer 0, 81 tokens per frame (18 x 18 ConvNeXt map pooled 2 x 2),
+16 fast frames, and the 64 / 96 / 128-frame configurations of its fine-tuning scripts
+(`scripts/finetune`).
 """
 
 import dataclasses

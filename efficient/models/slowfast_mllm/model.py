@@ -3,8 +3,9 @@ frame's tokens, next to a compact set of fast visual tokens in the LLM input.
 
 Slow-Fast Architecture for Video Multi-Modal Large Language Models (Shi et al.,
 arXiv:2504.01328 §3); the layer as the released code computes it
-(`text-only-vanilla-flashattn` with `whole-dynamic-tanh-warmup` gating; reference/architectures.md
-§A): x̂ = RMSNorm_in(x), Ŝ = RMSNorm_in(S) with the same weights; A = causal self-attention of x̂
+(`text-only-vanilla-flashattn` with `whole-dynamic-tanh-warmup` gating, in
+SHI-Labs/Slow-Fast-Video-Multimodal-LLM @69676a1):
+x̂ = RMSNorm_in(x), Ŝ = RMSNorm_in(S) with the same weights; A = causal self-attention of x̂
 before the output projection (post-RoPE queries Q); for text tokens only,
 C = softmax(Q K_sᵀ / sqrt(K) + padmask) V_s with [K_s; V_s] = Ŝ W_kv + b_kv (no RoPE on K_s,
 W_kv initialised from the layer's W_k, W_v), A ← A + tanh(w_gᵀ A + b_g) tanh(α) C, α = 0 at init;

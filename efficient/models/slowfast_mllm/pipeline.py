@@ -1,6 +1,6 @@
 """The visual token pipeline: frame token maps -> fast tokens (LLM input) and slow tokens (the
 cross-attention context), as the released `split_slow_fast_tokens` computes them
-(reference/architectures.md §A, "Token pipeline")."""
+(SHI-Labs/Slow-Fast-Video-Multimodal-LLM, `llava_qwen2_slowfast.py`)."""
 
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float

@@ -2,7 +2,7 @@
 
 TiM4Rec: An Efficient Sequential Recommendation Model Based on Time-Aware Structured State Space
 Duality Model (Fan et al., arXiv:2409.16182 §4, §5.1); the released configs
-(AlwaysFHao/TiM4Rec `config/config4movie_64d.yaml`, reference/architectures.md §C).
+(AlwaysFHao/TiM4Rec `config/config4movie_64d.yaml`).
 """
 
 import dataclasses

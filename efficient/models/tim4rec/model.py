@@ -3,7 +3,7 @@ recommendation, as the reference code computes them.
 
 TiM4Rec: An Efficient Sequential Recommendation Model Based on Time-Aware Structured State Space
 Duality Model (Fan et al., arXiv:2409.16182 §4.2 the time-aware SSD, §4.3 the model); the code of
-AlwaysFHao/TiM4Rec @8d4a6cea (`tim4rec.py`, `ssd.py`), reference/architectures.md §C.
+AlwaysFHao/TiM4Rec @8d4a6cea (`tim4rec.py`, `ssd.py`).
 """
 
 import functools

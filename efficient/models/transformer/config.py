@@ -128,7 +128,7 @@ class TransformerConfig:
     def qwen2_7b(cls, **overrides) -> "TransformerConfig":
         """Qwen2-7B: 28 layers, D 3584, 28 query / 4 KV heads of 128, F 18944, V 152064, RoPE
         1e6, RMSNorm 1e-6, qkv biases, untied head: 7,615,616,512 parameters (the Hugging Face
-        config of Qwen2-7B; reference/architectures.md §A)."""
+        config of Qwen2-7B)."""
         return cls(**{**dict(
             vocab_size=152_064, features=3584, num_layers=28, num_heads=28, num_kv_heads=4,
             head_dim=128, mlp_dim=18_944, rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True,
