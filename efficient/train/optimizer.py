@@ -30,15 +30,30 @@ def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.S
 
 def decay_mask(exclude: tuple[str, ...] = ()):
     """Which parameters weight decay applies to: kernels and embeddings (ndim > 1), not biases
-    or norm scales (ndim <= 1), and none whose path has a key in `exclude`."""
+    or norm scales (ndim <= 1), and none whose path has a key in `exclude`.
+
+    The mask raises a ValueError when a name in `exclude` is no key of any parameter's path (a
+    misspelt name would otherwise leave that parameter decaying, silently).
+    """
     excluded = frozenset(exclude)
 
     def mask(params):
+        seen: set[str] = set()
+
         def decays(path, p) -> bool:
             keys = {str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path}
+            seen.update(keys)
             return p.ndim > 1 and not keys & excluded
 
-        return jax.tree_util.tree_map_with_path(decays, params)
+        decaying = jax.tree_util.tree_map_with_path(decays, params)
+        if missing := sorted(excluded - seen):
+            known = sorted(seen)
+            shown = ", ".join(known[:40]) + (f", ... ({len(known)} in all)" if known[40:] else "")
+            raise ValueError(
+                f"OptimizerConfig.weight_decay_exclude: {', '.join(map(repr, missing))} is no key "
+                f"of any parameter's path (keys: {shown})"
+            )
+        return decaying
 
     return mask
 

@@ -34,6 +34,16 @@ def test_mask_exempts_vectors_and_named_parameters():
     }
 
 
+def test_an_exclude_name_that_matches_no_parameter_is_named():
+    # A misspelt name used to leave the parameter decaying, silently.
+    match = r"weight_decay_exclude: 'pos_embd' is no key .*keys: bias, block, cls_token"
+    with pytest.raises(ValueError, match=match):
+        decay_mask(("pos_embd", "cls_token"))(PARAMS)
+    tx = make_optimizer(OptimizerConfig(weight_decay_exclude=("cls_tokn",)), total_steps=10)
+    with pytest.raises(ValueError, match="'cls_tokn'"):
+        tx.init(PARAMS)
+
+
 @pytest.mark.parametrize("name", ["adamw", "lion", "sgd"])
 def test_zero_gradient_step_decays_exactly_the_masked_parameters(name):
     # With zero gradients every optimizer's update is the decay term alone: -lr * wd * p where
