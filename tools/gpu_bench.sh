@@ -17,8 +17,8 @@
 # SASRec; `experiments.recommendation_table`) and KAT vs ViT on Fashion-MNIST. Runs land in $RUNS
 # (default /tmp/efficient_runs); their summaries, metrics and logs (no checkpoints) come back
 # packed in $OUT/runs.tgz, with the bench JSON written there too.
-# On a copy of the tree inside another checkout (a lent GPU machine), set EFFICIENT_GIT_COMMIT to
-# the commit that runs: the JSON would otherwise record the outer checkout's HEAD.
+# On a copy of the tree that is not a git checkout, or sits inside another one (a lent GPU
+# machine), set EFFICIENT_GIT_COMMIT to the commit that runs: the JSON records no commit otherwise.
 # Limits: the H200 session (2026-11-27) measured what the steps need. A Triton kernel or model
 # train step compiles in 5-20 s on that machine's CPU (KAT/ViT train step 21 s, TiM4Rec at T = 50
 # 11 s), Pallas fft_conv at N = 4K and the unrolled rational backward far longer; the earlier
