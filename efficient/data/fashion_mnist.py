@@ -9,6 +9,8 @@ from typing import Literal
 import numpy as np
 from jaxtyping import Int32, UInt8
 
+from efficient.checks import validates_arguments
+
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 ENV_VAR = "EFFICIENT_FASHION_MNIST_DIR"
 INSTALL_HINT = (
@@ -77,6 +79,7 @@ def _load(directory: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+@validates_arguments
 def load_fashion_mnist(
     split: Literal["train", "test"],
 ) -> tuple[UInt8[np.ndarray, "B 28 28 1"], Int32[np.ndarray, " B"]]:
@@ -94,6 +97,6 @@ def load_fashion_mnist(
             the Debian package and which environment variable points elsewhere.
         ValueError: `split` is unknown, or a file has a wrong magic number, shape or size.
     """
-    if split not in SPLIT_SIZES:
+    if not isinstance(split, str) or split not in SPLIT_SIZES:  # a list: this, not a TypeError
         raise ValueError(f"split={split!r}: expected one of {sorted(SPLIT_SIZES)}.")
     return _load(data_dir().resolve(), split)

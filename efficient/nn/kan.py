@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.nn import initializers
 from jaxtyping import Array, Float
 
-from efficient.checks import check_float_dtypes
+from efficient.checks import check_float_dtypes, validates_arguments
 from efficient.nn.conv import TRUNC_NORMAL
 from pallas_kernels.rational import (
     PRESETS,
@@ -44,12 +44,14 @@ FC_INITS: tuple[str, ...] = typing.get_args(FcInit)
 _REPLICATED = (None, None)
 
 
+@validates_arguments
 def check_preset(name: str, argument: str) -> None:
     """Raise a ValueError unless `name` is an init preset of `pallas_kernels.rational`."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:  # a list: this, not a TypeError
         raise ValueError(f"{argument}={name!r}: one of {sorted(PRESETS)}")
 
 
+@validates_arguments
 def fc_gain(preset: str) -> float:
     """sigma^2 / E[F(x)^2], x ~ N(0, 1), of a preset: the variance gain of the layer after it.
 

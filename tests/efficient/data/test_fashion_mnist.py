@@ -91,3 +91,9 @@ def test_normalisation_constants_match_training_pixels(monkeypatch):
     x = images.astype(np.float64) / 255.0
     assert abs(x.mean() - fashion_mnist.MEAN) < 5e-5
     assert abs(x.std() - fashion_mnist.STD) < 5e-5
+
+
+@pytest.mark.parametrize("split", ["validation", None, ["train"]])
+def test_unknown_split_is_named(split):
+    with pytest.raises(ValueError, match=r"split=.*expected one of \['test', 'train'\]"):
+        fashion_mnist.load_fashion_mnist(split)

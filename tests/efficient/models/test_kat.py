@@ -13,6 +13,7 @@ import pytest
 from efficient.models.kat import KAT, KATConfig
 from efficient.models.vit import ViT, ViTConfig
 from efficient.nn import GRKAN, GroupRational
+from efficient.nn.kan import fc_gain
 from efficient.sharding import MeshConfig, batch_sharding, logical_to_sharding, make_mesh
 from pallas_kernels.rational import PRESETS, VARIANCE_GAINS, group_rational_reference
 from tests.efficient.models._checks import (
@@ -279,6 +280,9 @@ def test_config_errors():
         dataclasses.replace(smoke, implementation="cuda")
     with pytest.raises(ValueError, match="patch_size=5"):  # the ViT checks still run
         dataclasses.replace(smoke, patch_size=5)
+    for bad in ["gleu", ["gelu"]]:  # a list: the same error, not a TypeError
+        with pytest.raises(ValueError, match=r"preset=.*one of \['gelu'"):
+            fc_gain(bad)
     with pytest.raises(ValueError, match="images must be"):
         jax.eval_shape(
             lambda: KAT(smoke).init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)), train=False)
