@@ -60,6 +60,13 @@ def check_choice(owner: str, name: str, value: object, allowed) -> None:
         raise ValueError(f"{owner}.{name}={value!r}: must be one of {sorted(allowed)}")
 
 
+def check_one_of(name: str, value: object, allowed) -> None:
+    """Raise a ValueError "name=value: one of 'a', 'b', ..." unless `value` is a string among
+    `allowed` (kept in its order; an unhashable value gives the same error)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name}={value!r}: one of {', '.join(map(repr, allowed))}")
+
+
 def resolve_block_sizes[Sizes](
     block_sizes: object,
     cls: type[Sizes],

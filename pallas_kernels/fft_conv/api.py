@@ -70,13 +70,6 @@ def _max_pallas_size() -> int:
     return MAX_PALLAS_FFT_SIZE_GPU if platform.current() == "gpu" else MAX_PALLAS_FFT_SIZE
 
 
-def _check_implementation_name(implementation) -> None:
-    if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation={implementation!r}: one of {', '.join(map(repr, IMPLEMENTATIONS))}"
-        )
-
-
 def resolve_implementation(implementation: str, fft_size: int) -> str:
     """Map "auto" to "pallas" on TPU (if N allows) or "xla"; "xla" to "xla" or "jnp_fft";
     "pallas" and "interpret" to themselves.
@@ -84,7 +77,7 @@ def resolve_implementation(implementation: str, fft_size: int) -> str:
     Raises:
         ValueError: `implementation` is not one of `IMPLEMENTATIONS`.
     """
-    _check_implementation_name(implementation)
+    arguments.check_one_of("implementation", implementation, IMPLEMENTATIONS)
     if implementation == "auto":
         on_accelerator = platform.current() in _AUTO_PALLAS_BACKENDS
         use_pallas = on_accelerator and fft_size <= _max_pallas_size()
@@ -149,7 +142,7 @@ def _check_kept_frequencies(kept_frequencies, fft_size: int) -> int:
 
 
 def _check_implementation(implementation, fft_size: int) -> None:
-    _check_implementation_name(implementation)
+    arguments.check_one_of("implementation", implementation, IMPLEMENTATIONS)
     platform.check_compiled(implementation)
     max_size = _max_pallas_size() if implementation == "pallas" else MAX_PALLAS_FFT_SIZE
     if implementation in ("pallas", "interpret") and fft_size > max_size:

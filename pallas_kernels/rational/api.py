@@ -37,13 +37,6 @@ _X_DTYPES = (jnp.float32, jnp.bfloat16)
 _AUTO = {"gpu": "xla+pallas", "tpu": "pallas"}
 
 
-def _check_implementation(implementation) -> None:
-    if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation={implementation!r}: one of {', '.join(map(repr, IMPLEMENTATIONS))}"
-        )
-
-
 def resolve_implementation(implementation: str) -> str:
     """ "auto" -> "xla+pallas" on GPU, "pallas" on TPU, "xla" on CPU; the other
     `IMPLEMENTATIONS` unchanged.
@@ -51,7 +44,7 @@ def resolve_implementation(implementation: str) -> str:
     Raises:
         ValueError: `implementation` is not one of `IMPLEMENTATIONS`.
     """
-    _check_implementation(implementation)
+    arguments.check_one_of("implementation", implementation, IMPLEMENTATIONS)
     if implementation == "auto":
         return _AUTO.get(platform.current(), "xla")
     return implementation
@@ -59,7 +52,7 @@ def resolve_implementation(implementation: str) -> str:
 
 def check_arguments(x, numerator, denominator, implementation: str = "auto") -> None:
     """Raise a ValueError naming the first unsupported argument and what is supported."""
-    _check_implementation(implementation)
+    arguments.check_one_of("implementation", implementation, IMPLEMENTATIONS)
     platform.check_compiled(implementation)
     for name, value in (("x", x), ("numerator", numerator), ("denominator", denominator)):
         arguments.check_array(name, value)

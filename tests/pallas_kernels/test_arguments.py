@@ -37,3 +37,10 @@ def test_no_compiler_params_when_interpreting_or_on_cpu():
     assert platform.current() != "cpu" or (
         platform.compiler_params(num_warps=4, num_stages=2, interpret=False) is None
     )
+
+
+def test_check_one_of_names_the_argument_and_keeps_the_order():
+    arguments.check_one_of("mode", "b", ("b", "a"))
+    for bad in ["c", None, ["a"]]:
+        with pytest.raises(ValueError, match=r"mode=.*: one of 'b', 'a'$"):
+            arguments.check_one_of("mode", bad, ("b", "a"))
